@@ -1,0 +1,293 @@
+"""MANO linear blend skinning in JAX: the tailor's posing, tested equal to smplx's layer.
+
+Pure functions (style anchor 2): every array is an argument, dtype follows the inputs (float32 by default,
+float64 under `jax.experimental.enable_x64`). The joint order and parents are MANO's, fixed
+(`MANO_PARENTS`, validated at load), so forward kinematics is an unrolled loop over that table.
+
+    J(beta)  = J0 + Jdirs . beta                                       (B, 16, 3)
+    G_j      = G_parent(j) o [R_j | J_j - J_parent(j)],  G_0 = [R_0 | J_0]   (world transforms)
+    A_j      = [Rg_j | tg_j - Rg_j J_j]                                 (skinning transforms)
+    v_posed  = v_template + shapedirs . beta + posedirs . vec(R_1..15 - I)
+    v        = sum_j w_vj A_j v_posed
+    X_camera = root + hand_scale * (X_lbs - J(beta)[0])
+
+`keypoints` evaluates only the 16 joints and the 5 fingertip vertices (no mesh): the fast path.
+Shapes use B batch, V vertices, K = 21 keypoints.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from engine.hand_model.constants import MANO_PARENTS, MANO_TO_KEYPOINT
+from engine.hand_model.loading import HandModel
+
+_PARENTS = tuple(int(p) for p in MANO_PARENTS)
+_TO_KEYPOINT = np.asarray(MANO_TO_KEYPOINT)
+
+
+class JaxHandParams(NamedTuple):
+    """The model's arrays for posing (a pytree; pass it to jitted functions as an argument)."""
+
+    J0: jax.Array  # (16, 3) rest joints at beta = 0
+    Jdirs: jax.Array  # (16, 3, 10) joint shape directions: J(beta) = J0 + Jdirs . beta
+    tip_template: jax.Array  # (5, 3) fingertip rows of v_template
+    tip_shapedirs: jax.Array  # (5, 3, 10)
+    tip_posedirs: jax.Array  # (5, 3, 135)
+    tip_weights: jax.Array  # (5, 16)
+    v_template: jax.Array  # (V, 3) full mesh, for `vertices`
+    shapedirs: jax.Array  # (V, 3, 10)
+    posedirs: jax.Array  # (V, 3, 135)
+    weights: jax.Array  # (V, 16)
+
+
+def prepare(model: HandModel, dtype=None) -> JaxHandParams:
+    """Precomputes the posing arrays of `model`. dtype: None = JAX's default float (float64 under x64)."""
+    dtype = dtype or jnp.result_type(float)
+    J0 = model.J_regressor @ model.v_template  # (16, 3)
+    Jdirs = np.einsum("jv,vcs->jcs", model.J_regressor, model.shapedirs)  # (16, 3, 10)
+    tips = np.asarray(model.tip_vertex_ids)
+
+    def arr(x):
+        return jnp.asarray(np.asarray(x), dtype=dtype)
+
+    return JaxHandParams(
+        J0=arr(J0),
+        Jdirs=arr(Jdirs),
+        tip_template=arr(model.v_template[tips]),
+        tip_shapedirs=arr(model.shapedirs[tips]),
+        tip_posedirs=arr(model.posedirs[tips]),
+        tip_weights=arr(model.weights[tips]),
+        v_template=arr(model.v_template),
+        shapedirs=arr(model.shapedirs),
+        posedirs=arr(model.posedirs),
+        weights=arr(model.weights),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Rotations
+
+
+def quat_to_rotmat(quat: jax.Array) -> jax.Array:
+    """Quaternions (..., 4) (w, x, y, z), normalized here -> rotation matrices (..., 3, 3)."""
+    norm2 = jnp.sum(quat * quat, axis=-1, keepdims=True)
+    q = quat * jax.lax.rsqrt(jnp.maximum(norm2, jnp.finfo(quat.dtype).tiny))
+    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    row0 = jnp.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], axis=-1)
+    row1 = jnp.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], axis=-1)
+    row2 = jnp.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=-1)
+    return jnp.stack([row0, row1, row2], axis=-2)
+
+
+def rotmat_to_quat(rotmat: jax.Array) -> jax.Array:
+    """Rotation matrices (..., 3, 3) -> unit quaternions (..., 4) (w, x, y, z) with w >= 0.
+
+    Shepperd's method: the candidate with the largest denominator is picked, so it is stable everywhere.
+    """
+    m = rotmat
+    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
+    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
+    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
+    t = jnp.stack(
+        [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], axis=-1
+    )  # (..., 4): 4w^2, 4x^2, 4y^2, 4z^2
+    cands = jnp.stack(
+        [
+            jnp.stack([t[..., 0], m21 - m12, m02 - m20, m10 - m01], axis=-1),
+            jnp.stack([m21 - m12, t[..., 1], m10 + m01, m02 + m20], axis=-1),
+            jnp.stack([m02 - m20, m10 + m01, t[..., 2], m21 + m12], axis=-1),
+            jnp.stack([m10 - m01, m02 + m20, m21 + m12, t[..., 3]], axis=-1),
+        ],
+        axis=-2,
+    )  # (..., 4 candidates, 4)
+    best = jnp.argmax(t, axis=-1)
+    cand = jnp.take_along_axis(cands, best[..., None, None], axis=-2)[..., 0, :]
+    t_best = jnp.take_along_axis(t, best[..., None], axis=-1)
+    q = cand * (0.5 * jax.lax.rsqrt(jnp.maximum(t_best, jnp.finfo(t.dtype).tiny)))
+    q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
+    return jnp.where(q[..., :1] < 0, -q, q)
+
+
+def axis_angle_to_rotmat(axis_angle: jax.Array) -> jax.Array:
+    """Axis-angle vectors (..., 3) (angle = norm, radians) -> rotation matrices (..., 3, 3).
+
+    Rodrigues with a Taylor expansion near 0, so values and gradients are finite at the identity.
+    """
+    v = axis_angle
+    th2 = jnp.sum(v * v, axis=-1)
+    small = th2 < 1e-12
+    th2_safe = jnp.where(small, 1.0, th2)
+    th = jnp.sqrt(th2_safe)
+    a = jnp.where(small, 1.0 - th2 / 6.0, jnp.sin(th) / th)
+    b = jnp.where(small, 0.5 - th2 / 24.0, (1.0 - jnp.cos(th)) / th2_safe)
+    x, y, z = v[..., 0], v[..., 1], v[..., 2]
+    zero = jnp.zeros_like(x)
+    K = jnp.stack(
+        [jnp.stack([zero, -z, y], -1), jnp.stack([z, zero, -x], -1), jnp.stack([-y, x, zero], -1)], axis=-2
+    )
+    eye = jnp.eye(3, dtype=v.dtype)
+    return eye + a[..., None, None] * K + b[..., None, None] * (K @ K)
+
+
+def rotmat_to_axis_angle(rotmat: jax.Array) -> jax.Array:
+    """Rotation matrices (..., 3, 3) -> axis-angle (..., 3), angle in [0, pi] (through the quaternion)."""
+    q = rotmat_to_quat(rotmat)
+    s = jnp.linalg.norm(q[..., 1:], axis=-1)
+    angle = 2.0 * jnp.arctan2(s, q[..., 0])
+    small = s < 1e-12
+    scale = jnp.where(small, 2.0, angle / jnp.where(small, 1.0, s))
+    return q[..., 1:] * scale[..., None]
+
+
+# ------------------------------------------------------------------------------------------------
+# Posing
+
+
+def rest_joints(params: JaxHandParams, beta: jax.Array) -> jax.Array:
+    """J(beta) = J0 + Jdirs . beta: beta (B, 10) -> (B, 16, 3)."""
+    return params.J0 + jnp.einsum("jcs,bs->bjc", params.Jdirs, beta)
+
+
+def _depth_levels(parents: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Joints grouped by depth in the tree (root excluded): MANO gives 3 levels of 5 joints."""
+    depth = [0] * len(parents)
+    for j in range(1, len(parents)):
+        depth[j] = depth[parents[j]] + 1
+    return tuple(tuple(j for j in range(len(parents)) if depth[j] == d) for d in range(1, max(depth) + 1))
+
+
+_LEVELS = _depth_levels(_PARENTS)
+_LEVEL_ORDER = np.concatenate([[0], *_LEVELS])  # joint ids in level order
+_FROM_LEVEL_ORDER = np.argsort(_LEVEL_ORDER)  # level order -> MANO order
+
+
+def forward_kinematics(rotmats: jax.Array, joints: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Local rotations (B, 16, 3, 3) and rest joints (B, 16, 3) -> world rotations (B, 16, 3, 3) and
+    posed joints (B, 16, 3). The root rotates about its own rest position (no translation).
+
+    The loop over the fixed parent table is unrolled by tree depth (each level's joints at once), which
+    keeps the traced graph small: XLA compiles it several times faster than one step per joint.
+    """
+    rot = {0: rotmats[:, :1]}  # level -> (B, n, 3, 3)
+    pos = {0: joints[:, :1]}  # level -> (B, n, 3)
+    level_ids = {0: (0,)}
+    for d, ids in enumerate(_LEVELS, start=1):
+        ids_arr = np.asarray(ids)
+        parent_ids = [_PARENTS[j] for j in ids]
+        prev = level_ids[d - 1]
+        pick = np.asarray([prev.index(p) for p in parent_ids])  # parent's slot in the previous level
+        parent_rot = rot[d - 1][:, pick]  # (B, n, 3, 3)
+        parent_pos = pos[d - 1][:, pick]
+        bone = joints[:, ids_arr] - joints[:, np.asarray(parent_ids)]  # (B, n, 3)
+        rot[d] = parent_rot @ rotmats[:, ids_arr]
+        pos[d] = parent_pos + (parent_rot @ bone[..., None])[..., 0]
+        level_ids[d] = ids
+    n_levels = len(_LEVELS) + 1
+    world_rot = jnp.concatenate([rot[d] for d in range(n_levels)], axis=1)[:, _FROM_LEVEL_ORDER]
+    posed = jnp.concatenate([pos[d] for d in range(n_levels)], axis=1)[:, _FROM_LEVEL_ORDER]
+    return world_rot, posed
+
+
+def _skin(
+    rest: jax.Array,
+    shapedirs: jax.Array,
+    posedirs: jax.Array,
+    weights: jax.Array,
+    beta: jax.Array,
+    rotmats: jax.Array,
+    world_rot: jax.Array,
+    posed_joints: jax.Array,
+    joints: jax.Array,
+) -> jax.Array:
+    """LBS of a set of P mesh rows: rest (P, 3), shapedirs (P, 3, 10), posedirs (P, 3, 135), weights (P, 16)
+    -> (B, P, 3) posed, in the model frame."""
+    batch = rotmats.shape[0]
+    eye = jnp.eye(3, dtype=rotmats.dtype)
+    pose_feature = (rotmats[:, 1:] - eye).reshape(batch, -1)  # (B, 135)
+    v_posed = (
+        rest
+        + jnp.einsum("pcs,bs->bpc", shapedirs, beta)
+        + jnp.einsum("pck,bk->bpc", posedirs, pose_feature)
+    )  # (B, P, 3)
+    trans = posed_joints - jnp.einsum("bjik,bjk->bji", world_rot, joints)  # (B, 16, 3)
+    blend_rot = jnp.einsum("pj,bjik->bpik", weights, world_rot)  # (B, P, 3, 3)
+    blend_trans = jnp.einsum("pj,bji->bpi", weights, trans)  # (B, P, 3)
+    return jnp.einsum("bpik,bpk->bpi", blend_rot, v_posed) + blend_trans
+
+
+def _to_camera(points: jax.Array, wrist: jax.Array, root, hand_scale) -> jax.Array:
+    """points (B, P, 3) model frame -> root + hand_scale * (points - wrist); root (B,3)|None, scale (B,)|None."""
+    out = points - wrist[:, None, :]
+    if hand_scale is not None:
+        out = out * jnp.asarray(hand_scale, points.dtype)[:, None, None]
+    if root is not None:
+        out = out + jnp.asarray(root, points.dtype)[:, None, :]
+    return out
+
+
+def keypoints(
+    params: JaxHandParams,
+    rotmats: jax.Array,
+    beta: jax.Array,
+    root: jax.Array | None,
+    hand_scale: jax.Array | None,
+) -> jax.Array:
+    """The 21 keypoints only (16 joints + 5 fingertip vertex rows; no mesh): the tailor's fast path.
+
+    rotmats (B, 16, 3, 3) local rotations; beta (B, 10); root (B, 3) wrist position in the camera frame
+    (None: the origin); hand_scale (B,) (None: 1) -> keypoints (B, K=21, 3).
+    """
+    joints = rest_joints(params, beta)
+    world_rot, posed = forward_kinematics(rotmats, joints)
+    tips = _skin(
+        params.tip_template, params.tip_shapedirs, params.tip_posedirs, params.tip_weights,
+        beta, rotmats, world_rot, posed, joints,
+    )  # (B, 5, 3)
+    points = jnp.concatenate([posed, tips], axis=1)[:, _TO_KEYPOINT]
+    return _to_camera(points, joints[:, 0], root, hand_scale)
+
+
+def pose(
+    params: JaxHandParams,
+    rotmats: jax.Array,
+    beta: jax.Array,
+    root: jax.Array | None,
+    hand_scale: jax.Array | None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Full mesh and joints: (vertices (B, V, 3), keypoints (B, K=21, 3), joints16 (B, 16, 3)), camera frame.
+
+    Arguments as in `keypoints`. The keypoints' tips are the mesh's `tip_vertex_ids` rows.
+    """
+    joints = rest_joints(params, beta)
+    world_rot, posed = forward_kinematics(rotmats, joints)
+    verts = _skin(
+        params.v_template, params.shapedirs, params.posedirs, params.weights,
+        beta, rotmats, world_rot, posed, joints,
+    )  # (B, V, 3)
+    tips = _skin(
+        params.tip_template, params.tip_shapedirs, params.tip_posedirs, params.tip_weights,
+        beta, rotmats, world_rot, posed, joints,
+    )
+    points = jnp.concatenate([posed, tips], axis=1)[:, _TO_KEYPOINT]
+    wrist = joints[:, 0]
+    return (
+        _to_camera(verts, wrist, root, hand_scale),
+        _to_camera(points, wrist, root, hand_scale),
+        _to_camera(posed, wrist, root, hand_scale),
+    )
+
+
+def vertices(
+    params: JaxHandParams,
+    rotmats: jax.Array,
+    beta: jax.Array,
+    root: jax.Array | None,
+    hand_scale: jax.Array | None,
+) -> jax.Array:
+    """The posed mesh: arguments as in `keypoints` -> vertices (B, V, 3), camera frame."""
+    return pose(params, rotmats, beta, root, hand_scale)[0]

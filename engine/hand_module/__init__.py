@@ -1,0 +1,5 @@
+"""Hand module: detector and keypoint networks (MediaPipe hand models ported to torch), tracking,
+lifting, IKNet and shape.
+
+Submodules are imported on demand; this package import stays light (no torch).
+"""

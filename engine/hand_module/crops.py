@@ -1,0 +1,123 @@
+"""Rotated square ROIs for the hand networks, as MediaPipe's legacy hand graph computes them.
+
+All coordinates are full-frame pixels (origin top-left, y down); angles are radians, MediaPipe's sign
+(a positive angle turns the crop clockwise on screen). A ROI is (cx, cy, size, angle).
+
+- `roi_from_palm`: DetectionsToRectsCalculator (rotation from palm keypoint 0 = wrist to 2 = middle MCP,
+  target 90 deg) + RectTransformationCalculator (shift -0.5 box height along the rotated y, square on the
+  long side, scale 2.6).
+- `roi_from_landmarks`: HandLandmarksToRectCalculator on landmarks 0,1,2,3,5,6,9,10,13,14,17,18 (rotation
+  from the wrist to the mean of the index/ring MCP midpoint and the middle MCP; extent of the landmarks
+  in the rotated frame) + RectTransformationCalculator (shift -0.1, square long, scale 2.0).
+- `warp`: OpenCV boxPoints -> getPerspectiveTransform onto the crop corners (0,H),(0,0),(W,0),(W,H) ->
+  warpPerspective (bilinear) on uint8, as ImageToTensorCalculator's OpenCV path (an algebraically equal
+  warpAffine moved landmarks by up to 1.5 px).
+- `landmarks_to_image`: LandmarkProjectionCalculator; z (crop units) -> px: z / 224 / 0.4 * size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from engine.hand_module.blazepalm import normalize_radians
+
+PALM_SCALE, PALM_SHIFT_Y = 2.6, -0.5
+LANDMARK_SCALE, LANDMARK_SHIFT_Y = 2.0, -0.1
+LANDMARK_ROI_SUBSET = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)
+Z_NORMALIZE = 0.4
+_FLOAT_MIN = float(np.finfo(np.float32).tiny)  # MediaPipe initialises its max with numeric_limits<float>::min()
+
+
+class Roi(NamedTuple):
+    cx: float
+    cy: float
+    size: float
+    angle: float  # radians
+
+
+def transform_rect(cx: float, cy: float, w: float, h: float, angle: float, scale: float, shift_y: float) -> Roi:
+    """RectTransformationCalculator in pixels: shift along the rotated y by shift_y * h, square long, scale."""
+    cx += -h * shift_y * math.sin(angle)
+    cy += h * shift_y * math.cos(angle)
+    return Roi(cx, cy, max(w, h) * scale, angle)
+
+
+def roi_from_palm(box: np.ndarray, keypoints: np.ndarray) -> Roi:
+    """box (4,) xmin, ymin, xmax, ymax px; keypoints (7, 2) px -> the landmark network's ROI."""
+    (x0, y0), (x1, y1) = keypoints[0], keypoints[2]
+    angle = normalize_radians(math.pi / 2 - math.atan2(-(y1 - y0), x1 - x0))
+    w, h = box[2] - box[0], box[3] - box[1]
+    return transform_rect((box[0] + box[2]) / 2, (box[1] + box[3]) / 2, w, h, angle, PALM_SCALE, PALM_SHIFT_Y)
+
+
+def roi_from_landmarks(landmarks: np.ndarray) -> Roi:
+    """landmarks (21, 2+) full-frame px -> the next frame's ROI (MediaPipe's tracking ROI)."""
+    pts = np.asarray(landmarks, dtype=np.float64)[list(LANDMARK_ROI_SUBSET), :2]
+    wrist = pts[0]
+    mid = ((pts[4] + pts[8]) / 2 + pts[6]) / 2  # subset 4, 6, 8 = index, middle, ring MCP
+    angle = normalize_radians(math.pi / 2 - math.atan2(-(mid[1] - wrist[1]), mid[0] - wrist[0]))
+    centre = (pts.max(0) + pts.min(0)) / 2
+    c, s = math.cos(-angle), math.sin(-angle)
+    d = pts - centre
+    proj = np.stack([d[:, 0] * c - d[:, 1] * s, d[:, 0] * s + d[:, 1] * c], axis=1)
+    hi = np.maximum(proj.max(0), _FLOAT_MIN)
+    lo = proj.min(0)
+    pc = (hi + lo) / 2
+    ca, sa = math.cos(angle), math.sin(angle)
+    cx = pc[0] * ca - pc[1] * sa + centre[0]
+    cy = pc[0] * sa + pc[1] * ca + centre[1]
+    w, h = hi - lo
+    return transform_rect(cx, cy, w, h, angle, LANDMARK_SCALE, LANDMARK_SHIFT_Y)
+
+
+def crop_matrix(roi: Roi, out_size: int) -> np.ndarray:
+    """(3, 3) perspective transform full-frame px -> crop px (boxPoints + getPerspectiveTransform)."""
+    src = cv2.boxPoints(((roi.cx, roi.cy), (roi.size, roi.size), math.degrees(roi.angle))).astype(np.float32)
+    dst = np.array([[0, out_size], [0, 0], [out_size, 0], [out_size, out_size]], dtype=np.float32)
+    return cv2.getPerspectiveTransform(src, dst)
+
+
+def warp(image: np.ndarray, roi: Roi, out_size: int, border: str = "replicate") -> np.ndarray:
+    """image (H, W, 3) uint8 -> (out_size, out_size, 3) uint8 crop of the ROI (bilinear)."""
+    mode = cv2.BORDER_REPLICATE if border == "replicate" else cv2.BORDER_CONSTANT
+    return cv2.warpPerspective(image, crop_matrix(roi, out_size), (out_size, out_size), flags=cv2.INTER_LINEAR,
+                               borderMode=mode, borderValue=(0, 0, 0))
+
+
+def letterbox_roi(width: int, height: int) -> Roi:
+    """The palm detector's input: the frame centred in a square of its long side (zero border)."""
+    return Roi(width / 2.0, height / 2.0, float(max(width, height)), 0.0)
+
+
+def landmarks_to_image(landmarks: np.ndarray, roi: Roi, crop_size: int = 224) -> np.ndarray:
+    """landmarks (..., 21, 3) crop px (x, y) + raw z -> (..., 21, 3) full-frame px (u, v, d).
+
+    d = z / crop_size / 0.4 * roi.size: MediaPipe's normalized z times the crop width in px."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    x, y = lm[..., 0] / crop_size - 0.5, lm[..., 1] / crop_size - 0.5
+    c, s = math.cos(roi.angle), math.sin(roi.angle)
+    u = (c * x - s * y) * roi.size + roi.cx
+    v = (s * x + c * y) * roi.size + roi.cy
+    d = lm[..., 2] / crop_size / Z_NORMALIZE * roi.size
+    return np.stack([u, v, d], axis=-1)
+
+
+def rotate_world(world: np.ndarray, angle: float) -> np.ndarray:
+    """world (..., 21, 3) metres in crop axes -> frame axes (x, y turned by the ROI angle, z kept)."""
+    w = np.asarray(world, dtype=np.float64)
+    c, s = math.cos(angle), math.sin(angle)
+    return np.stack([c * w[..., 0] - s * w[..., 1], s * w[..., 0] + c * w[..., 1], w[..., 2]], axis=-1)
+
+
+def roi_iou(a: Roi, b: Roi) -> float:
+    """IoU of the axis-aligned squares of two ROIs (rotation ignored, as MediaPipe's association)."""
+    ha, hb = a.size / 2, b.size / 2
+    iw = max(0.0, min(a.cx + ha, b.cx + hb) - max(a.cx - ha, b.cx - hb))
+    ih = max(0.0, min(a.cy + ha, b.cy + hb) - max(a.cy - ha, b.cy - hb))
+    inter = iw * ih
+    union = a.size ** 2 + b.size ** 2 - inter
+    return inter / union if union > 0 else 0.0

@@ -1,0 +1,203 @@
+"""The hand module's 3D part: keypoint observations of one track -> the tailor's initialization.
+
+    uvd (+ world landmarks) --lifting--> 3D joints --shape--> beta --lifting (B(beta))--> 3D joints
+        --IKNet--> theta --hand model (theta, beta)--> joints placed at the lifted hand
+
+`fit_init` implements the contract in /work/coord/CONTRACTS.md (paper Sec. 3.3, 3.5). Shapes: N frames,
+K = 21 keypoints.
+
+Meaning of the outputs per camera model
+---------------------------------------
+perspective (K known): the root depth is solved so that the reference bone has the metric length of the
+  fitted shape (Eq. 5); joints are meters in the camera frame; hand_scale = 1; projection_scale = NaN.
+weak_perspective (no K): metric size and absolute depth are unobservable. The lift gives the hand in
+  reference-bone units and s in pixels per bone (Eq. 15); the hand is given the model's metric size for the
+  fitted beta (hand_scale = 1, beta's proportions come from the bone ratios), so projection_scale =
+  s / B(beta) pixels per meter, and the hand is placed under the nominal camera `K` (DESIGN.md) at the depth
+  f / projection_scale where it has that pixel size: a larger real hand would just be farther away.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import numpy as np
+
+from engine.errors import InputError
+from engine.hand_model.constants import N_JOINTS, N_KEYPOINTS, N_SHAPE
+from engine.hand_module import lifting
+from engine.hand_module import shape as shape_mod
+
+log = logging.getLogger(__name__)
+
+DEPTH_SOURCES = ("uvd", "hybrid", "world")
+# Chosen by models/iknet/eval_lifting_iknet.py (see models/iknet/PROVENANCE.md).
+DEFAULT_DEPTH_SOURCE = "uvd"
+
+
+@functools.lru_cache(maxsize=4)
+def _keypoint_layer(model):
+    from engine.hand_model.torch_layer import HandLayer
+    from engine.hand_module.iknet import keypoint_model
+
+    import torch
+
+    return HandLayer(keypoint_model(model), dtype=torch.float64)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_iknet(side: str):
+    from engine.hand_module.iknet import load_iknet
+
+    return load_iknet(side=side)
+
+
+def pose_keypoints(model, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """The model's keypoints for theta (N, 16, 4), beta (N, 10), wrist at the origin: -> (N, K, 3) meters."""
+    import torch
+
+    layer = _keypoint_layer(model)
+    with torch.inference_mode():
+        _, kp, _ = layer(torch.as_tensor(theta, dtype=torch.float64), torch.as_tensor(beta, dtype=torch.float64))
+    return kp.numpy()
+
+
+def _lift(uv, d_norm, camera, K, bone, pair_lengths, uvd=None):
+    """-> joints (N, K, 3) meters camera frame, normalized joints (N, K, 3), projection_scale (N,).
+
+    With `uvd` (pixel depth) under perspective: `lifting.perspective_lift_pixel_depth`."""
+    if camera == "perspective":
+        if uvd is not None:
+            joints, _ = lifting.perspective_lift_pixel_depth(uvd, K, bone)
+        else:
+            joints, _ = lifting.perspective_lift(uv, d_norm, K, bone)
+        return joints, lifting.normalize_joints(joints), np.full(len(uv), np.nan)
+    rel, s, fallback = lifting.weak_perspective_lift(uv, d_norm, pair_lengths)
+    if np.any(fallback):
+        log.debug("weak perspective: %d frame(s) with an edge-on reference bone used the palm fallback",
+                  int(fallback.sum()))
+    s_m = s / bone  # px per meter
+    f = 0.5 * (K[0, 0] + K[1, 1])
+    z_root = f / s_m
+    # Weak perspective under the nominal camera: every keypoint at the root's depth for x, y.
+    xy = (uv - K[:2, 2]) / s_m[:, None, None]
+    z = z_root[:, None] + rel[..., 2] * bone[:, None]
+    return np.concatenate([xy, z[..., None]], axis=-1), rel, s_m
+
+
+def fit_init(
+    keypoints_uvd: np.ndarray,
+    confidence: np.ndarray | None,
+    world_landmarks: np.ndarray | None,
+    camera: str,
+    K: np.ndarray | None,
+    model,
+    steady_shape: bool = False,
+    depth_source: str = DEFAULT_DEPTH_SOURCE,
+    iknet=None,
+    image_size: tuple[int, int] | None = None,
+    pixel_depth: bool = True,
+) -> dict:
+    """Lifting -> shape -> IKNet for one hand track: the tailor's initialization.
+
+    Args:
+        keypoints_uvd: (N, K, 3) u, v full-frame pixels (undistorted), d MediaPipe relative depth in pixel
+            units (any origin). A frame with any non-finite value is invalid (NaN outputs).
+        confidence: (N, K) in [0, 1] or None (all 1): weights for the shape fit and the placement.
+        world_landmarks: (N, K, 3) metric, camera-aligned axes, or None (needed by depth_source "hybrid"/"world").
+        camera: "perspective" (K required) or "weak_perspective" (K = the nominal camera, or None and
+            `image_size` given: `engine.camera.nominal_K(image_size)`).
+        model: HandModel of the track's side (its side picks the IKNet / mirroring).
+        steady_shape: one beta for the whole track.
+        depth_source: "uvd" (d' from MediaPipe's d, `lifting.normalized_depth`), "hybrid" (2D from uvd, d' from
+            the world landmarks' z) or "world" (IKNet and shape take the normalized world landmarks; 2D
+            still places and scales the hand).
+        iknet: an IKNet module for the model's side, or None (the shipped weights).
+        pixel_depth: perspective with depth_source "uvd": read d as pixels at the root's depth
+            (`lifting.perspective_lift_pixel_depth`, linear in the root depth) instead of the paper's d' via
+            `lifting.normalized_depth` and the quadratic of `lifting.perspective_lift`.
+    Returns:
+        dict of float64 arrays: theta (N, 16, 4), beta (N, 10), root (N, 3) wrist in the camera frame (m),
+        hand_scale (N,), projection_scale (N,) (NaN under perspective), joints_3d_lifted (N, K, 3),
+        joints_3d_model (N, K, 3) = root + (model keypoints of theta, beta with the wrist at the origin),
+        K (3, 3) the camera used, valid (N,) bool.
+    """
+    from engine.camera import nominal_K
+    from engine.hand_module.iknet import predict_theta
+
+    uvd = np.asarray(keypoints_uvd, dtype=np.float64)
+    if uvd.ndim != 3 or uvd.shape[1:] != (N_KEYPOINTS, 3):
+        raise InputError(f"keypoints_uvd must have shape (N, 21, 3), got {uvd.shape}")
+    n = uvd.shape[0]
+    if camera not in ("perspective", "weak_perspective"):
+        raise InputError(f"camera must be 'perspective' or 'weak_perspective', got {camera!r}")
+    if depth_source not in DEPTH_SOURCES:
+        raise InputError(f"depth_source must be one of {DEPTH_SOURCES}, got {depth_source!r}")
+    if K is None:
+        if camera == "perspective":
+            raise InputError("the perspective camera model needs intrinsics K (or use weak_perspective)")
+        if image_size is None:
+            raise InputError("weak perspective needs the nominal camera K or the image size")
+        K = nominal_K(image_size)
+    K = np.asarray(K, dtype=np.float64)
+    conf = np.ones((n, N_KEYPOINTS)) if confidence is None else np.asarray(confidence, dtype=np.float64)
+    valid = np.all(np.isfinite(uvd), axis=(1, 2)) & np.all(np.isfinite(conf), axis=1)
+    world = None
+    if depth_source != "uvd":
+        if world_landmarks is None:
+            raise InputError(f"depth_source {depth_source!r} needs the world landmarks")
+        world = np.asarray(world_landmarks, dtype=np.float64)
+        valid &= np.all(np.isfinite(world), axis=(1, 2))
+
+    out = {
+        "theta": np.full((n, N_JOINTS, 4), np.nan),
+        "beta": np.full((n, N_SHAPE), np.nan),
+        "root": np.full((n, 3), np.nan),
+        "hand_scale": np.full(n, np.nan),
+        "projection_scale": np.full(n, np.nan),
+        "joints_3d_lifted": np.full((n, N_KEYPOINTS, 3), np.nan),
+        "joints_3d_model": np.full((n, N_KEYPOINTS, 3), np.nan),
+        "K": K,
+        "valid": valid,
+    }
+    if not np.any(valid):
+        return out
+    uvd, conf = uvd[valid], np.clip(conf[valid], 0.0, 1.0)
+    uv = uvd[..., :2]
+    if depth_source == "uvd":
+        d_norm = lifting.normalized_depth(uvd)
+    else:
+        world = world[valid]
+        d_norm = lifting.hybrid_normalized_depth(world)
+
+    rest = shape_mod.rest_keypoints(model)
+    beta0 = np.zeros((len(uv), N_SHAPE))
+    # Pass 1 at the mean shape, then the shape from the lifted ratios, then the lift at that shape.
+    bone0 = shape_mod.reference_bone_length(rest, beta0)
+    pairs0 = lifting.pair_lengths_from_keypoints(shape_mod.keypoints_at(rest, beta0))
+    pixel_uvd = uvd if (depth_source == "uvd" and pixel_depth) else None
+    joints, joints_n, _ = _lift(uv, d_norm, camera, K, bone0, pairs0, pixel_uvd)
+    shape_input = lifting.world_landmarks_normalized(world) if depth_source == "world" else joints_n
+    beta = shape_mod.fit_shape(shape_input, rest=rest, confidence=conf, steady=steady_shape)
+    bone = shape_mod.reference_bone_length(rest, beta)
+    pairs = lifting.pair_lengths_from_keypoints(shape_mod.keypoints_at(rest, beta))
+    joints, joints_n, proj_scale = _lift(uv, d_norm, camera, K, bone, pairs, pixel_uvd)
+
+    ik_input = lifting.world_landmarks_normalized(world) if depth_source == "world" else joints_n
+    if iknet is None:
+        iknet = _cached_iknet(model.side)
+    theta = predict_theta(iknet, ik_input)
+    kp_model = pose_keypoints(model, theta, beta)  # wrist at the origin
+    # Root: the translation that best puts the posed model on the lifted joints (confidence-weighted).
+    w = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1e-9)
+    root = np.einsum("nk,nkc->nc", w, joints - kp_model)
+
+    out["theta"][valid] = theta
+    out["beta"][valid] = beta
+    out["root"][valid] = root
+    out["hand_scale"][valid] = 1.0
+    out["projection_scale"][valid] = proj_scale
+    out["joints_3d_lifted"][valid] = joints
+    out["joints_3d_model"][valid] = root[:, None] + kp_model
+    return out

@@ -1,0 +1,299 @@
+"""Keypoint stage: palm detection, hand landmarks and tracking over frames (MediaPipe's legacy hand graph,
+on the torch port of its networks).
+
+Per frame (video mode, `HandTracker`):
+1. ROIs of the tracked hands come from the previous frame's landmarks (`crops.roi_from_landmarks`).
+2. While fewer than `max_hands` hands are tracked (first frame, a lost track, a second hand to find), the
+   palm detector runs on the letterboxed frame; weighted NMS; the best `max_hands` palms become ROIs.
+   When it finds nothing, it retries once, in one batch, on second-chance views (`retry_views`: the
+   frame zoomed out 2x with an edge-replicated and with a black border, and for non-square frames squares
+   of the short side at both ends): tight crops (datasets ship 224-256 px images that a hand fills) are
+   where the letterboxed pass misses palms. A frame with no hand thus costs 1 + 2..4 palm forwards.
+3. Palm ROIs that overlap a tracked ROI (IoU > 0.5, axis-aligned, as MediaPipe's association) are
+   dropped; tracked hands keep their `track_id`, new palms start new tracks (or continue a track whose
+   landmark pass failed in this same frame, when their ROI centres are within half a ROI size).
+4. The landmark network runs on all ROIs of the frame as one batch; a hand whose presence is below
+   `min_presence` is dropped (its track is lost); two tracks on one hand collapse into the older one
+   (`dedupe_tracks`: next ROIs overlapping, or nested keypoint boxes of the same side).
+
+Outputs follow the team contract (`HandObservation`). MediaPipe has no per-joint confidence: `confidence`
+is the hand's presence for every joint, halved for joints that fall outside the frame. Handedness: the
+network gives P("Left") under MediaPipe's mirrored (selfie) convention, so on unmirrored footage "Left" is
+the person's right hand; `mirrored=True` is for selfie footage. A track's side is decided by the mean of
+its per-frame P("Left") (a track cannot flip sides), `side_score` is that mean's probability of the side.
+
+Batching: the tracking dependency is sequential (frame t's ROIs need frame t-1's landmarks), so landmark
+crops are batched per frame (all hands at once). Palm detection, when a frame needs it, is computed
+ahead for up to `detect_chunk` frames of the batch in one forward (speculatively: frames that end up not
+needing it discard theirs). `static_images=True` treats frames as unrelated photos (MediaPipe's static
+image mode): batched palm passes over all frames, then batched landmark passes over all crops. Every
+forward runs in chunks of at most `batch_size` (8: the fastest per crop on a 2-core CPU; memory stays flat).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import numpy as np
+import torch
+
+from engine.errors import InputError
+from engine.hand_module import blazepalm, crops
+from engine.hand_module.crops import Roi
+
+log = logging.getLogger(__name__)
+
+PALM_SIZE = blazepalm.INPUT_SIZE
+CROP_SIZE = 224
+ASSOCIATION_IOU = 0.5
+RETRY_ZOOM = 2.0
+DUPLICATE_BOX_OVERLAP = 0.65
+
+
+@dataclasses.dataclass(frozen=True)
+class HandObservation:
+    """One hand in one frame (team contract)."""
+
+    track_id: int
+    side: str  # "left" | "right" (the person's hand)
+    side_score: float
+    presence: float
+    keypoints_uvd: np.ndarray  # (K, 3) float32: u, v full-frame px, d relative depth in px
+    confidence: np.ndarray  # (K,) float32 in [0, 1]
+    world_landmarks: np.ndarray  # (K, 3) float32 metres, hand-centred, frame axes
+    roi: tuple[float, float, float, float]  # (cx, cy, size, angle_rad)
+    handedness_left: float = float("nan")  # this frame's raw P("Left"), MediaPipe's convention
+
+
+@dataclasses.dataclass
+class _Track:
+    track_id: int
+    roi: Roi  # ROI for the next frame
+    left_sum: float = 0.0
+    frames: int = 0
+
+
+def to_tensor(images: list[np.ndarray], device: str | torch.device) -> torch.Tensor:
+    """list of (S, S, 3) uint8 RGB -> (B, 3, S, S) float32 in [0, 1], channels_last."""
+    x = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+class PalmDetector:
+    """The palm detector on whole frames: letterbox, forward, decode, weighted NMS, back to pixels."""
+
+    def __init__(self, net: torch.nn.Module | None = None, device: str = "cpu", min_score: float = blazepalm.MIN_SCORE,
+                 retry_zoomed_out: bool = True, batch_size: int = 8):
+        self.net = (net or blazepalm.load_palm_net()).to(device).to(memory_format=torch.channels_last)
+        self.device, self.min_score, self.retry_zoomed_out = device, min_score, retry_zoomed_out
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def _run(self, frames: list[np.ndarray], views: list[tuple[int, Roi, str]]) -> list[list[blazepalm.PalmDetection]]:
+        """views: (frame index, square ROI, border) -> per frame, the palms of all its views (NMS'd, px)."""
+        regs, logits = [], []
+        for start in range(0, len(views), self.batch_size):
+            chunk = views[start : start + self.batch_size]
+            out = self.net(to_tensor([crops.warp(frames[i], r, PALM_SIZE, border=b) for i, r, b in chunk], self.device))
+            regs.append(out.regressors.cpu().numpy())
+            logits.append(out.logits.cpu().numpy())
+        regs, logits = np.concatenate(regs), np.concatenate(logits)
+        per_frame: list[list[blazepalm.PalmDetection]] = [[] for _ in frames]
+        for k, (i, roi, _) in enumerate(views):
+            c = np.array([roi.cx, roi.cy])
+            per_frame[i] += [
+                blazepalm.PalmDetection(d.score, (d.box.reshape(2, 2) - 0.5).reshape(4) * roi.size + np.tile(c, 2),
+                                        (d.keypoints - 0.5) * roi.size + c)
+                for d in blazepalm.weighted_nms(blazepalm.decode(regs[k], logits[k], self.min_score))
+            ]
+        return [blazepalm.weighted_nms(d) if len(d) > 1 else d for d in per_frame]
+
+    def detect(self, frames: list[np.ndarray]) -> list[list[blazepalm.PalmDetection]]:
+        """frames: list of (H, W, 3) uint8 RGB -> per frame, palms (score-sorted; box, keypoints in px)."""
+        views = [(i, crops.letterbox_roi(f.shape[1], f.shape[0]), "constant") for i, f in enumerate(frames)]
+        result = self._run(frames, views)
+        missed = [i for i, dets in enumerate(result) if not dets]
+        if self.retry_zoomed_out and missed:
+            retried = self._run(frames, [v for i in missed for v in retry_views(frames[i].shape, i)])
+            for i in missed:
+                result[i] = retried[i]
+            log.debug("palm retry on %d frames found hands in %d", len(missed), sum(bool(retried[i]) for i in missed))
+        return result
+
+
+def retry_views(shape: tuple[int, ...], index: int) -> list[tuple[int, Roi, str]]:
+    """Second-chance views of a frame where the letterboxed pass found no palm: the frame zoomed out 2x
+    (edge-replicated and black border: a hand that fills a tight crop becomes palm-sized) and, for
+    non-square frames, squares of the short side at both ends of the long side (no letterbox shrink)."""
+    h, w = shape[:2]
+    s = max(h, w)
+    views = [(index, Roi(w / 2, h / 2, RETRY_ZOOM * s, 0.0), "replicate"),
+             (index, Roi(w / 2, h / 2, RETRY_ZOOM * s, 0.0), "constant")]
+    m = min(h, w)
+    if s > 1.1 * m:
+        views += [(index, Roi(m / 2, m / 2, m, 0.0), "constant"), (index, Roi(w - m / 2, h - m / 2, m, 0.0), "constant")]
+    return views
+
+
+class HandTracker:
+    """Up to `max_hands` hands per frame with stable track ids (see the module docstring)."""
+
+    def __init__(self, max_hands: int = 2, mirrored: bool = False, device: str = "cpu", *, static_images: bool = False,
+                 min_detection: float = blazepalm.MIN_SCORE, min_presence: float = 0.5, retry_zoomed_out: bool = True,
+                 detect_chunk: int = 8, batch_size: int = 8):
+        from engine.hand_module.landmarks import load_landmark_net
+
+        self.max_hands, self.mirrored, self.device = max_hands, mirrored, device
+        self.static_images, self.min_presence, self.detect_chunk = static_images, min_presence, detect_chunk
+        self.batch_size = batch_size
+        self.palm = PalmDetector(device=device, min_score=min_detection, retry_zoomed_out=retry_zoomed_out,
+                                 batch_size=batch_size)
+        self.landmark_net = load_landmark_net().to(device).to(memory_format=torch.channels_last)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets every track (the next frame runs palm detection)."""
+        self._tracks: list[_Track] = []
+        self._next_id = 0
+
+    @torch.no_grad()
+    def landmarks(self, frames: list[np.ndarray], rois: list[Roi]) -> list[dict]:
+        """Crops of rois[i] in frames[i] (batched, chunks of batch_size) -> per crop, full-frame outputs."""
+        if not rois:
+            return []
+        parts = []
+        for start in range(0, len(rois), self.batch_size):
+            x = to_tensor([crops.warp(f, r, CROP_SIZE) for f, r in
+                           zip(frames[start : start + self.batch_size], rois[start : start + self.batch_size])], self.device)
+            parts.append([t.cpu().numpy() for t in self.landmark_net(x)])
+        lm, presence, left, world = (np.concatenate(p) for p in zip(*parts))
+        return [
+            dict(uvd=crops.landmarks_to_image(lm[i], r, CROP_SIZE), world=crops.rotate_world(world[i], r.angle),
+                 presence=float(presence[i]), left=float(left[i]), roi=r)
+            for i, r in enumerate(rois)
+        ]
+
+    def _observation(self, track: _Track, res: dict, frame_shape: tuple[int, ...]) -> HandObservation:
+        track.left_sum += res["left"]
+        track.frames += 1
+        p_left = track.left_sum / track.frames
+        label_left = p_left >= 0.5
+        side = ("left" if label_left else "right") if self.mirrored else ("right" if label_left else "left")
+        uvd = res["uvd"].astype(np.float32)
+        h, w = frame_shape[:2]
+        inside = (uvd[:, 0] >= 0) & (uvd[:, 0] < w) & (uvd[:, 1] >= 0) & (uvd[:, 1] < h)
+        conf = (res["presence"] * np.where(inside, 1.0, 0.5)).astype(np.float32)
+        r = res["roi"]
+        return HandObservation(track.track_id, side, float(max(p_left, 1 - p_left)), res["presence"], uvd, conf,
+                               res["world"].astype(np.float32), (float(r.cx), float(r.cy), float(r.size), float(r.angle)),
+                               res["left"])
+
+    def _new_track(self, roi: Roi) -> _Track:
+        self._next_id += 1
+        return _Track(self._next_id - 1, roi)
+
+    def _palm_rois(self, palms: list[blazepalm.PalmDetection]) -> list[Roi]:
+        return [crops.roi_from_palm(d.box, d.keypoints) for d in palms[: self.max_hands]]
+
+    def process_batch(self, frames: list[np.ndarray]) -> list[list[HandObservation]]:
+        """frames: list of (H, W, 3) uint8 RGB -> per frame, the hands found (tracks carry across calls)."""
+        for f in frames:
+            if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
+                raise InputError(f"frames must be HxWx3 uint8 RGB images, got an array {f.shape} {f.dtype}")
+        if self.static_images:
+            return self._process_static(frames)
+        palm_cache: dict[int, list] = {}
+        results = []
+        for t, frame in enumerate(frames):
+            candidates: list[tuple[Roi, _Track | None]] = []
+            if len(self._tracks) < self.max_hands:
+                if t not in palm_cache:
+                    chunk = list(range(t, min(t + self.detect_chunk, len(frames))))
+                    palm_cache.update(zip(chunk, self.palm.detect([frames[i] for i in chunk])))
+                for roi in self._palm_rois(palm_cache.pop(t)):
+                    candidates = associate(candidates, roi, None)
+            for track in self._tracks:
+                candidates = associate(candidates, track.roi, track)
+            res = self.landmarks([frame] * len(candidates), [c[0] for c in candidates])
+            tracks, obs = [], []
+            lost = [tr for (_, tr), r in zip(candidates, res) if tr is not None and r["presence"] < self.min_presence]
+            for (roi, track), r in zip(candidates, res):
+                if r["presence"] < self.min_presence:
+                    continue
+                if track is None:  # a new palm; it continues a track lost in this very frame when they overlap
+                    near = [tr for tr in lost if same_hand(tr.roi, roi)]
+                    track = near[0] if near else self._new_track(roi)
+                    if near:
+                        lost.remove(track)
+                obs.append(self._observation(track, r, frame.shape))
+                track.roi = crops.roi_from_landmarks(r["uvd"])
+                tracks.append(track)
+            self._tracks = dedupe_tracks(tracks, obs)
+            keep = {tr.track_id for tr in self._tracks}
+            results.append([o for o in obs if o.track_id in keep])
+        return results
+
+    def _process_static(self, frames: list[np.ndarray]) -> list[list[HandObservation]]:
+        palms = self.palm.detect(frames)
+        owners, rois = [], []
+        for i, dets in enumerate(palms):
+            for roi in self._palm_rois(dets):
+                owners.append(i)
+                rois.append(roi)
+        res = self.landmarks([frames[i] for i in owners], rois)
+        results: list[list[HandObservation]] = [[] for _ in frames]
+        for i, r in zip(owners, res):
+            if r["presence"] >= self.min_presence:
+                results[i].append(self._observation(_Track(len(results[i]), r["roi"]), r, frames[i].shape))
+        return results
+
+
+def associate(current: list[tuple[Roi, _Track | None]], roi: Roi, track: _Track | None) -> list:
+    """MediaPipe's AssociationNormRectCalculator step: `roi` replaces every element it overlaps (IoU > 0.5)."""
+    kept = [c for c in current if crops.roi_iou(c[0], roi) <= ASSOCIATION_IOU]
+    return kept + [(roi, track)]
+
+
+def same_hand(a: Roi, b: Roi) -> bool:
+    """Loose ROI match used to keep a track id across a re-detection: centres within half a ROI size."""
+    return math.hypot(a.cx - b.cx, a.cy - b.cy) < 0.5 * max(a.size, b.size)
+
+
+def keypoint_box_overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection of the 2D boxes of two (K, 2+) keypoint sets over the smaller box's area."""
+    lo, hi = np.maximum(a[:, :2].min(0), b[:, :2].min(0)), np.minimum(a[:, :2].max(0), b[:, :2].max(0))
+    inter = float(np.prod(np.clip(hi - lo, 0, None)))
+    areas = [float(np.prod(k[:, :2].max(0) - k[:, :2].min(0))) for k in (a, b)]
+    return inter / min(areas) if min(areas) > 0 else 0.0
+
+
+def dedupe_tracks(tracks: list[_Track], obs: list[HandObservation]) -> list[_Track]:
+    """One hand, two tracks: the older track (lower id) survives when their next ROIs overlap (IoU > 0.5)
+    or, for two hands of the same side, when their keypoint boxes nest (intersection > 0.65 of the smaller:
+    a second, often upside-down, fit of one hand; clasped left + right hands are kept apart by the side)."""
+    by_id = {o.track_id: o for o in obs}
+    out: list[_Track] = []
+    for tr in sorted(tracks, key=lambda t: t.track_id):
+        o = by_id[tr.track_id]
+        if all(crops.roi_iou(tr.roi, k.roi) <= ASSOCIATION_IOU and not (
+                by_id[k.track_id].side == o.side
+                and keypoint_box_overlap(by_id[k.track_id].keypoints_uvd, o.keypoints_uvd) > DUPLICATE_BOX_OVERLAP)
+               for k in out):
+            out.append(tr)
+    return sorted(out, key=lambda t: tracks.index(t))
+
+
+def observations_to_json(obs: HandObservation) -> dict:
+    """The `keypoints` CLI's per-hand record."""
+    return {
+        "side": obs.side,
+        "score": round(obs.presence, 6),
+        "keypoints_2d_px": np.round(obs.keypoints_uvd[:, :2].astype(np.float64), 3).tolist(),
+        "confidence": np.round(obs.confidence.astype(np.float64), 6).tolist(),
+        "world_landmarks_m": np.round(obs.world_landmarks.astype(np.float64), 6).tolist(),
+    }
+
+
+__all__ = ["HandObservation", "HandTracker", "PalmDetector", "observations_to_json"]

@@ -1,0 +1,234 @@
+"""The engine protocol: JSON lines between the Blender add-on (client) and `python -m engine serve`.
+
+Transport
+    One JSON object per line, UTF-8 (this engine writes ASCII-only JSON), over the engine child's stdin
+    (requests) and stdout (replies). stderr is the engine's log, for people. Bulk data never travels as
+    JSON numbers: jobs write `.npz` / `.mp4` files and replies carry their paths.
+
+Requests
+    {"id": str, "cmd": str, "args": {...}}        `args` may be omitted when a command takes none.
+
+Replies (each carries the request's "id")
+    {"id": .., "type": "progress", "done": int, "total": int, "message": str}   any number, jobs only
+    {"id": .., "type": "result", "result": {...}}                               exactly one per request, or
+    {"id": .., "type": "error", "code": str, "message": str}                    exactly one, instead
+    A line that cannot be parsed, or has no usable id, gets an error reply with "id": null.
+
+Commands
+    hello    -> result {"protocol": 1, "engine_version": str, "python": str, "versions": {package: version},
+                        "capabilities": ["capture", "retailor", "cancel", "shutdown"]}
+                A client refuses an engine whose "protocol" differs from the one it speaks.
+    capture  args {"source": path, "output": path.npz, "frame_start": int|null, "frame_end": int|null
+                   (inclusive), "stride": 1, "hands": 1|2, "intrinsics": [fx,fy,cx,cy(,k1,k2,p1,p2,k3)]|null,
+                   "hand_model": path|null, "iterations": 20, "smoothing": float, "steady_shape": bool,
+                   "mirrored": bool, "overlay": path|null, "batch_size": int}
+             -> result {"files": {"result": path, "overlay": path|null}, "frames": int,
+                        "valid_frames": [int per track], "hand_side": [str per track],
+                        "corrupt_frames": [footage frame numbers that could not be decoded]}
+    retailor args {"result": path, "edits": path, "output": path, "frame_start": int|null,
+                   "frame_end": int|null, "joints": [MANO joint names]|null, "iterations": int}
+             -> result {"files": {"result": path}}
+    cancel   args {"target": id} -> result {"cancelled": bool}; the target job (when still running) ends
+                   within a second with error code "cancelled" and leaves no file behind.
+    shutdown -> result {}; running jobs end with "cancelled", then the engine exits 0.
+    capture and retailor run as jobs in child processes (so that a cancel can stop even a JAX compile);
+    the engine answers other requests while they run.
+
+Error codes (stable; clients match on them)
+    bad_request       malformed line, missing/extra/mistyped field, duplicate id
+    unknown_command   "cmd" is not one of the commands above
+    bad_input         footage / result / edits file missing or unreadable, bad option values
+    bad_model_file    hand model file refused or broken
+    no_hand           no hand found in the footage
+    unwritable_output the output path cannot be written
+    cancelled         the job was cancelled
+    internal          a bug: the message says what happened; the log (stderr) has the traceback
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+PROTOCOL_VERSION = 1
+COMMANDS = ("hello", "capture", "retailor", "cancel", "shutdown")
+JOB_COMMANDS = ("capture", "retailor")
+CAPABILITIES = ["capture", "retailor", "cancel", "shutdown"]
+ERROR_CODES = (
+    "bad_request",
+    "unknown_command",
+    "bad_input",
+    "bad_model_file",
+    "no_hand",
+    "unwritable_output",
+    "cancelled",
+    "internal",
+)
+MAX_LINE_BYTES = 1 << 20
+
+
+class ProtocolError(Exception):
+    """A request that cannot be served as sent; `code` is one of ERROR_CODES, `id` the request id if known."""
+
+    def __init__(self, code: str, message: str, id: str | None = None):
+        super().__init__(message)
+        assert code in ERROR_CODES, code
+        self.code = code
+        self.id = id
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    id: str
+    cmd: str
+    args: dict
+
+
+# name -> (accepted types, default, required). `None` in types means JSON null is accepted.
+_INT = (int,)
+_NUM = (int, float)
+_STR = (str,)
+ARG_SPECS: dict[str, dict[str, tuple]] = {
+    "hello": {},
+    "shutdown": {},
+    "cancel": {"target": (_STR, None, True)},
+    "capture": {
+        "source": (_STR, None, True),
+        "output": (_STR, None, True),
+        "frame_start": (_INT + (None,), None, False),
+        "frame_end": (_INT + (None,), None, False),
+        "stride": (_INT, 1, False),
+        "hands": (_INT, 1, False),
+        "intrinsics": ((list, None), None, False),
+        "hand_model": (_STR + (None,), None, False),
+        "iterations": (_INT + (None,), None, False),
+        "smoothing": (_NUM + (None,), None, False),
+        "steady_shape": ((bool,), False, False),
+        "mirrored": ((bool,), False, False),
+        "overlay": (_STR + (None,), None, False),
+        "batch_size": (_INT + (None,), None, False),
+    },
+    "retailor": {
+        "result": (_STR, None, True),
+        "edits": (_STR, None, True),
+        "output": (_STR, None, True),
+        "frame_start": (_INT + (None,), None, False),
+        "frame_end": (_INT + (None,), None, False),
+        "joints": ((list, None), None, False),
+        "iterations": (_INT + (None,), None, False),
+    },
+}
+
+
+def _type_name(types: tuple) -> str:
+    names = {int: "integer", float: "number", str: "string", bool: "boolean", list: "list", None: "null"}
+    return " or ".join(dict.fromkeys(names[t] for t in types))
+
+
+def _accepts(value: Any, types: tuple) -> bool:
+    if value is None:
+        return None in types
+    if isinstance(value, bool):  # JSON true/false are not integers here
+        return bool in types
+    if isinstance(value, float) and float in types:
+        return math.isfinite(value)
+    return any(t is not None and t is not bool and isinstance(value, t) for t in types)
+
+
+def validate_args(cmd: str, args: dict, id: str | None = None) -> dict:
+    """Checks a command's args against ARG_SPECS; returns them with defaults filled in."""
+    spec = ARG_SPECS[cmd]
+    unknown = sorted(set(args) - set(spec))
+    if unknown:
+        raise ProtocolError("bad_request", f"{cmd}: unknown argument(s) {unknown}; known: {sorted(spec)}", id)
+    out = {}
+    for name, (types, default, required) in spec.items():
+        if name not in args:
+            if required:
+                raise ProtocolError("bad_request", f"{cmd}: missing argument {name!r}", id)
+            out[name] = default
+            continue
+        value = args[name]
+        if not _accepts(value, types):
+            raise ProtocolError("bad_request", f"{cmd}: argument {name!r} must be {_type_name(types)} (got {value!r})", id)
+        out[name] = value
+    if cmd == "capture":
+        if out["intrinsics"] is not None:
+            k = out["intrinsics"]
+            if len(k) not in (4, 9) or not all(_accepts(v, _NUM) for v in k):
+                raise ProtocolError("bad_request", "capture: intrinsics must be [fx,fy,cx,cy] or [fx,fy,cx,cy,k1,k2,p1,p2,k3] numbers", id)
+        if out["hands"] not in (1, 2):
+            raise ProtocolError("bad_request", f"capture: hands must be 1 or 2 (got {out['hands']})", id)
+    if cmd == "retailor" and out["joints"] is not None and not all(isinstance(j, str) for j in out["joints"]):
+        raise ProtocolError("bad_request", "retailor: joints must be a list of MANO joint names", id)
+    return out
+
+
+def decode_request(line: str | bytes) -> Request:
+    """Parses one request line; raises ProtocolError (with the id when one could be read)."""
+    if isinstance(line, bytes):
+        if len(line) > MAX_LINE_BYTES:
+            raise ProtocolError("bad_request", f"request line longer than {MAX_LINE_BYTES} bytes")
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("bad_request", f"request is not UTF-8: {exc}") from None
+    try:
+        msg = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError("bad_request", f"not a JSON line: {exc}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("bad_request", 'a request must be a JSON object {"id": .., "cmd": .., "args": {..}}')
+    rid = msg.get("id")
+    if not isinstance(rid, str) or not rid:
+        raise ProtocolError("bad_request", 'a request needs a non-empty string "id"')
+    extra = sorted(set(msg) - {"id", "cmd", "args"})
+    if extra:
+        raise ProtocolError("bad_request", f"unknown request field(s) {extra}", rid)
+    cmd = msg.get("cmd")
+    if not isinstance(cmd, str):
+        raise ProtocolError("bad_request", 'a request needs a string "cmd"', rid)
+    if cmd not in COMMANDS:
+        raise ProtocolError("unknown_command", f"unknown command {cmd!r}; known: {', '.join(COMMANDS)}", rid)
+    args = msg.get("args", {})
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise ProtocolError("bad_request", '"args" must be a JSON object', rid)
+    return Request(rid, cmd, validate_args(cmd, args, rid))
+
+
+def encode(message: dict) -> str:
+    """One reply line (no trailing newline), ASCII-only JSON; NaN/inf are refused."""
+    return json.dumps(message, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+
+
+def progress(id: str, done: int, total: int, message: str = "") -> dict:
+    return {"id": id, "type": "progress", "done": int(done), "total": int(total), "message": str(message)}
+
+
+def result(id: str | None, result: dict) -> dict:
+    return {"id": id, "type": "result", "result": result}
+
+
+def error(id: str | None, code: str, message: str) -> dict:
+    if code not in ERROR_CODES:
+        code = "internal"
+    return {"id": id, "type": "error", "code": code, "message": str(message)}
+
+
+def decode_reply(line: str) -> dict:
+    """Client side: parses and checks one reply line; raises ValueError when it is not a valid reply."""
+    msg = json.loads(line)
+    if not isinstance(msg, dict) or "id" not in msg or msg.get("type") not in ("progress", "result", "error"):
+        raise ValueError(f"not an engine reply: {line!r}")
+    t = msg["type"]
+    if t == "progress" and not (isinstance(msg.get("done"), int) and isinstance(msg.get("total"), int)):
+        raise ValueError(f"progress reply without done/total: {line!r}")
+    if t == "result" and not isinstance(msg.get("result"), dict):
+        raise ValueError(f"result reply without a result object: {line!r}")
+    if t == "error" and not (isinstance(msg.get("code"), str) and isinstance(msg.get("message"), str)):
+        raise ValueError(f"error reply without code/message: {line!r}")
+    return msg

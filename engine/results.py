@@ -1,0 +1,338 @@
+"""The capture result and the re-tailor edits files (`.npz`), exactly DESIGN.md's table, format_version 1.
+
+Writing is atomic: the arrays go to a temporary file in the destination folder, are flushed to disk and
+then `os.replace`d onto the destination, so a reader (or a cancelled job) never sees a half-written file.
+Every file loads with `numpy.load(path, allow_pickle=False)`: no object arrays, strings are fixed-width
+unicode. Readers refuse a `format_version` newer than `FORMAT_VERSION`.
+
+Result arrays (T hand tracks, N frames):
+    format_version (), source (), image_size (2,), fps (), frame_index (N,), camera_model (),
+    K (3,3), distortion (5,), hand_model (), hand_model_sha256 (), hand_side (T,), valid (T,N),
+    theta (T,N,16,4), beta (T,N,10), root (T,N,3), hand_scale (T,N), projection_scale (T,N),
+    keypoints_2d (T,N,21,2), confidence (T,N,21), joints_3d (T,N,21,3)
+Extra keys written by this engine (readers may ignore them): engine_version (), frame_decoded (N,) bool
+(False where the footage frame could not be decoded), tailor_iterations (), tailor_smoothing () (the
+temporal weight; re-tailor reuses both), steady_shape () bool.
+Invalid frames (valid False) carry NaN in theta, beta, root, hand_scale, projection_scale and joints_3d:
+never made-up values. keypoints_2d / confidence keep whatever the detector saw (NaN / 0 where nothing).
+
+Edits (`EDITS.npz`): theta, beta, root, hand_scale (same shapes as the result) and boolean masks
+lock_theta (T,N,16), lock_beta (T,N), lock_root (T,N), lock_hand_scale (T,N); optional format_version and
+frame_index (checked against the result when present).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+import zipfile
+from typing import Mapping
+
+import numpy as np
+
+from engine.errors import InputError, OutputError
+
+FORMAT_VERSION = 1
+CAMERA_MODELS = ("perspective", "weak_perspective")
+HAND_SIDES = ("left", "right")
+
+# key -> shape template (letters T, N are the file's track and frame counts)
+RESULT_SHAPES: dict[str, tuple] = {
+    "format_version": (),
+    "source": (),
+    "image_size": (2,),
+    "fps": (),
+    "frame_index": ("N",),
+    "camera_model": (),
+    "K": (3, 3),
+    "distortion": (5,),
+    "hand_model": (),
+    "hand_model_sha256": (),
+    "hand_side": ("T",),
+    "valid": ("T", "N"),
+    "theta": ("T", "N", 16, 4),
+    "beta": ("T", "N", 10),
+    "root": ("T", "N", 3),
+    "hand_scale": ("T", "N"),
+    "projection_scale": ("T", "N"),
+    "keypoints_2d": ("T", "N", 21, 2),
+    "confidence": ("T", "N", 21),
+    "joints_3d": ("T", "N", 21, 3),
+}
+STRING_KEYS = ("source", "camera_model", "hand_model", "hand_model_sha256", "hand_side")
+# per-frame fitted values: NaN on invalid frames, finite on valid ones
+FITTED_KEYS = ("theta", "beta", "root", "hand_scale", "joints_3d")
+FLOAT64_KEYS = ("fps", "K", "distortion", "theta", "beta", "root", "hand_scale", "projection_scale")
+FLOAT32_KEYS = ("keypoints_2d", "confidence", "joints_3d")
+
+EDIT_VALUE_KEYS = ("theta", "beta", "root", "hand_scale")
+EDIT_LOCK_SHAPES = {
+    "lock_theta": ("T", "N", 16),
+    "lock_beta": ("T", "N"),
+    "lock_root": ("T", "N"),
+    "lock_hand_scale": ("T", "N"),
+}
+EDIT_LOCK_FOR = {"theta": "lock_theta", "beta": "lock_beta", "root": "lock_root", "hand_scale": "lock_hand_scale"}
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def check_output_path(path: str | os.PathLike, suffix: str = ".npz") -> pathlib.Path:
+    """Refuses an output path that cannot be written, before any work is done; returns it absolute.
+
+    Raises OutputError naming the problem (missing folder, a folder given as file, no permission).
+    """
+    if path is None or str(path) == "":
+        raise OutputError("no output path given: pass -o RESULT.npz.")
+    p = pathlib.Path(path).expanduser().absolute()
+    if p.is_dir():
+        raise OutputError(f"output {str(p)!r} is a folder; give a file name like {str(p / ('result' + (suffix or '.npz')))!r}.")
+    if suffix and p.suffix.lower() != suffix:
+        raise OutputError(f"output {str(p)!r} must end in {suffix}.")
+    parent = p.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {str(p)!r}: the folder {str(parent)!r} does not exist. Create it or choose another output path.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {str(p)!r}: no permission to write in {str(parent)!r}. Choose a folder you can write to.")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise OutputError(f"cannot write {str(p)!r}: the existing file is read-only. Remove it or choose another output path.")
+    return p
+
+
+def atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], compress: bool = True) -> pathlib.Path:
+    """Writes `arrays` to `path` (.npz) atomically: temp file in the same folder, fsync, os.replace."""
+    p = check_output_path(path, suffix=pathlib.Path(path).suffix.lower() or ".npz")
+    for k, v in arrays.items():
+        if np.asarray(v).dtype == object:
+            raise ValueError(f"refusing to write object array {k!r}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=".tmp.npz", dir=str(p.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            (np.savez_compressed if compress else np.savez)(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise OutputError(f"cannot write {str(p)!r}: {exc.strerror or exc}. Check free space and permissions.") from exc
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return p
+
+
+def _unlink_quietly(path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _normalize_result(data: Mapping[str, object]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for k, v in data.items():
+        a = np.asarray(v)
+        if k in STRING_KEYS:
+            a = np.asarray(a, dtype=np.str_)
+        elif k in FLOAT64_KEYS:
+            a = a.astype(np.float64)
+        elif k in FLOAT32_KEYS:
+            a = a.astype(np.float32)
+        elif k in ("valid", "frame_decoded"):
+            a = a.astype(bool)
+        elif k in ("format_version",):
+            a = a.astype(np.int64)
+        elif k in ("image_size", "frame_index"):
+            a = a.astype(np.int64)
+        out[k] = a
+    out.setdefault("format_version", np.asarray(FORMAT_VERSION, np.int64))
+    return out
+
+
+def write_result(path: str | os.PathLike, data: Mapping[str, object]) -> pathlib.Path:
+    """Validates `data` (DESIGN.md's result table) and writes it atomically; returns the path written."""
+    arrays = _normalize_result(data)
+    validate_result(arrays, what="the result being written")
+    return atomic_savez(path, arrays)
+
+
+def write_edits(path: str | os.PathLike, edits: Mapping[str, object], result: Mapping[str, np.ndarray] | None = None) -> pathlib.Path:
+    """Validates an edits dict (optionally against its result) and writes it atomically."""
+    arrays = {k: np.asarray(v) for k, v in edits.items()}
+    for k in EDIT_VALUE_KEYS:
+        if k in arrays:
+            arrays[k] = arrays[k].astype(np.float64)
+    for k in EDIT_LOCK_SHAPES:
+        if k in arrays:
+            arrays[k] = arrays[k].astype(bool)
+    arrays.setdefault("format_version", np.asarray(FORMAT_VERSION, np.int64))
+    validate_edits(arrays, result)
+    return atomic_savez(path, arrays)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _load_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise InputError(f"{what} {str(p)!r} does not exist. Check the path.")
+    if p.is_dir():
+        raise InputError(f"{what} {str(p)!r} is a folder, not an .npz file.")
+    if not zipfile.is_zipfile(p):
+        raise InputError(f"{what} {str(p)!r} is not a numpy .npz archive (damaged, truncated or another kind of file).")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+            raise InputError(f"{what} {str(p)!r} holds object arrays (pickled data), which are refused.") from exc
+        raise InputError(f"{what} {str(p)!r} is not a numpy .npz archive ({exc}).") from exc
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"{what} {str(p)!r} cannot be read: it is not an .npz archive or it is truncated ({exc}).") from exc
+
+
+def _check_version(d: Mapping[str, np.ndarray], what: str, required: bool) -> None:
+    if "format_version" not in d:
+        if required:
+            raise InputError(f"{what} has no format_version: it is not a HandTailor file.")
+        return
+    v = np.asarray(d["format_version"])
+    if v.shape != () or not np.issubdtype(v.dtype, np.integer):
+        raise InputError(f"{what}: format_version must be an integer scalar (got {v.dtype} {v.shape}).")
+    if int(v) > FORMAT_VERSION:
+        raise InputError(
+            f"{what} has format_version {int(v)}, newer than this engine reads ({FORMAT_VERSION}). "
+            "Update HandTailor to read it."
+        )
+    if int(v) < 1:
+        raise InputError(f"{what} has an invalid format_version {int(v)}.")
+
+
+def _match_shape(name: str, arr: np.ndarray, template: tuple, dims: dict, what: str) -> None:
+    if arr.ndim != len(template):
+        raise InputError(f"{what}: {name!r} has shape {arr.shape}, expected {_fmt(template)}.")
+    for got, want in zip(arr.shape, template):
+        if isinstance(want, str):
+            if dims.setdefault(want, got) != got:
+                raise InputError(f"{what}: {name!r} has shape {arr.shape}, expected {_fmt(template, dims)} ({want}={dims[want]}).")
+        elif got != want:
+            raise InputError(f"{what}: {name!r} has shape {arr.shape}, expected {_fmt(template)}.")
+
+
+def _fmt(template: tuple, dims: dict | None = None) -> str:
+    return "(" + ",".join(str((dims or {}).get(t, t)) for t in template) + ")"
+
+
+def validate_result(d: Mapping[str, np.ndarray], what: str = "capture result") -> tuple[int, int]:
+    """Checks keys, shapes, dtypes and values of a result dict; returns (T, N). Raises InputError."""
+    _check_version(d, what, required=True)
+    missing = [k for k in RESULT_SHAPES if k not in d]
+    if missing:
+        raise InputError(f"{what} lacks {', '.join(missing)}: it is not a complete HandTailor capture result.")
+    dims: dict[str, int] = {}
+    for k, template in RESULT_SHAPES.items():
+        a = np.asarray(d[k])
+        if a.dtype == object:
+            raise InputError(f"{what}: {k!r} is an object array; strings must be fixed-width unicode.")
+        _match_shape(k, a, template, dims, what)
+        if k in STRING_KEYS and a.dtype.kind != "U":
+            raise InputError(f"{what}: {k!r} must be a unicode string array (got {a.dtype}).")
+        if k in FLOAT64_KEYS + FLOAT32_KEYS and a.dtype.kind != "f":
+            raise InputError(f"{what}: {k!r} must be floating point (got {a.dtype}).")
+    T, N = dims.get("T", 0), dims.get("N", 0)
+    if str(d["camera_model"]) not in CAMERA_MODELS:
+        raise InputError(f"{what}: camera_model {str(d['camera_model'])!r} is not one of {CAMERA_MODELS}.")
+    bad_sides = [s for s in np.asarray(d["hand_side"]).tolist() if s not in HAND_SIDES]
+    if bad_sides:
+        raise InputError(f"{what}: hand_side {bad_sides} must be 'left' or 'right'.")
+    if np.asarray(d["valid"]).dtype != bool:
+        raise InputError(f"{what}: 'valid' must be boolean.")
+    fi = np.asarray(d["frame_index"])
+    if not np.issubdtype(fi.dtype, np.integer) or (fi.size and (fi.min() < 0 or np.any(np.diff(fi) <= 0))):
+        raise InputError(f"{what}: frame_index must be increasing non-negative integers.")
+    size = np.asarray(d["image_size"])
+    if not np.issubdtype(size.dtype, np.integer) or np.any(size <= 0):
+        raise InputError(f"{what}: image_size must be two positive integers (width, height).")
+    if not np.all(np.isfinite(np.asarray(d["K"]))):
+        raise InputError(f"{what}: K holds non-finite values.")
+    valid = np.asarray(d["valid"], bool)
+    for k in FITTED_KEYS:
+        a = np.asarray(d[k])
+        good = a[valid]
+        if good.size and not np.all(np.isfinite(good)):
+            raise InputError(f"{what}: {k!r} holds NaN/inf on frames marked valid.")
+    if valid.any():
+        norms = np.linalg.norm(np.asarray(d["theta"])[valid], axis=-1)
+        if np.any(np.abs(norms - 1.0) > 1e-3):
+            raise InputError(f"{what}: theta holds quaternions that are not unit length on valid frames.")
+    return T, N
+
+
+def read_result(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Loads and validates a capture result; raises InputError naming what is wrong."""
+    d = _load_npz(path, "capture result")
+    validate_result(d, what=f"capture result {str(path)!r}")
+    return d
+
+
+def validate_edits(edits: Mapping[str, np.ndarray], result: Mapping[str, np.ndarray] | None = None, what: str = "edits") -> tuple[int, int]:
+    """Checks an edits dict (and against `result` when given); returns (T, N). Raises InputError."""
+    _check_version(edits, what, required=False)
+    missing = [k for k in (*EDIT_VALUE_KEYS, *EDIT_LOCK_SHAPES) if k not in edits]
+    if missing:
+        raise InputError(f"{what} lacks {', '.join(missing)} (see DESIGN.md: values plus lock_* masks).")
+    dims: dict[str, int] = {}
+    for k in EDIT_VALUE_KEYS:
+        a = np.asarray(edits[k])
+        if a.dtype.kind != "f":
+            raise InputError(f"{what}: {k!r} must be floating point (got {a.dtype}).")
+        _match_shape(k, a, RESULT_SHAPES[k], dims, what)
+    for k, template in EDIT_LOCK_SHAPES.items():
+        a = np.asarray(edits[k])
+        if a.dtype != bool:
+            raise InputError(f"{what}: {k!r} must be a boolean mask (got {a.dtype}).")
+        _match_shape(k, a, template, dims, what)
+    T, N = dims["T"], dims["N"]
+    checks = {
+        "theta": np.asarray(edits["lock_theta"]),
+        "beta": np.asarray(edits["lock_beta"]),
+        "root": np.asarray(edits["lock_root"]),
+        "hand_scale": np.asarray(edits["lock_hand_scale"]),
+    }
+    for k, mask in checks.items():
+        vals = np.asarray(edits[k])[mask]
+        if vals.size and not np.all(np.isfinite(vals)):
+            raise InputError(f"{what}: locked {k!r} entries hold NaN/inf; lock only values you set.")
+    q = np.asarray(edits["theta"])[checks["theta"]]
+    if q.size and np.any(np.linalg.norm(q, axis=-1) < 1e-6):
+        raise InputError(f"{what}: locked theta entries hold zero quaternions.")
+    hs = np.asarray(edits["hand_scale"])[checks["hand_scale"]]
+    if hs.size and np.any(hs <= 0):
+        raise InputError(f"{what}: locked hand_scale entries must be positive.")
+    if result is not None:
+        rT, rN = np.asarray(result["valid"]).shape
+        if (T, N) != (rT, rN):
+            raise InputError(f"{what} are for {T} tracks x {N} frames but the result has {rT} x {rN}: they belong to another capture.")
+        if "frame_index" in edits and not np.array_equal(np.asarray(edits["frame_index"]), np.asarray(result["frame_index"])):
+            raise InputError(f"{what}: frame_index differs from the result's; the edits belong to another capture.")
+    return T, N
+
+
+def read_edits(path: str | os.PathLike, result: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Loads and validates an edits file (against its result when given)."""
+    d = _load_npz(path, "edits file")
+    validate_edits(d, result, what=f"edits file {str(path)!r}")
+    return d
+
+
+def empty_edits(result: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Edits that lock nothing, holding the result's values: a starting point for tools and tests."""
+    T, N = np.asarray(result["valid"]).shape
+    e = {k: np.array(result[k], np.float64) for k in EDIT_VALUE_KEYS}
+    e.update({k: np.zeros(tuple({"T": T, "N": N}.get(s, s) for s in t), bool) for k, t in EDIT_LOCK_SHAPES.items()})
+    e["format_version"] = np.asarray(FORMAT_VERSION, np.int64)
+    e["frame_index"] = np.asarray(result["frame_index"], np.int64)
+    return e

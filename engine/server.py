@@ -1,0 +1,340 @@
+"""`python -m engine serve`: the engine protocol (see `engine.protocol`) on stdin/stdout.
+
+The main thread reads request lines and answers `hello`, `cancel` and `shutdown` itself. `capture` and
+`retailor` run as jobs, each in its own child process (multiprocessing, spawn): a JAX compile or a torch
+forward cannot be interrupted from inside, but a process can be terminated. The child sends progress,
+its result or its error through a pipe; a watcher thread per job turns them into reply lines.
+
+Cancel: the child is terminated (SIGTERM, then SIGKILL after 0.3 s), the partial files it may have left
+(temporary files next to the outputs, an output that appeared during the job) are removed, and the job's
+request gets the error "cancelled". Results are always written atomically, so a finished file is either
+complete or absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import pathlib
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+from engine import protocol
+
+log = logging.getLogger("engine.server")
+
+KILL_GRACE_S = 0.3
+PACKAGES = ("numpy", "scipy", "opencv-python-headless", "torch", "jax", "jaxlib", "smplx", "optax")
+
+
+# ------------------------------------------------------------------------------------------ child side
+
+
+def _child_main(cmd: str, args: dict, conn) -> None:
+    """Entry point of a job's child process: runs the job, sends ('progress'|'result'|'error', ...)."""
+    # stdout is the protocol channel of the parent: nothing in the child may write to it.
+    try:
+        os.dup2(2, 1)
+    except OSError:
+        pass
+    sys.stdout = sys.stderr
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="engine[%(process)d] %(levelname)s %(name)s: %(message)s")
+    from engine.errors import EngineError
+
+    last = [0.0]
+
+    def progress(done: int, total: int, message: str = "") -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.1 or done >= total:
+            last[0] = now
+            conn.send(("progress", int(done), int(total), str(message)))
+
+    try:
+        if cmd == "capture":
+            from engine import capture
+
+            out = capture.run_capture(capture.CaptureOptions.from_protocol(args), progress=progress)
+        elif cmd == "retailor":
+            from engine import retailor
+
+            out = retailor.run_retailor(retailor.RetailorOptions.from_protocol(args), progress=progress)
+        elif cmd == "_sleep":  # test hook: a job that needs no networks
+            total = int(args.get("steps", 100))
+            for i in range(total):
+                progress(i, total, "sleeping")
+                time.sleep(float(args.get("step_s", 0.05)))
+            path = args.get("output")
+            if path:
+                from engine.results import atomic_savez
+                import numpy as np
+
+                atomic_savez(path, {"x": np.zeros(3)})
+            out = {"files": {"result": path}}
+        else:
+            raise ValueError(f"unknown job {cmd!r}")
+        conn.send(("result", out))
+    except EngineError as exc:
+        conn.send(("error", exc.code if exc.code in protocol.ERROR_CODES else "internal", str(exc)))
+    except KeyboardInterrupt:
+        conn.send(("error", "cancelled", "interrupted"))
+    except BaseException as exc:  # noqa: BLE001 - a job must always answer
+        traceback.print_exc(file=sys.stderr)
+        conn.send(("error", "internal", f"{type(exc).__name__}: {exc} (engine bug; the engine log has the traceback)"))
+    finally:
+        conn.close()
+
+
+# ----------------------------------------------------------------------------------------- parent side
+
+
+def _output_paths(cmd: str, args: dict) -> list[pathlib.Path]:
+    paths = [args.get("output")]
+    if cmd == "capture":
+        paths.append(args.get("overlay"))
+    return [pathlib.Path(p).expanduser().absolute() for p in paths if p]
+
+
+def _stat_key(p: pathlib.Path):
+    try:
+        st = p.stat()
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+    except OSError:
+        return None
+
+
+class Job:
+    def __init__(self, server: "Server", request: protocol.Request, ctx):
+        self.server = server
+        self.request = request
+        self.outputs = _output_paths(request.cmd, request.args)
+        self.before = {p: _stat_key(p) for p in self.outputs}
+        parent_conn, child_conn = ctx.Pipe(duplex=False)
+        self.conn = parent_conn
+        self.process = ctx.Process(
+            target=_child_main, args=(request.cmd, request.args, child_conn), name=f"engine-job-{request.id}", daemon=True
+        )
+        self.cancelled = False
+        self.finished = threading.Event()
+        self.lock = threading.Lock()
+        self.process.start()
+        child_conn.close()
+        self.watcher = threading.Thread(target=self._watch, name=f"watch-{request.id}", daemon=True)
+        self.watcher.start()
+
+    @property
+    def id(self) -> str:
+        return self.request.id
+
+    def _finish(self, reply: dict, from_cancel: bool = False) -> None:
+        with self.lock:
+            if self.finished.is_set() or (self.cancelled and not from_cancel):
+                return
+            self.finished.set()
+        self.server.send(reply)
+        self.server.job_done(self)
+
+    def _watch(self) -> None:
+        rid = self.id
+        while True:
+            try:
+                if not self.conn.poll(0.05):
+                    if not self.process.is_alive() and not self.conn.poll(0):
+                        break
+                    continue
+                msg = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            if self.cancelled:
+                break
+            kind = msg[0]
+            if kind == "progress":
+                if not self.finished.is_set():
+                    self.server.send(protocol.progress(rid, msg[1], msg[2], msg[3]))
+            elif kind == "result":
+                self.process.join(5)
+                self._finish(protocol.result(rid, msg[1]))
+                return
+            elif kind == "error":
+                if msg[1] == "cancelled" or self.cancelled:
+                    self._cleanup()
+                self._finish(protocol.error(rid, msg[1], msg[2]))
+                return
+        if self.cancelled:
+            return  # cancel() answers
+        self.process.join(1)
+        code = self.process.exitcode
+        self._cleanup()
+        self._finish(protocol.error(rid, "internal", f"the job's process ended without an answer (exit code {code}); see the engine log"))
+
+    def cancel(self) -> bool:
+        """Stops the child now; answers the job with 'cancelled'. False when it had already finished."""
+        with self.lock:
+            if self.finished.is_set():
+                return False
+            self.cancelled = True
+        _terminate(self.process)
+        self._cleanup()
+        self._finish(protocol.error(self.id, "cancelled", "cancelled by the user; nothing was written"), from_cancel=True)
+        return True
+
+    def _cleanup(self) -> None:
+        """Removes temp files next to the outputs and outputs that appeared or changed during the job."""
+        for p in self.outputs:
+            parent = p.parent
+            try:
+                for tmp in parent.glob(f".{p.stem}.*.tmp*"):
+                    tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            if _stat_key(p) is not None and _stat_key(p) != self.before.get(p):
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+
+
+def _terminate(process) -> None:
+    if process.is_alive():
+        process.terminate()
+        process.join(KILL_GRACE_S)
+    if process.is_alive():
+        process.kill()
+        process.join(1.0)
+
+
+class Server:
+    """Reads requests from `inp`, writes replies to `out` (text streams), one JSON object a line."""
+
+    def __init__(self, inp, out, mp_context: str = "spawn"):
+        self.inp = inp
+        self.out = out
+        self.write_lock = threading.Lock()
+        self.jobs: dict[str, Job] = {}
+        self.jobs_lock = threading.Lock()
+        self.ctx = multiprocessing.get_context(mp_context)
+
+    def send(self, message: dict) -> None:
+        line = protocol.encode(message)
+        with self.write_lock:
+            try:
+                self.out.write(line + "\n")
+                self.out.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                pass  # the client went away; the read loop ends at EOF
+
+    def job_done(self, job: Job) -> None:
+        with self.jobs_lock:
+            if self.jobs.get(job.id) is job:
+                del self.jobs[job.id]
+
+    def hello(self) -> dict:
+        from importlib import metadata
+
+        from engine import __version__
+
+        versions = {}
+        for name in PACKAGES:
+            try:
+                versions[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                versions[name] = None
+        return {
+            "protocol": protocol.PROTOCOL_VERSION,
+            "engine_version": __version__,
+            "python": sys.version.split()[0],
+            "versions": versions,
+            "capabilities": list(protocol.CAPABILITIES),
+        }
+
+    def handle_line(self, line: str) -> bool:
+        """Serves one line; returns False when the engine should stop."""
+        if not line.strip():
+            return True
+        try:
+            req = protocol.decode_request(line)
+        except protocol.ProtocolError as exc:
+            self.send(protocol.error(exc.id, exc.code, str(exc)))
+            return True
+        try:
+            return self.dispatch(req)
+        except protocol.ProtocolError as exc:
+            self.send(protocol.error(req.id, exc.code, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - never crash on a request
+            log.exception("request %s failed", req.id)
+            self.send(protocol.error(req.id, "internal", f"{type(exc).__name__}: {exc}"))
+        return True
+
+    def dispatch(self, req: protocol.Request) -> bool:
+        if req.cmd == "hello":
+            self.send(protocol.result(req.id, self.hello()))
+        elif req.cmd == "cancel":
+            with self.jobs_lock:
+                job = self.jobs.get(req.args["target"])
+            done = job.cancel() if job is not None else False
+            self.send(protocol.result(req.id, {"cancelled": bool(done)}))
+        elif req.cmd == "shutdown":
+            self.cancel_all()
+            self.send(protocol.result(req.id, {}))
+            return False
+        elif req.cmd in protocol.JOB_COMMANDS or req.cmd == "_sleep":
+            self.start_job(req)
+        return True
+
+    def start_job(self, req: protocol.Request) -> None:
+        with self.jobs_lock:
+            if req.id in self.jobs:
+                raise protocol.ProtocolError("bad_request", f"a job with id {req.id!r} is still running; use a new id", req.id)
+            outs = set(_output_paths(req.cmd, req.args))
+            for other in self.jobs.values():
+                clash = outs & set(other.outputs)
+                if clash:
+                    raise protocol.ProtocolError(
+                        "bad_request", f"{sorted(map(str, clash))} is being written by job {other.id!r}; wait or cancel it", req.id
+                    )
+            self.jobs[req.id] = Job(self, req, self.ctx)
+
+    def cancel_all(self) -> None:
+        with self.jobs_lock:
+            jobs = list(self.jobs.values())
+        for job in jobs:
+            job.cancel()
+
+    def serve_forever(self) -> int:
+        try:
+            for line in self.inp:
+                if not self.handle_line(line):
+                    break
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.cancel_all()
+        return 0
+
+
+def main(argv: list[str], prog: str = "python -m engine serve") -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="JSON-lines engine protocol on stdin/stdout for the Blender add-on (see engine/protocol.py).",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--test-hooks", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr, format="engine %(levelname)s %(name)s: %(message)s")
+    if args.test_hooks:
+        protocol.ARG_SPECS["_sleep"] = {
+            "steps": ((int,), 100, False),
+            "step_s": ((int, float), 0.05, False),
+            "output": ((str, None), None, False),
+        }
+        protocol.COMMANDS = protocol.COMMANDS + ("_sleep",)
+    # Replies must not be mangled by the platform's text encoding or line endings.
+    out = open(sys.stdout.fileno(), "w", encoding="utf-8", newline="\n", closefd=False)
+    inp = open(sys.stdin.fileno(), "r", encoding="utf-8", errors="replace", newline=None, closefd=False)
+    sys.stdout = sys.stderr  # nothing else may write to the protocol channel
+    log.info("engine protocol %d ready (pid %d)", protocol.PROTOCOL_VERSION, os.getpid())
+    return Server(inp, out).serve_forever()

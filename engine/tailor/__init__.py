@@ -1,0 +1,12 @@
+"""The tailor (paper Sec. 3.4-3.5): analytic hand scale, then Adam on E = E_J + 100 E_g + 0.1 E_id, in JAX.
+
+    from engine.tailor import TailorConfig, fit
+    out = fit(model, theta0, beta0, root0, keypoints_2d, confidence, valid, K, locks, TailorConfig())
+
+`energies` (the terms, pure jitted functions), `scale` (Eq. 12 / Eq. 17), `optimize` (the jitted loop),
+`reference` (the same math, not jitted), `bench` (`python -m engine bench tailor`).
+"""
+
+from engine.tailor.optimize import CAMERA_MODELS, TailorConfig, fit, model_params
+
+__all__ = ["CAMERA_MODELS", "TailorConfig", "fit", "model_params"]

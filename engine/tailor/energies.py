@@ -1,0 +1,206 @@
+"""The tailor's energies (paper Eq. 9, 10, 11, 13, 16) as pure jitted functions of joint arrays.
+
+Units decide what the paper's weights (lambda_J, lambda_g, lambda_id = 1, 100, 0.1) mean, so they are fixed
+here for any footage:
+
+* E_J is measured in pixels of a 256-px hand crop: a 2D error in image pixels times `crop_scale` =
+  256 / (the hand's bounding size in image pixels), squared, confidence-weighted mean over the 21 keypoints.
+  A 1-crop-px error everywhere gives E_J = 1.
+* E_g is evaluated on joints divided by the reference bone length (keypoint 0 -> 9), so it is dimensionless
+  (a unit-bone hand) and independent of the hand's size and distance.
+* E_id is in radians^2 (pose, as the axis-angle change of each joint rotation) plus beta units^2.
+* The temporal term E_t is on camera-frame joints divided by the reference bone length (dimensionless).
+
+Every function takes a leading batch axis B (frames) and returns one value per frame unless stated.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from engine.camera import project_perspective, project_weak_perspective
+from engine.hand_model import FINGER_KEYPOINTS, REFERENCE_BONE
+
+__all__ = [
+    "CROP_PX",
+    "crop_scale",
+    "joint_energy_perspective",
+    "joint_energy_weak_perspective",
+    "twist_energy",
+    "twist_terms",
+    "identity_energy",
+    "temporal_energy",
+    "total_energy",
+]
+
+CROP_PX = 256.0
+_MIN_HAND_PX = 1.0  # floor of the hand's bounding size: all keypoints on one point stays finite
+_MIN_Z = 1e-3  # meters: points at or behind the camera are projected as if 1 mm in front of it
+_EPS = 1e-12
+
+
+@jax.jit
+def crop_scale(keypoints_2d, confidence):
+    """256 / the hand's bounding size in pixels: multiplies image pixels into 256-px crop pixels.
+
+    The size is the longer side of the bounding box of the keypoints with confidence > 0 (of all keypoints
+    when none has), floored at 1 px.
+
+    Args:
+      keypoints_2d: (B, K, 2) observed keypoints, image pixels.
+      confidence: (B, K) per-keypoint confidence in [0, 1].
+    Returns:
+      (B,) crop pixels per image pixel.
+    """
+    seen = confidence > 0
+    seen = jnp.where(jnp.any(seen, axis=-1, keepdims=True), seen, True)[..., None]
+    big = jnp.asarray(jnp.finfo(keypoints_2d.dtype).max, keypoints_2d.dtype)
+    lo = jnp.min(jnp.where(seen, keypoints_2d, big), axis=-2)
+    hi = jnp.max(jnp.where(seen, keypoints_2d, -big), axis=-2)
+    size = jnp.max(hi - lo, axis=-1)
+    size = jnp.where(jnp.isfinite(size), size, _MIN_HAND_PX)
+    return CROP_PX / jnp.maximum(size, _MIN_HAND_PX)
+
+
+def _weighted_mean_sq(err_crop, confidence):
+    """(B, K, 2) crop-pixel errors, (B, K) weights -> (B,) weighted mean of squared norms (0 if no weight)."""
+    sq = jnp.sum(err_crop * err_crop, axis=-1)
+    wsum = jnp.sum(confidence, axis=-1)
+    return jnp.sum(confidence * sq, axis=-1) / jnp.maximum(wsum, _EPS)
+
+
+@jax.jit
+def joint_energy_perspective(joints_3d, K, keypoints_2d, confidence, crop):
+    """E_J, Eq. 9: confidence-weighted mean squared 2D error of the pinhole projection, in crop px^2.
+
+    Args:
+      joints_3d: (B, K, 3) model keypoints in the camera frame, meters (root + s* * posed joints).
+      K: (3, 3) intrinsics, pixels.
+      keypoints_2d: (B, K, 2) observed keypoints, image pixels.
+      confidence: (B, K) per-keypoint weights (0 ignores a keypoint).
+      crop: (B,) crop pixels per image pixel (`crop_scale`).
+    Returns:
+      (B,) E_J in 256-px-crop pixels squared.
+    """
+    z = joints_3d[..., 2:3]
+    safe = jnp.concatenate([joints_3d[..., :2], jnp.maximum(z, _MIN_Z)], axis=-1)
+    uv = project_perspective(safe, K)
+    err = (uv - keypoints_2d) * crop[:, None, None]
+    return _weighted_mean_sq(err, confidence)
+
+
+@jax.jit
+def joint_energy_weak_perspective(joints_rel, s, t, keypoints_2d, confidence, crop):
+    """E_J under weak perspective, Eq. 16: u = s * x + t, confidence-weighted mean squared error, crop px^2.
+
+    Args:
+      joints_rel: (B, K, 3) model keypoints relative to the root joint, meters (camera axes).
+      s: (B,) projection scale, pixels per meter.
+      t: (B, 2) pixel position of the root joint.
+      keypoints_2d: (B, K, 2) observed keypoints, image pixels.
+      confidence: (B, K) per-keypoint weights.
+      crop: (B,) crop pixels per image pixel.
+    Returns:
+      (B,) E_J in 256-px-crop pixels squared.
+    """
+    uv = project_weak_perspective(joints_rel, s[:, None], t[:, None, :])
+    err = (uv - keypoints_2d) * crop[:, None, None]
+    return _weighted_mean_sq(err, confidence)
+
+
+def _bone_normalized(joints):
+    """(B, K, 3) -> (B, K, 3) joints divided by the reference bone length (floored: never inf)."""
+    a, b = REFERENCE_BONE
+    bone = jnp.sqrt(jnp.sum((joints[:, b] - joints[:, a]) ** 2, axis=-1) + _EPS)
+    scale = jnp.maximum(bone, 1e-6 * (1.0 + jnp.max(jnp.abs(joints), axis=(-2, -1))))
+    return joints / scale[:, None, None]
+
+
+@jax.jit
+def twist_terms(joints_3d):
+    """The two parts of Eq. 10 per finger, on joints divided by the reference bone length.
+
+    For a finger with joints a, b, c, d in tip-to-palm order (FINGER_KEYPOINTS), V_ab = p_a - p_b, ...:
+    coplanarity = |(V_ab x V_bc) . V_cd| (the finger leaves its bending plane) and
+    bend_consistency = (V_ab x V_bc) . (V_bc x V_cd) (negative when two joints bend opposite ways).
+
+    Args:
+      joints_3d: (B, K, 3) keypoints (any frame, any units: normalized by the reference bone here).
+    Returns:
+      coplanarity (B, 5), bend_consistency (B, 5), dimensionless (unit reference bone), thumb..pinky.
+    """
+    p = _bone_normalized(joints_3d)[:, jnp.asarray(FINGER_KEYPOINTS)]  # (B, 5, 4, 3)
+    v_ab = p[:, :, 0] - p[:, :, 1]
+    v_bc = p[:, :, 1] - p[:, :, 2]
+    v_cd = p[:, :, 2] - p[:, :, 3]
+    n1 = jnp.cross(v_ab, v_bc)
+    n2 = jnp.cross(v_bc, v_cd)
+    return jnp.abs(jnp.sum(n1 * v_cd, axis=-1)), jnp.sum(n1 * n2, axis=-1)
+
+
+@jax.jit
+def twist_energy(joints_3d):
+    """E_g, Eq. 10, summed over the five fingers: |(V_ab x V_bc) . V_cd| - min(0, (V_ab x V_bc).(V_bc x V_cd)).
+
+    Args:
+      joints_3d: (B, K, 3) keypoints; evaluated on joints divided by the reference bone length.
+    Returns:
+      (B,) dimensionless energy (unit reference bone).
+    """
+    coplanarity, bend = twist_terms(joints_3d)
+    return jnp.sum(coplanarity - jnp.minimum(0.0, bend), axis=-1)
+
+
+@jax.jit
+def identity_energy(delta_pose, beta, beta0):
+    """E_id, Eq. 11: ||beta - beta'||^2 + ||theta - theta'||^2.
+
+    Args:
+      delta_pose: (B, J, 3) axis-angle of each joint's rotation relative to its initial value (theta - theta'
+        in the tangent space), radians.
+      beta: (B, 10) shape; beta0: (B, 10) its initial value.
+    Returns:
+      (B,) energy in radians^2 + beta units^2.
+    """
+    return jnp.sum(delta_pose**2, axis=(-2, -1)) + jnp.sum((beta - beta0) ** 2, axis=-1)
+
+
+@jax.jit
+def temporal_energy(joints_3d, valid):
+    """Joint acceleration over consecutive frames of a batch (optional video term): couples the frames.
+
+    sum over n of the mean over keypoints of |J[n+1] - 2 J[n] + J[n-1]|^2, counting only triples of valid
+    frames, on camera-frame joints divided by the batch's mean reference bone length over its valid frames
+    (one unit for the whole batch, held constant in the gradient).
+
+    Args:
+      joints_3d: (N, K, 3) camera-frame keypoints of consecutive frames, meters.
+      valid: (N,) bool.
+    Returns:
+      () dimensionless energy (0 for fewer than 3 frames).
+    """
+    n = joints_3d.shape[0]
+    if n < 3:
+        return jnp.zeros((), joints_3d.dtype)
+    a, b = REFERENCE_BONE
+    bone = jnp.sqrt(jnp.sum((joints_3d[:, b] - joints_3d[:, a]) ** 2, axis=-1) + _EPS)
+    vf = valid.astype(joints_3d.dtype)
+    unit = jax.lax.stop_gradient(jnp.sum(vf * bone) / jnp.maximum(jnp.sum(vf), 1.0))
+    j = joints_3d / jnp.maximum(unit, 1e-6)
+    acc = j[2:] - 2.0 * j[1:-1] + j[:-2]
+    ok = (valid[2:] & valid[1:-1] & valid[:-2]).astype(joints_3d.dtype)
+    per = jnp.mean(jnp.sum(acc * acc, axis=-1), axis=-1)
+    return jnp.sum(ok * per)
+
+
+@jax.jit
+def total_energy(e_j, e_g, e_id, lambda_j=1.0, lambda_g=100.0, lambda_id=0.1):
+    """E, Eq. 13: lambda_J E_J + lambda_g E_g + lambda_id E_id (paper: 1, 100, 0.1).
+
+    Args:
+      e_j, e_g, e_id: (B,) the three energies in their units (crop px^2, unit-bone, rad^2 + beta^2).
+    Returns:
+      (B,) total energy.
+    """
+    return lambda_j * e_j + lambda_g * e_g + lambda_id * e_id

@@ -1,0 +1,103 @@
+"""Analytic hand scale: the first step of the two-step optimization (paper Eq. 12 and Eq. 17).
+
+The scale is solved in closed form before the Adam iterations and then held fixed (paper Sec. 3.4: jointly
+optimizing the global scale with the local joint terms is unstable). The tailor stores the perspective s*
+as the result's `hand_scale` (a dimensionless factor about the wrist; 1 is the model's metric size), never
+folded into beta or the root.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from engine.camera import project_perspective
+
+__all__ = ["perspective_scale", "weak_perspective_scale", "S_MIN", "S_MAX"]
+
+S_MIN = 0.25  # bounds of the perspective s*: a hand module off by more than 4x in size is not refit
+S_MAX = 4.0
+_MIN_Z = 1e-3
+_TINY = 1e-12
+
+
+@partial(jax.jit, static_argnames=("gauss_newton_steps",))
+def perspective_scale(joints_rel, root, K, keypoints_2d, confidence, fallback, gauss_newton_steps=2):
+    """s* of Eq. 8, solved by Eq. 12 then refined by a few Gauss-Newton steps on Eq. 8 itself.
+
+    Eq. 12 linearizes the projection of root + s * P about the root: u_i - u_root ~ (s / z_root) a_i with
+    a_i = (f_u (x_i - z_i X_root / z_root), f_v (y_i - z_i Y_root / z_root)); for a root on the optical
+    axis (X_root = Y_root = 0) this is exactly the paper's Eq. 12. Here u_root is the projection of the
+    (fixed) root, as in Eq. 8. The Gauss-Newton steps then use each joint's own depth (the authors' code
+    does the same with z_root + z_i), which makes s* the minimizer of Eq. 8 rather than of its
+    linearization. Keypoints are weighted by their confidence.
+
+    Args:
+      joints_rel: (B, K, 3) posed model keypoints relative to the wrist at hand_scale 1, meters, camera axes.
+      root: (B, 3) wrist position in the camera frame, meters.
+      K: (3, 3) intrinsics.
+      keypoints_2d: (B, K, 2) observed keypoints, pixels.
+      confidence: (B, K) weights.
+      fallback: (B,) the value returned where the problem is degenerate (no weight, no extent, non-finite).
+      gauss_newton_steps: static number of refinement steps (0: Eq. 12 alone).
+    Returns:
+      (B,) s*, dimensionless, clipped to [S_MIN, S_MAX].
+    """
+    fx, fy = K[0, 0], K[1, 1]
+    zr = jnp.maximum(root[:, 2], _MIN_Z)
+    u_root = project_perspective(jnp.concatenate([root[:, :2], zr[:, None]], axis=-1), K)  # (B, 2)
+    x, y, z = joints_rel[..., 0], joints_rel[..., 1], joints_rel[..., 2]
+    a = jnp.stack(
+        [fx * (x - z * root[:, None, 0] / zr[:, None]), fy * (y - z * root[:, None, 1] / zr[:, None])], axis=-1
+    )
+    d = keypoints_2d - u_root[:, None, :]
+    w = confidence[..., None]
+    num = jnp.sum(w * a * d, axis=(-2, -1))
+    den = jnp.sum(w * a * a, axis=(-2, -1))
+    ok = den > _TINY * (1.0 + jnp.sum(w * d * d, axis=(-2, -1)))
+    s = jnp.where(ok, zr * num / jnp.where(ok, den, 1.0), fallback)
+    s = jnp.clip(jnp.where(jnp.isfinite(s), s, fallback), S_MIN, S_MAX)
+
+    def residual(s_):
+        p = root[:, None, :] + s_[:, None, None] * joints_rel
+        p = jnp.concatenate([p[..., :2], jnp.maximum(p[..., 2:], _MIN_Z)], axis=-1)
+        return project_perspective(p, K) - keypoints_2d
+
+    for _ in range(gauss_newton_steps):
+        r, jac = jax.jvp(residual, (s,), (jnp.ones_like(s),))
+        g = jnp.sum(w * jac * r, axis=(-2, -1))
+        h = jnp.sum(w * jac * jac, axis=(-2, -1))
+        step = jnp.where(h > _TINY, g / jnp.where(h > _TINY, h, 1.0), 0.0)
+        s_new = jnp.clip(s - step, S_MIN, S_MAX)
+        s = jnp.where(jnp.isfinite(s_new) & ok, s_new, s)
+    return s
+
+
+@jax.jit
+def weak_perspective_scale(joints_rel, t, keypoints_2d, confidence, fallback):
+    """Weak-perspective s of Eq. 17: s = sum (x_i, y_i).(u_i - t_u, v_i - t_v) / sum |(x_i, y_i)|^2.
+
+    The least-squares minimizer of the Eq. 16 reprojection error over s with t fixed, confidence-weighted.
+    Robust where Eq. 15 is not: an edge-on or end-on hand only shrinks the denominator, which is floored
+    relative to the hand's 3D extent; a non-positive or non-finite s falls back.
+
+    Args:
+      joints_rel: (B, K, 3) model keypoints relative to the root joint, meters (camera axes).
+      t: (B, 2) pixel position of the root joint (the paper: the observed root keypoint).
+      keypoints_2d: (B, K, 2) observed keypoints, pixels.
+      confidence: (B, K) weights.
+      fallback: (B,) pixels per meter returned where the problem is degenerate.
+    Returns:
+      (B,) s in pixels per meter (per unit of joints_rel), > 0.
+    """
+    xy = joints_rel[..., :2]
+    d = keypoints_2d - t[:, None, :]
+    w = confidence[..., None]
+    num = jnp.sum(w * xy * d, axis=(-2, -1))
+    den = jnp.sum(w * xy * xy, axis=(-2, -1))
+    extent = jnp.sum(w * joints_rel * joints_rel, axis=(-2, -1))
+    ok = (den > 1e-4 * extent) & (den > _TINY)
+    s = jnp.where(ok, num / jnp.where(ok, den, 1.0), fallback)
+    return jnp.where(jnp.isfinite(s) & (s > 0), s, fallback)

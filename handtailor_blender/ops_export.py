@@ -1,0 +1,81 @@
+"""FBX export with settings that round-trip: no leaf bones, baked animation, no key simplification."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import EnumProperty, StringProperty
+from bpy_extras.io_utils import ExportHelper
+
+# axes and unit scale each target expects
+PRESETS = {
+    "BLENDER": dict(axis_forward="-Z", axis_up="Y", global_scale=1.0, apply_unit_scale=True,
+                    apply_scale_options="FBX_SCALE_NONE"),
+    "UNITY": dict(axis_forward="-Z", axis_up="Y", global_scale=1.0, apply_unit_scale=True,
+                  apply_scale_options="FBX_SCALE_ALL"),
+    "UNREAL": dict(axis_forward="X", axis_up="Z", global_scale=1.0, apply_unit_scale=True,
+                   apply_scale_options="FBX_SCALE_NONE"),
+}
+ROUND_TRIP = dict(add_leaf_bones=False, bake_anim=True, bake_anim_use_all_bones=True,
+                  bake_anim_use_nla_strips=False, bake_anim_use_all_actions=False,
+                  bake_anim_force_startend_keying=True, bake_anim_step=1.0, bake_anim_simplify_factor=0.0,
+                  primary_bone_axis="Y", secondary_bone_axis="X", use_armature_deform_only=False,
+                  armature_nodetype="NULL", object_types={"ARMATURE", "MESH"}, use_mesh_modifiers=False)
+
+
+def hand_rigs(scene) -> list:
+    return [o for o in scene.objects if o.type == "ARMATURE" and "ht_side" in o]
+
+
+def export_fbx(filepath: str, objects, preset: str = "BLENDER", context=None) -> None:
+    """Exports `objects` (armatures; their mesh children come along) with the round-trip settings."""
+    context = context or bpy.context
+    if preset not in PRESETS:
+        raise ValueError(f"unknown export preset {preset!r}: one of {sorted(PRESETS)}")
+    view_layer = context.view_layer
+    selected = [o for o in view_layer.objects if o.select_get()]
+    active = view_layer.objects.active
+    try:
+        for o in selected:
+            o.select_set(False)
+        for arm in objects:
+            arm.select_set(True)
+            for child in arm.children:
+                child.select_set(True)
+        if objects:
+            view_layer.objects.active = objects[0]
+        bpy.ops.export_scene.fbx(filepath=filepath, use_selection=True, **ROUND_TRIP, **PRESETS[preset])
+    finally:
+        for o in view_layer.objects:
+            o.select_set(o in selected)
+        view_layer.objects.active = active
+
+
+class HANDTAILOR_OT_export_fbx(bpy.types.Operator, ExportHelper):
+    """Export the hand rigs and their animation as FBX (no leaf bones, every frame baked)"""
+
+    bl_idname = "handtailor.export_fbx"
+    bl_label = "Export FBX"
+    filename_ext = ".fbx"
+    filter_glob: StringProperty(default="*.fbx", options={"HIDDEN"})
+    preset: EnumProperty(name="Target", items=[(k, k.title(), "") for k in PRESETS], default="BLENDER")
+
+    def invoke(self, context, event):
+        self.preset = context.scene.handtailor.export_preset
+        return ExportHelper.invoke(self, context, event)
+
+    def execute(self, context):
+        rigs = [o for o in context.selected_objects if o.type == "ARMATURE" and "ht_side" in o] or hand_rigs(
+            context.scene)
+        if not rigs:
+            self.report({"ERROR"}, "no HandTailor hand rig to export: capture first")
+            return {"CANCELLED"}
+        try:
+            export_fbx(self.filepath, rigs, self.preset, context)
+        except (RuntimeError, ValueError, OSError) as exc:
+            self.report({"ERROR"}, f"FBX export failed: {exc}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Exported {len(rigs)} hand(s) to {self.filepath}")
+        return {"FINISHED"}
+
+
+classes = (HANDTAILOR_OT_export_fbx,)

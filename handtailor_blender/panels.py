@@ -1,0 +1,102 @@
+"""The HandTailor sidebar tab in the Movie Clip Editor and the 3D Viewport. Panels draw, never compute."""
+
+from __future__ import annotations
+
+import bpy
+
+
+def draw_capture(layout, context):
+    ht = context.scene.handtailor
+    col = layout.column()
+    col.prop(ht, "source_mode", expand=True)
+    if ht.source_mode == "CLIP":
+        col.prop(ht, "clip")
+    else:
+        col.prop(ht, "filepath")
+    row = col.row(heading="Range")
+    row.prop(ht, "use_frame_range", text="")
+    sub = row.row(align=True)
+    sub.active = ht.use_frame_range
+    sub.prop(ht, "frame_start")
+    sub.prop(ht, "frame_end")
+    col.prop(ht, "stride")
+    col.prop(ht, "camera_mode")
+    if ht.camera_mode == "MANUAL":
+        box = col.box()
+        box.prop(ht, "focal_px")
+        r = box.row(align=True)
+        r.prop(ht, "cx")
+        r.prop(ht, "cy")
+        r = box.row(align=True)
+        r.prop(ht, "k1")
+        r.prop(ht, "k2")
+        r.prop(ht, "k3")
+    col.prop(ht, "hands", expand=True)
+    col.prop(ht, "iterations")
+    col.prop(ht, "smoothing")
+    col.prop(ht, "steady_shape")
+    col.prop(ht, "mirrored")
+    col.prop(ht, "interpolation")
+    col.prop(ht, "correctives")
+    if ht.running:
+        col.progress(factor=ht.progress, type="BAR", text=ht.status or "Working...") if hasattr(
+            col, "progress") else col.label(text=f"{ht.status} {ht.progress * 100:.0f}%")
+        col.label(text="Esc cancels", icon="INFO")
+    else:
+        col.operator("handtailor.capture", icon="REC")
+        if ht.status:
+            col.label(text=ht.status)
+
+
+def draw_retailor(layout, context):
+    ht = context.scene.handtailor
+    col = layout.column()
+    col.prop(ht, "retailor_preview_range")
+    col.prop(ht, "retailor_selected_bones")
+    col.prop(ht, "retailor_iterations")
+    col.operator("handtailor.retailor", icon="FILE_REFRESH")
+    col.operator("handtailor.restore_take", icon="LOOP_BACK")
+    col.separator()
+    col.prop(ht, "export_preset")
+    col.operator("handtailor.export_fbx", icon="EXPORT")
+
+
+class _Base:
+    bl_region_type = "UI"
+    bl_category = "HandTailor"
+
+
+class HANDTAILOR_PT_clip_capture(_Base, bpy.types.Panel):
+    bl_space_type = "CLIP_EDITOR"
+    bl_label = "Capture"
+
+    def draw(self, context):
+        draw_capture(self.layout, context)
+
+
+class HANDTAILOR_PT_clip_retailor(_Base, bpy.types.Panel):
+    bl_space_type = "CLIP_EDITOR"
+    bl_label = "Re-tailor & Export"
+
+    def draw(self, context):
+        draw_retailor(self.layout, context)
+
+
+class HANDTAILOR_PT_view3d_capture(_Base, bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_label = "Capture"
+
+    def draw(self, context):
+        draw_capture(self.layout, context)
+
+
+class HANDTAILOR_PT_view3d_retailor(_Base, bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_label = "Re-tailor & Export"
+
+    def draw(self, context):
+        draw_retailor(self.layout, context)
+
+
+classes = (HANDTAILOR_PT_clip_capture, HANDTAILOR_PT_clip_retailor, HANDTAILOR_PT_view3d_capture,
+           HANDTAILOR_PT_view3d_retailor)

@@ -1,0 +1,163 @@
+"""Ground truth for the add-on tests: a small MANO-format hand model, MANO LBS in numpy, result files
+written exactly per DESIGN.md. (The engine's own layer is compared against this in test_reference.)"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from handtailor_blender import poses
+from handtailor_blender.io.results import MANO_PARENTS, TIP_PARENTS, write_npz_atomic
+
+MANO_TO_KEYPOINT = np.array([0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20])
+_CUBE = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], np.float64)
+_CUBE_FACES = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+                        [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
+
+
+def _joint_layout() -> tuple[np.ndarray, np.ndarray]:
+    """(16, 3) joints, (5, 3) tips of a right hand, fingers along +x (meters)."""
+    J = np.zeros((16, 3))
+    tips = np.zeros((5, 3))
+    # MANO order: index 1-3, middle 4-6, pinky 7-9, ring 10-12, thumb 13-15; tips thumb,index,middle,ring,pinky
+    fingers = {"index": (1, (0.088, 0.004, 0.025), (1.0, 0.0, 0.05), 1),
+               "middle": (4, (0.094, 0.005, 0.002), (1.0, 0.0, 0.0), 2),
+               "pinky": (7, (0.078, 0.0, -0.04), (1.0, 0.0, -0.12), 4),
+               "ring": (10, (0.088, 0.003, -0.019), (1.0, 0.0, -0.06), 3),
+               "thumb": (13, (0.025, -0.012, 0.032), (0.6, -0.3, 0.75), 0)}
+    for j0, base, d, tip in fingers.values():
+        d = np.array(d) / np.linalg.norm(d)
+        J[j0] = base
+        J[j0 + 1] = J[j0] + 0.033 * d + np.array([0, -0.002, 0])
+        J[j0 + 2] = J[j0 + 1] + 0.024 * d + np.array([0, -0.003, 0])
+        tips[tip] = J[j0 + 2] + 0.021 * d
+    return J, tips
+
+
+def make_model(path, side: str = "right", seed: int = 0, posedirs: bool = True) -> pathlib.Path:
+    """Writes a MANO-format .npz hand model: a cube per joint/tip, blended weights, random shape and
+    pose-corrective directions."""
+    rng = np.random.default_rng(seed)
+    J, tips = _joint_layout()
+    centers = np.concatenate([J, tips])  # (21, 3)
+    verts = (centers[:, None, :] + 0.006 * _CUBE[None]).reshape(-1, 3)
+    faces = np.concatenate([_CUBE_FACES + 8 * c for c in range(21)])
+    V = verts.shape[0]
+    jreg = np.zeros((16, V))
+    for j in range(16):
+        jreg[j, 8 * j:8 * j + 8] = 1 / 8
+    W = np.zeros((V, 16))
+    for c in range(21):
+        rows = slice(8 * c, 8 * c + 8)
+        j = c if c < 16 else int(TIP_PARENTS[c - 16])
+        p = int(MANO_PARENTS[j])
+        if p < 0:
+            W[rows, j] = 1.0
+        else:
+            w = rng.uniform(0.55, 0.9, size=8)
+            W[rows, j] = w
+            W[rows, p] = 1 - w
+    shapedirs = rng.normal(scale=0.002, size=(V, 3, 10))
+    pd = rng.normal(scale=0.003, size=(V, 3, 135)) if posedirs else np.zeros((V, 3, 135))
+    tip_ids = np.array([8 * (16 + k) for k in range(5)])
+    if side == "left":
+        mirror = np.array([-1.0, 1.0, 1.0])
+        verts = verts * mirror
+        shapedirs = shapedirs * mirror[None, :, None]
+        pd = pd * mirror[None, :, None]
+        faces = faces[:, ::-1]
+    kintree = np.stack([np.where(MANO_PARENTS < 0, 4294967295, MANO_PARENTS), np.arange(16)])
+    limits = np.zeros((16, 3, 2))
+    limits[:, :, 0], limits[:, :, 1] = -0.6, 0.6
+    limits[0] = [[-np.pi, np.pi]] * 3
+    write_npz_atomic(path, dict(name=np.array(f"test_{side}"), side=np.array(side), v_template=verts,
+                                f=faces.astype(np.int32), J_regressor=jreg, weights=W, kintree_table=kintree,
+                                shapedirs=shapedirs, posedirs=pd, tip_vertex_ids=tip_ids, joint_limits=limits))
+    return pathlib.Path(path)
+
+
+def lbs(model, theta, beta, root, hand_scale):
+    """MANO LBS (numpy): theta (16,4), beta (10,), root (3,), scale () -> verts (V,3), keypoints (21,3) in the
+    camera frame: X = root + s * (X_lbs - J(beta)_0)."""
+    v_shaped = model.v_template + model.shapedirs @ beta
+    J = model.J_regressor @ v_shaped
+    R = poses.quat_to_rotmat(theta)
+    feat = (R[1:] - np.eye(3)).reshape(-1)
+    v_posed = v_shaped + model.posedirs @ feat
+    G = np.zeros((16, 4, 4))
+    for i in range(16):
+        L = np.eye(4)
+        L[:3, :3] = R[i]
+        p = int(model.parents[i])
+        L[:3, 3] = J[i] - (J[p] if p >= 0 else 0)
+        G[i] = L if p < 0 else G[p] @ L
+    A = G.copy()
+    A[:, :3, 3] -= np.einsum("jab,jb->ja", G[:, :3, :3], J)
+    T = np.einsum("vj,jab->vab", model.weights, A)
+    verts = np.einsum("vab,vb->va", T[:, :3, :3], v_posed) + T[:, :3, 3]
+    joints = G[:, :3, 3]
+    kp = np.concatenate([joints, verts[model.tip_vertex_ids]])[MANO_TO_KEYPOINT]
+    f = lambda X: root + hand_scale * (X - J[0])
+    return f(verts), f(kp)
+
+
+def random_theta(rng, N, scale=0.5):
+    """(N, 16, 4) unit quaternions: random axis-angle of norm <= scale for fingers, larger for the wrist."""
+    aa = rng.normal(scale=scale / 2, size=(N, 16, 3))
+    aa[:, 0] = rng.normal(scale=1.0, size=(N, 3))
+    ang = np.linalg.norm(aa, axis=-1, keepdims=True)
+    q = np.concatenate([np.cos(ang / 2), np.sin(ang / 2) * aa / np.maximum(ang, 1e-12)], -1)
+    q[rng.random((N, 16)) < 0.5] *= -1  # random signs: the add-on must make them continuous
+    return q
+
+
+def nominal_K(w, h):
+    f = float(max(w, h))
+    return np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]])
+
+
+def make_result(path, models: list, N=12, seed=1, invalid=(3,), fps=30.0, image_size=(640, 480),
+                K=None, source="clip.mp4", hand_model="", smooth=True):
+    """Writes a capture result .npz (DESIGN.md table) for tracks with these RigModels."""
+    rng = np.random.default_rng(seed)
+    T = len(models)
+    K = nominal_K(*image_size) if K is None else K
+    theta = np.zeros((T, N, 16, 4))
+    beta = np.zeros((T, N, 10))
+    root = np.zeros((T, N, 3))
+    scale = np.zeros((T, N))
+    for t in range(T):
+        if smooth:  # a slow motion, so the keys look like a capture
+            a = random_theta(rng, 2)
+            s = np.linspace(0, 1, N)[:, None, None]
+            q = poses.quat_normalize((1 - s) * a[0][None] * np.sign(np.sum(a[0] * a[1], -1))[None, :, None]
+                                     + s * a[1][None])
+            q[rng.random((N, 16)) < 0.3] *= -1
+            theta[t] = q
+        else:
+            theta[t] = random_theta(rng, N)
+        beta[t] = rng.normal(size=(N, 10))
+        root[t] = np.array([0.08 * (t - 0.5), 0.02, 0.55]) + rng.normal(scale=0.01, size=(N, 3))
+        scale[t] = rng.uniform(0.9, 1.1, size=N)
+    valid = np.ones((T, N), bool)
+    for n in invalid:
+        valid[:, n] = False
+    joints = np.zeros((T, N, 21, 3))
+    for t in range(T):
+        for n in range(N):
+            joints[t, n] = lbs(models[t], theta[t, n], beta[t, n], root[t, n], scale[t, n])[1]
+    proj = joints @ K.T
+    kp2 = proj[..., :2] / proj[..., 2:]
+    conf = rng.uniform(0.5, 1.0, size=(T, N, 21))
+    for arr in (theta, beta, root, joints, kp2, conf):
+        arr[~valid] = np.nan
+    scale[~valid] = np.nan
+    write_npz_atomic(path, dict(
+        format_version=np.array(1), source=np.array(source), image_size=np.array(image_size),
+        fps=np.array(fps), frame_index=np.arange(N) * 1, camera_model=np.array("perspective"), K=K,
+        distortion=np.zeros(5), hand_model=np.array(hand_model), hand_model_sha256=np.array(""),
+        hand_side=np.array([m.side for m in models]), valid=valid, theta=theta, beta=beta, root=root,
+        hand_scale=scale, projection_scale=np.full((T, N), np.nan), keypoints_2d=kp2, confidence=conf,
+        joints_3d=joints))
+    return pathlib.Path(path)

@@ -1,0 +1,58 @@
+"""FBX export round trip: bone world matrices survive export + import (animation offset 0), tip bones too."""
+
+import numpy as np
+import pytest
+
+import helpers
+
+bpy = pytest.importorskip("bpy")
+
+from handtailor_blender import capture, ops_export, rig  # noqa: E402
+
+
+def bone_world(arm, names):
+    Mw = np.array(arm.matrix_world)
+    return np.stack([Mw @ np.array(arm.pose.bones[n].matrix) for n in names])
+
+
+@pytest.mark.parametrize("preset", ["BLENDER", "UNITY", "UNREAL"])
+def test_fbx_round_trip(blank, tmp_path, models_dir, preset):
+    d, right, left = models_dir
+    res = helpers.make_result(tmp_path / "cap.npz", [right, left], N=8, invalid=(), hand_model=str(d))
+    scene = bpy.context.scene
+    arms = capture.apply_result(scene, str(res))
+    frames = (1, 4, 8)
+    want = {}
+    for f in frames:
+        scene.frame_set(f)
+        for arm in arms:
+            want[(arm.name, f)] = bone_world(arm, rig.bone_names(arm["ht_side"]))
+    path = tmp_path / f"hands_{preset}.fbx"
+    ops_export.export_fbx(str(path), arms, preset)
+    assert path.stat().st_size > 0
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    p = ops_export.PRESETS[preset]
+    bpy.ops.import_scene.fbx(filepath=str(path), anim_offset=0.0, ignore_leaf_bones=False,
+                             automatic_bone_orientation=False, axis_forward=p["axis_forward"],
+                             axis_up=p["axis_up"], global_scale=p["global_scale"],
+                             use_custom_props=True)
+    scene = bpy.context.scene
+    imported = {o.name: o for o in scene.objects if o.type == "ARMATURE"}
+    assert set(imported) == {a for a, _ in want}, imported.keys()
+    worst = 0.0
+    unit = 1.0
+    for f in frames:
+        scene.frame_set(f)
+        for name, arm in imported.items():
+            side = "right" if name.endswith("right") else "left"
+            names = rig.bone_names(side)
+            assert all(n in arm.pose.bones for n in names)  # fingertip bones survive
+            got = bone_world(arm, names)
+            ref = want[(name, f)]
+            if preset == "BLENDER":
+                worst = max(worst, np.abs(got - ref).max())
+            else:  # other axes: same up to one global rotation/scale the importer undoes; compare positions
+                worst = max(worst, np.abs(got[:, :3, 3] - ref[:, :3, 3]).max())
+    print(preset, "fbx worst", worst)
+    assert worst < 1e-4

@@ -1,0 +1,148 @@
+"""Operators against a stand-in engine: capture, Check engine, and failure injection (engine missing,
+killed mid-capture, hanging, reporting an error): a clear message, Blender keeps running, the scene and
+its keys are untouched."""
+
+import time
+import types
+
+import numpy as np
+import pytest
+
+import helpers
+
+bpy = pytest.importorskip("bpy")
+
+from handtailor_blender import keys  # noqa: E402
+
+
+@pytest.fixture
+def footage():
+    """The bundled sample clip (the stand-in engine never reads it; Blender loads it as the background)."""
+    path = helpers.pathlib.Path(__file__).resolve().parents[2] / "samples" / "dex-retargeting_human_hand_video.mp4"
+    if not path.is_file():
+        pytest.skip(f"{path} is missing")
+    return path
+
+
+@pytest.fixture
+def result_file(tmp_path, models_dir):
+    d, right, left = models_dir
+    return helpers.make_result(tmp_path / "captured.npz", [right, left], N=12, hand_model=str(d))
+
+
+def set_source(path):
+    ht = bpy.context.scene.handtailor
+    ht.source_mode = "FILE"
+    ht.filepath = str(path)
+
+
+def snapshot_keys():
+    """{(action, data_path, index): co array} for every HandTailor action."""
+    out = {}
+    for a in bpy.data.actions:
+        curves = keys.fcurves_of(a)
+        for fc in curves or ():
+            n = len(fc.keyframe_points)
+            co = np.empty(2 * n, np.float32)
+            fc.keyframe_points.foreach_get("co", co)
+            out[(a.name, fc.data_path, fc.array_index)] = co
+    return out
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+
+
+def test_capture_operator(fake_engine, footage, result_file):
+    fake_engine("ok", result_file)
+    set_source(footage)
+    assert bpy.ops.handtailor.capture("EXEC_DEFAULT") == {"FINISHED"}
+    scene = bpy.context.scene
+    arms = sorted(o.name for o in scene.objects if o.type == "ARMATURE")
+    assert arms == ["HandTailor_left", "HandTailor_right"]
+    assert scene.render.fps == 30 and (scene.frame_start, scene.frame_end) == (1, 12)
+    cam = scene.camera
+    assert cam is not None and cam.data.background_images[0].clip is not None
+    act = scene.objects["HandTailor_right"].animation_data.action
+    frames, _ = keys.read_keys(keys.fcurves_of(act).find("location", index=0))
+    assert len(frames) == 11  # one invalid frame: no key there
+    assert scene.handtailor.last_result.endswith(".npz")
+
+
+def test_check_engine(fake_engine, addon):
+    assert bpy.ops.handtailor.check_engine() == {"FINISHED"}
+    assert "fake" in addon.last_check and "numpy" in addon.last_check
+
+
+def test_engine_missing(addon, footage):
+    addon.engine_python = "/nonexistent/venv/bin/python"
+    addon.engine_root = str(helpers.pathlib.Path(__file__).parent / "fake_engine")
+    set_source(footage)
+    with pytest.raises(RuntimeError, match="does not exist or cannot run"):
+        bpy.ops.handtailor.capture("EXEC_DEFAULT")
+    assert not bpy.data.objects and not bpy.data.actions
+    addon.engine_python = ""
+    addon.engine_root = "/nonexistent/root"
+    with pytest.raises(RuntimeError, match="holds no engine"):
+        bpy.ops.handtailor.check_engine()
+    assert "Engine problem" in addon.last_check
+
+
+@pytest.mark.parametrize("mode,message", [("crash", "engine_died"), ("hang", "engine_hung"),
+                                          ("error", "no hand found")])
+def test_engine_failure_keeps_scene(fake_engine, footage, result_file, mode, message):
+    fake_engine("ok", result_file)
+    set_source(footage)
+    assert bpy.ops.handtailor.capture("EXEC_DEFAULT") == {"FINISHED"}
+    before = snapshot_keys()
+    names = {k: set(getattr(bpy.data, k).keys()) for k in ("objects", "actions", "meshes")}
+    fake_engine(mode)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=message):
+        bpy.ops.handtailor.capture("EXEC_DEFAULT")
+    assert time.monotonic() - t0 < 15
+    assert_same(snapshot_keys(), before)
+    assert {k: set(getattr(bpy.data, k).keys()) for k in names} == names
+    assert "failed" in bpy.context.scene.handtailor.status
+
+
+def test_modal_capture_and_escape(fake_engine, footage, result_file):
+    """The modal path, driven by hand (the bpy module has no event loop): timer events until done; a
+    second run is cancelled with Esc."""
+    from handtailor_blender.ops_capture import HANDTAILOR_OT_capture, _EngineModal
+
+    fake_engine("ok", result_file)
+    set_source(footage)
+    wm = types.SimpleNamespace(event_timer_add=lambda *a, **k: object(), event_timer_remove=lambda t: None,
+                               progress_begin=lambda a, b: None, progress_update=lambda v: None,
+                               progress_end=lambda: None, modal_handler_add=lambda op: None)
+    ctx = types.SimpleNamespace(scene=bpy.context.scene, window_manager=wm, window=None, workspace=None,
+                                preferences=bpy.context.preferences,
+                                screen=None)
+    reports = []
+
+    def run(events):
+        op = types.SimpleNamespace(report=lambda kind, msg: reports.append((kind, msg)))
+        for name in ("prepare", "finish", "_fail", "_cleanup", "modal", "invoke"):
+            setattr(op, name, types.MethodType(getattr(HANDTAILOR_OT_capture, name), op))
+        op.cmd = "capture"
+        assert op.invoke(ctx, None) == {"RUNNING_MODAL"}
+        assert bpy.context.scene.handtailor.running
+        state = {"RUNNING_MODAL"}
+        for ev in events:
+            time.sleep(0.05)
+            state = op.modal(ctx, types.SimpleNamespace(type=ev))
+            if state != {"PASS_THROUGH"}:
+                return state
+        return state
+
+    state = run(["TIMER"] * 400)
+    assert state == {"FINISHED"}, reports
+    assert not bpy.context.scene.handtailor.running and not _EngineModal._running
+    before = snapshot_keys()
+    fake_engine("hang")
+    state = run(["TIMER"] * 10 + ["ESC"])
+    assert state == {"CANCELLED"} and "cancelled" in bpy.context.scene.handtailor.status
+    assert_same(snapshot_keys(), before)

@@ -1,0 +1,181 @@
+"""Tailor energies (Eq. 9, 10, 11, 13, 16) and the analytic scale (Eq. 12, 17) on hand-computed joint arrays."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from engine.camera import project_perspective
+from engine.tailor import energies as E
+from engine.tailor import scale as S
+
+K = np.array([[800.0, 0.0, 320.0], [0.0, 800.0, 240.0], [0.0, 0.0, 1.0]], np.float32)
+
+
+def _line_hand():
+    """(1, 21, 3): every keypoint on the x axis (zero twist), reference bone 0 -> 9 of length 1."""
+    j = np.zeros((1, 21, 3), np.float32)
+    j[0, :, 0] = np.arange(21) * 0.1
+    j[0, 9, 0] = 1.0
+    return j
+
+
+def test_crop_scale():
+    kp = np.zeros((3, 21, 2), np.float32)
+    kp[0, :, 0] = np.linspace(0, 128, 21)  # 128 px wide -> 2 crop px per px
+    kp[1] = 50.0  # all on one point: floored at 1 px
+    kp[2, :, 1] = np.linspace(0, 64, 21)
+    conf = np.ones((3, 21), np.float32)
+    conf[2] = 0.0  # no confidence: all keypoints count for the size
+    c = np.asarray(E.crop_scale(kp, conf))
+    assert c.shape == (3,)
+    np.testing.assert_allclose(c, [2.0, 256.0, 4.0])
+    conf2 = np.ones((1, 21), np.float32)
+    conf2[0, 20] = 0.0
+    kp2 = kp[:1].copy()
+    kp2[0, 20] = [1000.0, 1000.0]  # an ignored outlier does not count
+    np.testing.assert_allclose(np.asarray(E.crop_scale(kp2, conf2)), [256.0 / kp2[0, 19, 0]], rtol=1e-6)
+
+
+def test_joint_energy_perspective_hand_computed():
+    rng = np.random.default_rng(0)
+    j = (rng.normal(size=(2, 21, 3)) * 0.05 + [0, 0, 0.5]).astype(np.float32)
+    uv = np.asarray(project_perspective(j, K))
+    obs = uv + np.array([1.0, 0.0], np.float32)  # 1 px off everywhere
+    conf = np.ones((2, 21), np.float32)
+    crop = np.array([2.0, 1.0], np.float32)
+    e = np.asarray(E.joint_energy_perspective(j, K, obs, conf, crop))
+    assert e.shape == (2,)
+    np.testing.assert_allclose(e, [4.0, 1.0], rtol=1e-4)
+    obs2 = obs.copy()
+    obs2[:, 3] += 50.0
+    conf[:, 3] = 0.0  # a zero-confidence keypoint is ignored
+    np.testing.assert_allclose(np.asarray(E.joint_energy_perspective(j, K, obs2, conf, crop)), [4.0, 1.0], rtol=1e-4)
+    conf[:] = 0.0
+    e0 = np.asarray(E.joint_energy_perspective(j, K, obs2, conf, crop))
+    assert np.all(e0 == 0.0)
+
+
+def test_joint_energy_weak_perspective_hand_computed():
+    j = np.zeros((1, 21, 3), np.float32)
+    j[0, :, 0] = np.linspace(0, 0.1, 21)
+    j[0, :, 2] = 5.0  # depth is dropped
+    s = np.array([1000.0], np.float32)
+    t = np.array([[10.0, 20.0]], np.float32)
+    obs = np.stack([j[0, :, 0] * 1000 + 10, np.full(21, 23.0)], -1)[None].astype(np.float32)  # 3 px off in v
+    e = np.asarray(E.joint_energy_weak_perspective(j, s, t, obs, np.ones((1, 21), np.float32), np.ones(1, np.float32)))
+    np.testing.assert_allclose(e, [9.0], rtol=1e-5)
+
+
+def test_twist_energy_hand_computed():
+    j = _line_hand()
+    np.testing.assert_allclose(np.asarray(E.twist_energy(j)), [0.0], atol=1e-6)
+    # thumb (keypoints 4,3,2,1 tip-to-palm): V_ab=(0,0,1), V_bc=(0,1,0), V_cd=(1,0,0) -> |-1| - min(0, 0) = 1
+    t1 = j.copy()
+    t1[0, [1, 2, 3, 4]] = [[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 1]]
+    cop, bend = E.twist_terms(t1)
+    assert cop.shape == (1, 5) and bend.shape == (1, 5)
+    np.testing.assert_allclose(np.asarray(E.twist_energy(t1)), [1.0], atol=1e-6)
+    # reversed bend in one plane: coplanarity 0, (V_ab x V_bc).(V_bc x V_cd) = -2 -> energy 2
+    t2 = j.copy()
+    t2[0, [1, 2, 3, 4]] = [[0, 0, 0], [1, 0, 0], [2, 1, 0], [3, 0, 0]]
+    np.testing.assert_allclose(np.asarray(E.twist_energy(t2)), [2.0], atol=1e-6)
+    # invariant to the hand's size (joints divided by the reference bone length) but not to bone ratios
+    np.testing.assert_allclose(np.asarray(E.twist_energy(t2 * 0.09)), [2.0], atol=1e-5)
+    # degenerate: everything on one point -> finite
+    assert np.isfinite(np.asarray(E.twist_energy(np.zeros((1, 21, 3), np.float32)))).all()
+
+
+def test_identity_and_total_energy():
+    d = np.zeros((1, 16, 3), np.float32)
+    d[0, 3] = [0.1, 0.2, 0.0]
+    b = np.ones((1, 10), np.float32)
+    e = np.asarray(E.identity_energy(d, b, np.zeros((1, 10), np.float32)))
+    np.testing.assert_allclose(e, [0.05 + 10.0], rtol=1e-6)
+    tot = np.asarray(E.total_energy(jnp.array([2.0]), jnp.array([0.5]), jnp.array([10.0])))
+    np.testing.assert_allclose(tot, [2.0 + 50.0 + 1.0], rtol=1e-6)
+
+
+def test_temporal_energy():
+    j = np.repeat(_line_hand(), 5, axis=0)
+    j += np.arange(5, dtype=np.float32)[:, None, None] * np.array([0.1, 0.0, 0.0], np.float32)  # constant velocity
+    valid = np.ones(5, bool)
+    np.testing.assert_allclose(float(E.temporal_energy(j, valid)), 0.0, atol=1e-10)
+    j2 = j.copy()
+    j2[2] += [0.0, 0.5, 0.0]  # bone length 1: acceleration 0.5, -1, 0.5 at frames 1, 2, 3
+    np.testing.assert_allclose(float(E.temporal_energy(j2, valid)), 0.25 + 1.0 + 0.25, rtol=1e-5)
+    valid[0] = False  # frame 1's triple is dropped
+    np.testing.assert_allclose(float(E.temporal_energy(j2, valid)), 1.0 + 0.25, rtol=1e-5)
+    assert float(E.temporal_energy(j2[:2], valid[:2])) == 0.0
+
+
+def _hand_rel(seed, flat=False):
+    rng = np.random.default_rng(seed)
+    rel = rng.normal(size=(3, 21, 3)).astype(np.float32) * 0.04
+    rel[:, 0] = 0.0  # keypoint 0 is the wrist = root
+    if flat:
+        rel[..., 2] = 0.0
+    return rel
+
+
+def test_perspective_scale_eq12_on_axis_flat_is_exact():
+    rel = _hand_rel(1, flat=True)
+    root = np.array([[0, 0, 0.5], [0, 0, 0.7], [0, 0, 0.4]], np.float32)
+    s_true = np.array([0.8, 1.0, 1.3], np.float32)
+    obs = np.asarray(project_perspective(root[:, None] + s_true[:, None, None] * rel, K))
+    s = S.perspective_scale(rel, root, K, obs, np.ones((3, 21), np.float32), np.ones(3, np.float32), gauss_newton_steps=0)
+    assert s.shape == (3,)
+    np.testing.assert_allclose(np.asarray(s), s_true, rtol=1e-5)
+
+
+def test_perspective_scale_off_axis_with_depth():
+    rel = _hand_rel(2)
+    root = np.array([[0.2, -0.1, 0.5], [-0.15, 0.1, 0.7], [0.0, 0.2, 0.4]], np.float32)
+    s_true = np.array([0.8, 1.0, 1.3], np.float32)
+    obs = np.asarray(project_perspective(root[:, None] + s_true[:, None, None] * rel, K))
+    conf = np.ones((3, 21), np.float32)
+    s0 = np.asarray(S.perspective_scale(rel, root, K, obs, conf, np.ones(3, np.float32), gauss_newton_steps=0))
+    s = np.asarray(S.perspective_scale(rel, root, K, obs, conf, np.ones(3, np.float32)))
+    np.testing.assert_allclose(s0, s_true, rtol=0.1)  # the linearized Eq. 12 is near-optimal
+    np.testing.assert_allclose(s, s_true, rtol=1e-4)  # the Gauss-Newton steps make it exact
+
+
+def test_weak_perspective_scale_eq17():
+    rel = _hand_rel(3)
+    s_true = np.array([900.0, 1500.0, 300.0], np.float32)
+    t = np.array([[100, 200], [300, 50], [0, 0]], np.float32)
+    obs = rel[..., :2] * s_true[:, None, None] + t[:, None]
+    s = np.asarray(S.weak_perspective_scale(rel, t, obs, np.ones((3, 21), np.float32), np.ones(3, np.float32)))
+    np.testing.assert_allclose(s, s_true, rtol=1e-5)
+    # Eq. 17 minimizes the Eq. 16 energy over s
+    rng = np.random.default_rng(0)
+    noisy = obs + rng.normal(size=obs.shape).astype(np.float32) * 3
+    conf, crop = np.ones((3, 21), np.float32), np.ones(3, np.float32)
+    s_n = np.asarray(S.weak_perspective_scale(rel, t, noisy, conf, np.ones(3, np.float32)))
+    e = lambda ss: np.asarray(E.joint_energy_weak_perspective(rel, ss.astype(np.float32), t, noisy, conf, crop))
+    assert np.all(e(s_n) <= e(s_n * 1.001) + 1e-3) and np.all(e(s_n) <= e(s_n * 0.999) + 1e-3)
+
+
+@pytest.mark.parametrize("case", ["one_point", "zero_confidence", "edge_on", "nan_input"])
+def test_scale_degenerate_inputs_are_finite(case):
+    rel = _hand_rel(4)
+    root = np.array([[0, 0, 0.5]] * 3, np.float32)
+    obs = np.asarray(project_perspective(root[:, None] + rel, K))
+    conf = np.ones((3, 21), np.float32)
+    if case == "one_point":
+        obs[:] = 123.0
+    elif case == "zero_confidence":
+        conf[:] = 0.0
+    elif case == "edge_on":
+        rel[..., :2] = 0.0  # every joint on the line of sight: no 2D extent at all
+    elif case == "nan_input":
+        obs[1, 3] = np.nan
+        conf[1, 3] = 0.0
+        obs[1] = np.where(np.isnan(obs[1]), 0.0, obs[1])
+    fb = np.ones(3, np.float32)
+    s = np.asarray(S.perspective_scale(rel, root, K, obs, conf, fb))
+    w = np.asarray(S.weak_perspective_scale(rel, obs[:, 0], obs, conf, fb * 1000))
+    c = np.asarray(E.crop_scale(obs, conf))
+    assert np.isfinite(s).all() and np.isfinite(w).all() and np.isfinite(c).all()
+    assert (s >= S.S_MIN).all() and (s <= S.S_MAX).all() and (w > 0).all()
+    if case in ("zero_confidence", "edge_on"):
+        np.testing.assert_array_equal(w, fb * 1000)
