@@ -48,6 +48,9 @@ StopFn = Callable[[], bool]
 DEFAULT_ITERATIONS = 20
 DEFAULT_SMOOTHING = 1.0
 DEFAULT_BATCH_SIZE = 32
+# One torch thread: the networks run one crop at a time, and on a busy 2-core CPU a second OpenMP thread
+# made the landmark network 12x slower (spin-waiting against other processes); measured 76 vs 930 ms/frame.
+DEFAULT_TORCH_THREADS = 1
 FIT_CHUNK = 64  # frames per tailor call (fixed: padded, so the JIT compiles once)
 FIT_OVERLAP = 4  # frames shared between neighbouring chunks (the temporal term sees across the seam)
 STAGES = ("decode", "detect", "keypoints", "lift_ik", "tailor", "write", "overlay")
@@ -70,6 +73,7 @@ class CaptureOptions:
     overlay: str | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     device: str = "cpu"
+    threads: int | None = DEFAULT_TORCH_THREADS  # torch intra-op threads for the networks (None: torch's default)
 
     def __post_init__(self):
         self.iterations = DEFAULT_ITERATIONS if self.iterations is None else int(self.iterations)
@@ -495,7 +499,12 @@ class TimedTracker:
 
 
 def make_tracker(options: CaptureOptions):
+    import torch
+
     from engine.hand_module.tracking import HandTracker
+
+    if options.threads:
+        torch.set_num_threads(int(options.threads))
 
     return TimedTracker(HandTracker(max_hands=options.hands, mirrored=options.mirrored, device=options.device))
 
@@ -684,6 +693,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--steady-shape", action="store_true", help="one hand shape for the whole clip")
     p.add_argument("--mirrored", action="store_true", help="the footage is mirrored (selfie camera)")
     p.add_argument("--overlay", help="also write a video of the fitted mesh over the footage (.mp4)")
+    p.add_argument("--threads", type=int, default=DEFAULT_TORCH_THREADS,
+                   help=f"torch threads for the networks (default {DEFAULT_TORCH_THREADS}; 0 = torch's default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -694,7 +705,7 @@ def options_from_args(args: argparse.Namespace) -> CaptureOptions:
         source=args.source, output=args.output, frame_start=start, frame_end=end, stride=args.stride,
         hands=args.hands, intrinsics=parse_intrinsics(args.intrinsics), hand_model=args.hand_model,
         iterations=args.iterations, smoothing=args.smoothing, steady_shape=args.steady_shape,
-        mirrored=args.mirrored, overlay=args.overlay, batch_size=args.batch_size,
+        mirrored=args.mirrored, overlay=args.overlay, batch_size=args.batch_size, threads=args.threads or None,
     )
 
 

@@ -184,13 +184,14 @@ def time_tracker(tracker, info, options: capture.CaptureOptions) -> tuple[float,
 
 def run_bench(source: str, frames: tuple[int | None, int | None], hands: int = 1, batch_size: int = 32,
               iterations: int = capture.DEFAULT_ITERATIONS, smoothing: float = capture.DEFAULT_SMOOTHING,
-              mediapipe: bool = True, keep: str | None = None) -> dict:
+              mediapipe: bool = True, keep: str | None = None, threads: int | None = capture.DEFAULT_TORCH_THREADS) -> dict:
     """Runs the measurements of the module docstring; returns the figures (JSON-ready)."""
     tmp = tempfile.mkdtemp(prefix="handtailor-bench-")
     out_with = keep or os.path.join(tmp, "with_temporal.npz")
     out_without = os.path.join(tmp, "without_temporal.npz")
     opts = capture.CaptureOptions(source=source, output=out_with, frame_start=frames[0], frame_end=frames[1],
-                                  hands=hands, batch_size=batch_size, iterations=iterations, smoothing=smoothing)
+                                  hands=hands, batch_size=batch_size, iterations=iterations, smoothing=smoothing,
+                                  threads=threads)
     info = video.probe(source)
     recorder = RecordingTracker(capture.make_tracker(opts))
     stats: dict = {}
@@ -235,11 +236,11 @@ def run_bench(source: str, frames: tuple[int | None, int | None], hands: int = 1
     shutil.rmtree(tmp, ignore_errors=True)
     if mediapipe:
         try:
-            mp_s, mp_n = time_tracker(mediapipe_tracker(hands, False), info, opts)
+            mp_s, mp_n = time_tracker(mediapipe_tracker(hands, False, threads=opts.threads or 2), info, opts)
             report["mediapipe_fps"] = mp_n / mp_s if mp_s > 0 else float("nan")
             report["ratio_vs_mediapipe"] = report["fps"] / report["mediapipe_fps"]
             report["ratio_keypoints_vs_mediapipe"] = report["keypoints_fps"] / report["mediapipe_fps"]
-            report["mediapipe_backend"] = "ai-edge-litert (XNNPACK, 2 threads), models/mediapipe/*.tflite"
+            report["mediapipe_backend"] = f"ai-edge-litert (XNNPACK, {opts.threads or 2} thread(s)), models/mediapipe/*.tflite"
         except ImportError as exc:
             report["mediapipe_fps"] = None
             report["ratio_vs_mediapipe"] = None
@@ -266,6 +267,8 @@ def main(argv: list[str], prog: str = "python -m engine bench capture") -> int:
     p.add_argument("--batch-size", type=int, default=capture.DEFAULT_BATCH_SIZE)
     p.add_argument("--iterations", type=int, default=capture.DEFAULT_ITERATIONS)
     p.add_argument("--smoothing", type=float, default=capture.DEFAULT_SMOOTHING)
+    p.add_argument("--threads", type=int, default=capture.DEFAULT_TORCH_THREADS,
+                   help="torch threads, and TFLite threads for the MediaPipe run (0: torch's default / 2)")
     p.add_argument("--no-mediapipe", action="store_true", help="skip the TFLite reference run")
     p.add_argument("--keep", help="also keep the (temporal) capture result at this path")
     p.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
@@ -273,7 +276,7 @@ def main(argv: list[str], prog: str = "python -m engine bench capture") -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     report = run_bench(args.source, parse_frames(args.frames), args.hands, args.batch_size, args.iterations,
-                       args.smoothing, not args.no_mediapipe, args.keep)
+                       args.smoothing, not args.no_mediapipe, args.keep, args.threads or None)
     if args.json:
         print(json.dumps(report, indent=2, default=float))
     else:

@@ -29,7 +29,7 @@ log = logging.getLogger("engine.overlay")
 
 OVERLAY_MAX_SIDE = 1920
 MESH_ALPHA = 0.55
-SIDE_COLORS = {"right": (235, 190, 160), "left": (160, 200, 235)}
+SIDE_COLORS = {"right": (80, 160, 255), "left": (255, 150, 60)}  # contrast with skin: the fit is judged at a glance
 
 
 class MeshPoser:

@@ -38,7 +38,8 @@ class HandsWithRects(SolutionBase):
     def __init__(self, static_image_mode: bool, max_num_hands: int = 2):
         super().__init__(
             binary_graph_path=mp_hands._BINARYPB_FILE_PATH,
-            side_inputs={"model_complexity": 1, "num_hands": max_num_hands, "use_prev_landmarks": not static_image_mode},
+            side_inputs={"model_complexity": 1, "num_hands": max_num_hands,
+                         "use_prev_landmarks": not static_image_mode},
             calculator_params={
                 "palmdetectioncpu__TensorsToDetectionsCalculator.min_score_thresh": 0.5,
                 "handlandmarkcpu__ThresholdingCalculator.threshold": 0.5,

@@ -220,7 +220,7 @@ def test_input_errors(model, case):
 def test_reference_matches_jitted(model, case):
     from engine.tailor.reference import reference_fit
 
-    cfg = TailorConfig(iterations=3)
+    cfg = TailorConfig(iterations=2)
     sl = slice(0, 1)
     args = (case["theta0"][sl], case["beta0"][sl], case["root0"][sl], case["keypoints_2d"][sl], None, None, case["K"])
     ref = reference_fit(model, *args, config=cfg)

@@ -24,6 +24,7 @@ import logging
 
 import numpy as np
 
+from engine.camera import backproject_perspective
 from engine.errors import InputError
 from engine.hand_model.constants import N_JOINTS, N_KEYPOINTS, N_SHAPE
 from engine.hand_module import lifting
@@ -31,9 +32,19 @@ from engine.hand_module import shape as shape_mod
 
 log = logging.getLogger(__name__)
 
-DEPTH_SOURCES = ("uvd", "hybrid", "world")
-# Chosen by models/iknet/eval_lifting_iknet.py (see models/iknet/PROVENANCE.md).
-DEFAULT_DEPTH_SOURCE = "uvd"
+DEPTH_SOURCES = ("auto", "uvd", "hybrid", "world")
+# "auto" = "hybrid" when world landmarks are given, else "uvd". Chosen by measurement (models/iknet/PROVENANCE.md):
+# MediaPipe's d is much flatter than x (slope 0.04-0.54 against the true depth on ../shared/data/gt-sample),
+# while the world landmarks' z is metric; on the gt-sample hands the hybrid lift had the lowest error
+# (root-relative 21.8 mm vs 32.5 mm from d), and on synthetic data with a d flattened like that too
+# (IKNet output PA-MPJPE 6.6 vs 11.2 mm). With a d that really had the scale of x, "uvd" would win
+# (5.4 vs 6.6 mm): the choice follows the measured d.
+DEFAULT_DEPTH_SOURCE = "auto"
+# Weak perspective: IKNet and the shape take the lifted joints as placed under the nominal camera (each
+# keypoint on its pixel's ray at its lifted depth, then normalized), not Eq. 14's parallel-projection joints
+# ("eq14"). Measured (synthetic, hands with the same pixel size, true focal 0.5x / 1x / 2x the nominal):
+# IKNet PA-MPJPE 6.83 / 6.32 / 7.10 mm vs 7.92 / 7.04 / 6.83 mm for "eq14" (hybrid depth).
+WEAK_IKNET_INPUT = "nominal_camera"
 
 
 @functools.lru_cache(maxsize=4)
@@ -80,10 +91,13 @@ def _lift(uv, d_norm, camera, K, bone, pair_lengths, uvd=None):
     s_m = s / bone  # px per meter
     f = 0.5 * (K[0, 0] + K[1, 1])
     z_root = f / s_m
-    # Weak perspective under the nominal camera: every keypoint at the root's depth for x, y.
-    xy = (uv - K[:2, 2]) / s_m[:, None, None]
-    z = z_root[:, None] + rel[..., 2] * bone[:, None]
-    return np.concatenate([xy, z[..., None]], axis=-1), rel, s_m
+    # Placed under the nominal camera (DESIGN.md): the root at depth f / s, each keypoint at its lifted
+    # relative depth and on its pixel's ray, so that K @ joints lands on the keypoints.
+    z = np.maximum(z_root[:, None] + rel[..., 2] * bone[:, None], 0.1 * z_root[:, None])
+    joints = np.asarray(backproject_perspective(uv, z, K))
+    if WEAK_IKNET_INPUT == "nominal_camera":
+        return joints, lifting.normalize_joints(joints), s_m
+    return joints, rel, s_m
 
 
 def fit_init(
@@ -110,9 +124,9 @@ def fit_init(
             `image_size` given: `engine.camera.nominal_K(image_size)`).
         model: HandModel of the track's side (its side picks the IKNet / mirroring).
         steady_shape: one beta for the whole track.
-        depth_source: "uvd" (d' from MediaPipe's d, `lifting.normalized_depth`), "hybrid" (2D from uvd, d' from
-            the world landmarks' z) or "world" (IKNet and shape take the normalized world landmarks; 2D
-            still places and scales the hand).
+        depth_source: "auto" (default: "hybrid" with world landmarks, else "uvd"), "uvd" (d' from MediaPipe's
+            d, `lifting.normalized_depth`), "hybrid" (2D from uvd, d' from the world landmarks' z) or "world"
+            (IKNet and shape take the normalized world landmarks; 2D still places and scales the hand).
         iknet: an IKNet module for the model's side, or None (the shipped weights).
         pixel_depth: perspective with depth_source "uvd": read d as pixels at the root's depth
             (`lifting.perspective_lift_pixel_depth`, linear in the root depth) instead of the paper's d' via
@@ -134,6 +148,8 @@ def fit_init(
         raise InputError(f"camera must be 'perspective' or 'weak_perspective', got {camera!r}")
     if depth_source not in DEPTH_SOURCES:
         raise InputError(f"depth_source must be one of {DEPTH_SOURCES}, got {depth_source!r}")
+    if depth_source == "auto":
+        depth_source = "uvd" if world_landmarks is None else "hybrid"
     if K is None:
         if camera == "perspective":
             raise InputError("the perspective camera model needs intrinsics K (or use weak_perspective)")

@@ -19,10 +19,15 @@ which is scale free (no K, no model needed) and exact under a weak-perspective c
 scaled d. With this mapping Eq. 15 returns s = L (pixels per reference-bone unit): the paper's weak
 perspective and "trust MediaPipe's depth scale" coincide.
 
-Alternatively the network's metric world landmarks give the hand's 3D shape directly:
-`world_landmarks_normalized` turns them into root-relative, reference-bone-normalized joints, and
-`hybrid_normalized_depth` takes only their depth (z) as d'. Which one feeds IKNet is decided by measurement
-in `models/iknet/eval_lifting_iknet.py` (see `models/iknet/PROVENANCE.md`).
+With K, `perspective_lift_pixel_depth` reads d as pixels at the root's depth instead (z_j = z_9 (1 + dd_j / f),
+linear in z_9, no weak-perspective approximation of the bone's pixel length).
+
+Measured (models/iknet/measure_mediapipe_depth.py): MediaPipe's d does NOT have the scale of x: against the
+true depth its slope was 0.04-0.54 on the gt-sample hands, varying per hand. Its metric world landmarks give
+the hand's 3D shape directly: `world_landmarks_normalized` turns them into root-relative,
+reference-bone-normalized joints, and `hybrid_normalized_depth` takes only their depth (z) as d' (2D from uvd,
+depth from the world landmarks). The hybrid was best on the real hands and on synthetic data with a d flattened
+like that, so `hand_module.fit_init` uses it whenever world landmarks are given (models/iknet/PROVENANCE.md).
 """
 
 from __future__ import annotations

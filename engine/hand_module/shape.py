@@ -90,7 +90,7 @@ def fit_shape(
     model=None,
     confidence: np.ndarray | None = None,
     steady: bool = False,
-    sigma: float = 0.05,
+    sigma: float = 0.1,
     prior_weight: float = 1.0,
     iterations: int = 3,
     rest: RestKeypoints | None = None,

@@ -133,7 +133,8 @@ def retry_views(shape: tuple[int, ...], index: int) -> list[tuple[int, Roi, str]
              (index, Roi(w / 2, h / 2, RETRY_ZOOM * s, 0.0), "constant")]
     m = min(h, w)
     if s > 1.1 * m:
-        views += [(index, Roi(m / 2, m / 2, m, 0.0), "constant"), (index, Roi(w - m / 2, h - m / 2, m, 0.0), "constant")]
+        views += [(index, Roi(m / 2, m / 2, m, 0.0), "constant"),
+                  (index, Roi(w - m / 2, h - m / 2, m, 0.0), "constant")]
     return views
 
 
@@ -165,8 +166,8 @@ class HandTracker:
             return []
         parts = []
         for start in range(0, len(rois), self.batch_size):
-            x = to_tensor([crops.warp(f, r, CROP_SIZE) for f, r in
-                           zip(frames[start : start + self.batch_size], rois[start : start + self.batch_size])], self.device)
+            chunk = zip(frames[start : start + self.batch_size], rois[start : start + self.batch_size])
+            x = to_tensor([crops.warp(f, r, CROP_SIZE) for f, r in chunk], self.device)
             parts.append([t.cpu().numpy() for t in self.landmark_net(x)])
         lm, presence, left, world = (np.concatenate(p) for p in zip(*parts))
         return [
@@ -186,9 +187,9 @@ class HandTracker:
         inside = (uvd[:, 0] >= 0) & (uvd[:, 0] < w) & (uvd[:, 1] >= 0) & (uvd[:, 1] < h)
         conf = (res["presence"] * np.where(inside, 1.0, 0.5)).astype(np.float32)
         r = res["roi"]
+        roi = (float(r.cx), float(r.cy), float(r.size), float(r.angle))
         return HandObservation(track.track_id, side, float(max(p_left, 1 - p_left)), res["presence"], uvd, conf,
-                               res["world"].astype(np.float32), (float(r.cx), float(r.cy), float(r.size), float(r.angle)),
-                               res["left"])
+                               res["world"].astype(np.float32), roi, res["left"])
 
     def _new_track(self, roi: Roi) -> _Track:
         self._next_id += 1
@@ -243,10 +244,15 @@ class HandTracker:
                 owners.append(i)
                 rois.append(roi)
         res = self.landmarks([frames[i] for i in owners], rois)
-        results: list[list[HandObservation]] = [[] for _ in frames]
+        per_frame: list[list[tuple[_Track, HandObservation]]] = [[] for _ in frames]
         for i, r in zip(owners, res):
             if r["presence"] >= self.min_presence:
-                results[i].append(self._observation(_Track(len(results[i]), r["roi"]), r, frames[i].shape))
+                track = _Track(len(per_frame[i]), crops.roi_from_landmarks(r["uvd"]))
+                per_frame[i].append((track, self._observation(track, r, frames[i].shape)))
+        results = []
+        for pairs in per_frame:
+            keep = {t.track_id for t in dedupe_tracks([t for t, _ in pairs], [o for _, o in pairs])}
+            results.append([o for t, o in pairs if t.track_id in keep])
         return results
 
 

@@ -153,6 +153,37 @@ def run_eval(n=500, seed=0, px_noise=(1.0, 3.0), conditions=tuple(CONDITIONS), d
     return results
 
 
+def run_track_eval(n_tracks=10, frames=50, seed=0, condition="mediapipe_like_d") -> dict:
+    """Per-frame vs steady shape: tracks of one hand (one beta) in `frames` random poses each."""
+    import torch
+
+    from engine.hand_module.iknet import sample_poses
+
+    model = load_hand_model(side="right")
+    rng = np.random.default_rng(seed + 7)
+    gen = torch.Generator().manual_seed(seed + 7)
+    K = nominal_K(IMAGE_SIZE)
+    out = {"n_tracks": n_tracks, "frames": frames, "condition": condition}
+    acc: dict = {"per_frame": [], "steady": []}
+    for t in range(n_tracks):
+        beta = np.repeat(rng.normal(size=(1, 10)), frames, 0)
+        theta = sample_poses(model.joint_limits, frames, gen, torch.float64).numpy()
+        z = rng.uniform(0.3, 1.0, frames)
+        wrist = np.stack([rng.uniform(-0.1, 0.1, frames) * z, rng.uniform(-0.1, 0.1, frames) * z, z], -1)
+        gt = hand_module.pose_keypoints(model, theta, beta) + wrist[:, None]
+        uvd, world = observations(gt, K, seed + t, **CONDITIONS[condition])
+        for steady in (False, True):
+            init = hand_module.fit_init(uvd, None, world, "perspective", K, model, steady_shape=steady)
+            acc["steady" if steady else "per_frame"].append(
+                (np.sqrt(np.mean((init["beta"] - beta) ** 2)), errors(init["joints_3d_model"], gt, True)))
+    for key, rows in acc.items():
+        out[key] = {
+            "beta_rmse_vs_true": round(float(np.mean([r[0] for r in rows])), 3),
+            **{m: round(float(np.mean([r[1][m] for r in rows])), 2) for m in rows[0][1]},
+        }
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=500)
@@ -165,6 +196,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     res = run_eval(args.n, args.seed, steady_shape=args.steady_shape)
+    res["tracks_perspective_hybrid"] = run_track_eval(seed=args.seed)
     print(json.dumps(res, indent=2))
     return 0
 

@@ -12,7 +12,8 @@ hand that a detection matches (mean 2D distance to the projected ground truth < 
 pixels, d = MediaPipe's normalized z times the image width: pixels "at the scale of x"), world landmarks,
 the ground-truth 3D joints and K. `evaluate` prints JSON: per hand, the slope of d against the true
 f (z_j - z_0) / z_9 (1 = d has the scale of x), the rigid-aligned error of the world landmarks, and the
-PA / root-relative error of each lifting variant with the true reference bone length. The figures are
+PA / root-relative error of each lifting variant with the true reference bone length, and of the whole
+hand module (`fit_init`: shape + IKNet, the model's own size) per camera model and depth source. The figures are
 quoted in PROVENANCE.md. The gt-sample is research-only data: nothing of it is copied into the repo.
 """
 
@@ -68,7 +69,9 @@ def evaluate(path: pathlib.Path) -> dict:
     sys.path.insert(0, str(REPO / "models" / "iknet"))
     from eval_lifting_iknet import procrustes_aligned
 
+    from engine.hand_model import load_hand_model
     from engine.hand_module import lifting as L
+    from engine.hand_module.hand_module import fit_init
 
     hands = []
     for r in json.loads(path.read_text()):
@@ -92,6 +95,14 @@ def evaluate(path: pathlib.Path) -> dict:
             pa = np.linalg.norm(procrustes_aligned(v[None], G[None])[0] - G, axis=1).mean() * 1000
             rr = np.linalg.norm((v - v[9]) - (G - G[9]), axis=1).mean() * 1000
             errs[k] = {"pa_mm": round(float(pa), 1), "rr_mm": round(float(rr), 1)}
+        model = load_hand_model(side=r["hand"])
+        for camera in ("perspective", "weak_perspective"):
+            for src in ("uvd", "hybrid"):
+                init = fit_init(uvd[None], None, W[None], camera, K, model, depth_source=src)
+                v = init["joints_3d_model"][0]
+                pa = np.linalg.norm(procrustes_aligned(v[None], G[None])[0] - G, axis=1).mean() * 1000
+                rr = np.linalg.norm((v - v[9]) - (G - G[9]), axis=1).mean() * 1000
+                errs[f"iknet_model/{camera}/{src}"] = {"pa_mm": round(float(pa), 1), "rr_mm": round(float(rr), 1)}
         hands.append(dict(image=r["image"], hand=r["hand"], uv_err_px=round(r["uv_err_px"], 1),
                           d_slope=round(slope, 3),
                           world_rigid_err_mm=round(float(np.linalg.norm(P @ R.T - Q, axis=1).mean() * 1000), 1),

@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import logging
 import pathlib
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -158,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     for cls, stem in ((HandLandmarkNet, "hand_landmark_full"), (BlazePalm, "palm_detection_full")):
         state = convert(cls(), args.out / f"{stem}.tflite")
         path = args.out / f"{stem}.safetensors"
-        save_file(state, str(path), metadata={"source": f"mediapipe {VERSION} {stem}.tflite", "license": "Apache-2.0"})
+        # one metadata key: safetensors writes its metadata map in no fixed order (bytes would differ per run)
+        save_file(state, str(path), metadata={"source": f"mediapipe {VERSION} {stem}.tflite, Apache-2.0"})
         path.chmod(0o644)
         outputs[path.name] = sum(t.numel() for t in state.values())
 
