@@ -113,6 +113,7 @@ def atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], comp
             (np.savez_compressed if compress else np.savez)(fh, **{k: np.asarray(v) for k, v in arrays.items()})
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _file_mode(p))  # mkstemp makes 0600; a result is an ordinary file
         os.replace(tmp, p)
     except OSError as exc:
         _unlink_quietly(tmp)
@@ -121,6 +122,16 @@ def atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], comp
         _unlink_quietly(tmp)
         raise
     return p
+
+
+def _file_mode(path: pathlib.Path) -> int:
+    """The existing file's permissions, else 0666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def _unlink_quietly(path) -> None:

@@ -15,7 +15,7 @@ import bpy
 import numpy as np
 
 from . import camera, poses, rig
-from .io.results import MANO_JOINT_NAMES, CaptureResult, RigModel, write_npz_atomic
+from .io.results import CaptureResult, RigModel, write_npz_atomic
 
 SLOTTED = bpy.app.version >= (4, 4, 0)
 INTERPOLATIONS = ("LINEAR", "BEZIER", "CONSTANT")
@@ -76,8 +76,11 @@ def set_keys(fc, frames: np.ndarray, values: np.ndarray, interpolation: str = "L
         kp.clear()
     M = len(frames)
     kp.add(M)
-    co = _co if _co is not None else np.empty(2 * M, np.float32)
-    co[0::2] = frames
+    if _co is None:
+        co = np.empty(2 * M, np.float32)
+        co[0::2] = frames
+    else:
+        co = _co  # frames already in place
     co[1::2] = values
     kp.foreach_set("co", co)
     is_sorted = _sorted if _sorted is not None else (M >= 2 and bool(np.all(np.diff(frames) > 0)))
@@ -256,7 +259,8 @@ def key_take(arm, mesh_obj, model: RigModel, result: CaptureResult, track: int, 
 
 def write_table(obj_curves, key_curves, side: str, frames, table: dict, interpolation: str) -> None:
     frames = np.asarray(frames)
-    co = np.empty(2 * len(frames), np.float32)  # one buffer for every channel
+    co = np.empty(2 * len(frames), np.float32)  # one buffer for every channel, frames written once
+    co[0::2] = frames
     is_sorted = len(frames) >= 2 and bool(np.all(np.diff(frames) > 0))
     for target, path, index, group, key, col in channel_specs(side):
         curves = obj_curves if target == "OBJECT" else key_curves

@@ -1,7 +1,5 @@
 """FBX export with settings that round-trip: no leaf bones, baked animation, no key simplification."""
 
-from __future__ import annotations
-
 import bpy
 from bpy.props import EnumProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper

@@ -50,6 +50,14 @@ def quat_to_rotmat(q: np.ndarray) -> np.ndarray:
     ], -2)
 
 
+def quat_rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Rotates vectors v (..., 3) by unit quaternions q (..., 4): v + 2w (u x v) + 2 u x (u x v)."""
+    w = q[..., :1]
+    u = q[..., 1:]
+    t = 2.0 * np.cross(u, v)
+    return v + w * t + np.cross(u, t)
+
+
 def rotmat_to_quat(R: np.ndarray) -> np.ndarray:
     """(..., 3, 3) -> (..., 4) with w >= 0 (Shepperd's method, batched)."""
     R = np.asarray(R, np.float64)
@@ -114,9 +122,8 @@ def model_quats(qb: np.ndarray, B: np.ndarray) -> np.ndarray:
 def bone_locations(theta: np.ndarray, beta: np.ndarray, B: np.ndarray, Jdirs: np.ndarray) -> np.ndarray:
     """loc_i = B_i^T (I - R_i) (Jdirs_i . beta), loc_0 = -B_0^T R_0 (Jdirs_0 . beta):
     (N, J, 4), (N, 10), (J, 3, 3), (J, 3, 10) -> (N, J, 3)."""
-    R = quat_to_rotmat(theta)  # (N, J, 3, 3)
     dJ = np.einsum("jcb,nb->njc", Jdirs, beta)
-    w = dJ - np.einsum("njab,njb->nja", R, dJ)
+    w = dJ - quat_rotate(quat_normalize(np.asarray(theta, np.float64)), dJ)
     w[:, 0] -= dJ[:, 0]
     return np.einsum("jba,njb->nja", B, w)
 

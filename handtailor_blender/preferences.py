@@ -1,7 +1,5 @@
 """Add-on preferences: where the engine is, which hand model, time limits."""
 
-from __future__ import annotations
-
 import bpy
 from bpy.props import EnumProperty, FloatProperty, StringProperty
 

@@ -1,7 +1,5 @@
 """All scene state of the add-on: one PropertyGroup at Scene.handtailor."""
 
-from __future__ import annotations
-
 import bpy
 from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
                        StringProperty)

@@ -47,6 +47,8 @@ def test_contract_shapes_and_placement(right, synthetic):
         np.testing.assert_allclose(out["joints_3d_model"][:, 0], out["root"], atol=1e-9)
         model_kp = hand_module.pose_keypoints(right, out["theta"], out["beta"])
         np.testing.assert_allclose(out["joints_3d_model"], model_kp + out["root"][:, None], atol=1e-9)
+        # The lifted joints lie on the keypoints' rays (weak perspective: under the nominal camera K).
+        np.testing.assert_allclose(project_perspective(out["joints_3d_lifted"], K), uvd[..., :2], atol=1e-6)
         # The init lands near the detected 2D keypoints (K is the nominal camera of the synthetic images).
         px = np.linalg.norm(project_perspective(out["joints_3d_model"], K) - uvd[..., :2], axis=-1)
         assert np.median(px) < 25.0, (camera, float(np.median(px)))
@@ -95,3 +97,31 @@ def test_synthetic_ground_truth_bounds():
     for camera in ("perspective", "weak_perspective"):
         r = res["noise_free"][f"{camera}/uvd"]
         assert r["lifted"]["pa_mpjpe_mm"] < 5.0 and r["model"]["pa_mpjpe_mm"] < 8.0, (camera, r)
+
+
+def test_shape_fit(right):
+    """beta from bone ratios: documented shapes, exact ratios are fitted, steady gives one row, bad frames."""
+    from engine.hand_module import shape
+
+    rest = shape.rest_keypoints(right)
+    assert rest.k0.shape == (21, 3) and rest.kdirs.shape == (21, 3, 10)
+    rng = np.random.default_rng(0)
+    beta_true = rng.normal(size=(6, 10))
+    kp = shape.keypoints_at(rest, beta_true)
+    assert kp.shape == (6, 21, 3) and shape.reference_bone_length(rest, beta_true).shape == (6,)
+    # Rest keypoints agree with the posed model at the rest pose.
+    theta0 = np.tile(np.array([1.0, 0, 0, 0]), (6, 16, 1))
+    posed = hand_module.pose_keypoints(right, theta0, beta_true)
+    np.testing.assert_allclose(posed - posed[:, :1], kp - kp[:, :1], atol=1e-9)
+    beta = shape.fit_shape(kp * 7.0, rest=rest, sigma=1e-4)  # any scale: only ratios count
+    assert beta.shape == (6, 10)
+    ratios = shape.pair_ratios(shape.keypoints_at(rest, beta))
+    np.testing.assert_allclose(ratios, shape.pair_ratios(kp), atol=5e-4)
+    # The prior pulls towards 0 when the data are weighted down.
+    assert np.abs(shape.fit_shape(kp, rest=rest, sigma=10.0)).max() < 0.05
+    bad = kp.copy()
+    bad[2, 4] = np.nan
+    steady = shape.fit_shape(bad, rest=rest, steady=True)
+    np.testing.assert_allclose(steady, np.repeat(steady[:1], 6, 0))
+    per_frame = shape.fit_shape(bad, rest=rest)
+    np.testing.assert_allclose(per_frame[2], 0.0)

@@ -15,6 +15,9 @@ def test_round_trip_loads_without_pickle(tmp_path):
     d = fake_result(T=2, N=5)
     p = results.write_result(tmp_path / "r.npz", d)
     assert p.exists()
+    mask = os.umask(0)
+    os.umask(mask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~mask  # an ordinary file, not mkstemp's 0600
     with np.load(p, allow_pickle=False) as z:
         assert set(results.RESULT_SHAPES) <= set(z.files)
         for k in z.files:

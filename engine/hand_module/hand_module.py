@@ -14,7 +14,9 @@ weak_perspective (no K): metric size and absolute depth are unobservable. The li
   reference-bone units and s in pixels per bone (Eq. 15); the hand is given the model's metric size for the
   fitted beta (hand_scale = 1, beta's proportions come from the bone ratios), so projection_scale =
   s / B(beta) pixels per meter, and the hand is placed under the nominal camera `K` (DESIGN.md) at the depth
-  f / projection_scale where it has that pixel size: a larger real hand would just be farther away.
+  f / projection_scale where it has that pixel size: a larger real hand would just be farther away. Each
+  keypoint is put on its pixel's ray at the root depth plus its lifted relative depth, so that
+  project_perspective(joints_3d_lifted, K) gives back the detected 2D keypoints.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ DEPTH_SOURCES = ("auto", "uvd", "hybrid", "world")
 # MediaPipe's d is much flatter than x (slope 0.04-0.54 against the true depth on ../shared/data/gt-sample),
 # while the world landmarks' z is metric; on the gt-sample hands the hybrid lift had the lowest error
 # (root-relative 21.8 mm vs 32.5 mm from d), and on synthetic data with a d flattened like that too
-# (IKNet output PA-MPJPE 6.6 vs 11.2 mm). With a d that really had the scale of x, "uvd" would win
-# (5.4 vs 6.6 mm): the choice follows the measured d.
+# (IKNet output PA-MPJPE 6.4 vs 10.7 mm). With a d that really had the scale of x, "uvd" would win
+# (5.3 vs 6.4 mm): the choice follows the measured d.
 DEFAULT_DEPTH_SOURCE = "auto"
 # Weak perspective: IKNet and the shape take the lifted joints as placed under the nominal camera (each
 # keypoint on its pixel's ray at its lifted depth, then normalized), not Eq. 14's parallel-projection joints

@@ -6,9 +6,11 @@ ReLU, 16 x 4 outputs normalized to unit quaternions (w, x, y, z). The release's 
 256-512-1024-1024-512-256 (`HIDDEN`, 2.4M parameters); the shipped weights use 512-512-512 (0.6M), because
 training must take minutes on a shared CPU: after equal CPU time (~100 s) the narrow net reached 3.6 mm
 held-out MPJPE and the release's widths 6.7 mm. `load_iknet` reads the widths from the weights file.
-Unlike the release, the input is first rotated into a canonical palm frame (see `IKNet`). Input: keypoints in the
-21-keypoint order, minus keypoint 9 (the lifting root), divided by the reference bone length |k9 - k0|, in
-camera-frame axes. Output: theta in MANO joint order (DESIGN.md), theta[0] the global rotation.
+Unlike the release, the input is first rotated into a canonical palm frame (see `IKNet`).
+
+Input: (B, K=21, 3) keypoints in the 21-keypoint order, minus keypoint 9 (the lifting root), divided by the
+reference bone length |k9 - k0|, in camera-frame axes. Output: theta (B, 16, 4) in MANO joint order
+(DESIGN.md), theta[0] the global rotation.
 
 Weights are trained by `models/iknet/train_iknet.py` on poses sampled within the hand model's joint limits;
 see `models/iknet/PROVENANCE.md` for the data and the held-out figures.

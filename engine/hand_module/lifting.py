@@ -212,7 +212,9 @@ def weak_perspective_scale(uv: np.ndarray, d_norm: np.ndarray, pair_lengths=None
     return np.maximum(s, 1e-6), fallback
 
 
-def weak_perspective_lift(uv: np.ndarray, d_norm: np.ndarray, pair_lengths=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def weak_perspective_lift(
+    uv: np.ndarray, d_norm: np.ndarray, pair_lengths=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Eq. 14: [x, y, z] = Pi^-1(K', [u, v, d']) with s from Eq. 15 (guarded, see weak_perspective_scale).
 
     The result is root-relative (keypoint 9 at the origin) in reference-bone units: x = (u - u_9) / s,

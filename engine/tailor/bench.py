@@ -145,7 +145,8 @@ def main(argv: list[str], prog: str) -> int:
         from engine.errors import InputError
 
         raise InputError("--batch-size and --repeats must be >= 1")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
     result = run(args.batch_size, args.repeats, args.reference_frames, args.seed)
     if args.json:
         print(json.dumps(result))

@@ -93,7 +93,7 @@ class _Params(NamedTuple):
 
 
 def _hyper(config: TailorConfig) -> _Hyper:
-    f = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    f = np.float32  # numpy scalars: passed to the jitted core without a device round trip each
     return _Hyper(
         f(config.lr), f(config.b1), f(config.b2), f(config.lambda_j), f(config.lambda_g), f(config.lambda_id),
         f(config.temporal_weight),
@@ -320,14 +320,14 @@ def _pad(inputs: dict, size: int) -> dict:
         if name == "K":
             out[name] = arr
             continue
-        fill = jnp.zeros((size - b,) + arr.shape[1:], arr.dtype)
+        fill = np.zeros((size - b,) + arr.shape[1:], arr.dtype)
         if name == "theta0":
-            fill = fill.at[..., 0].set(1.0)
+            fill[..., 0] = 1.0
         elif name == "root0":
-            fill = fill.at[..., 2].set(1.0)
+            fill[..., 2] = 1.0
         elif name == "hand_scale0":
-            fill = fill + 1.0
-        out[name] = jnp.concatenate([arr, fill], axis=0)
+            fill += 1.0
+        out[name] = np.concatenate([np.asarray(arr), fill], axis=0)
     return out
 
 
@@ -338,9 +338,9 @@ def fit_arrays(params, inputs: dict, config: TailorConfig, *, jit: bool = True, 
     b = inputs["theta0"].shape[0]
     settings = dict(
         hyper=_hyper(config),
-        iterations=jnp.asarray(int(config.iterations), jnp.int32),
-        weak=jnp.asarray(config.camera_model == "weak_perspective"),
-        fit_root_xy=jnp.asarray(bool(config.fit_root_xy)),
+        iterations=np.int32(config.iterations),
+        weak=np.bool_(config.camera_model == "weak_perspective"),
+        fit_root_xy=np.bool_(config.fit_root_xy),
     )
     if not jit:
         return _fit_impl(params, **inputs, **settings)
@@ -393,12 +393,12 @@ def prepare_inputs(
         "lock_root": _check("lock_root", locks.get("lock_root", np.zeros(B, bool)), (B,)),
         "lock_hand_scale": _check("lock_hand_scale", locks.get("lock_hand_scale", np.zeros(B, bool)), (B,)),
     }
-    f32 = lambda x: jnp.asarray(np.asarray(x, np.float32))  # noqa: E731
+    f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731  (numpy: jit transfers them in one go)
     inputs = dict(
         theta0=f32(theta0), beta0=f32(beta0), root0=f32(root0), hand_scale0=f32(hand_scale0),
         projection_scale0=f32(ps0), keypoints_2d=f32(keypoints_2d), confidence=f32(confidence),
-        valid=jnp.asarray(valid), K=f32(K),
-        **{k: jnp.asarray(np.asarray(v, bool)) for k, v in lk.items()},
+        valid=valid, K=f32(K),
+        **{k: np.asarray(v, bool) for k, v in lk.items()},
     )
     originals = dict(theta=theta0, beta=beta0, root=root0, hand_scale=hand_scale0, projection_scale=ps0)
     return inputs, K, originals, lk, valid

@@ -51,16 +51,17 @@ def dump(out: pathlib.Path) -> None:
                 for lm, wl in zip(res.multi_hand_landmarks or [], res.multi_hand_world_landmarks or []):
                     dets.append((np.array([[p.x * w, p.y * h, p.z * w] for p in lm.landmark]),
                                  np.array([[p.x, p.y, p.z] for p in wl.landmark])))
-                cache[r["path"]] = dets
+                cache[r["path"]] = (dets, (w, h))
             G, K = np.array(r["joints_3d_m"]), np.array(r["K"])
             uv = G @ K.T
             uv = uv[:, :2] / uv[:, 2:]
-            best = min(((np.linalg.norm(a[:, :2] - uv, axis=1).mean(), a, b) for a, b in cache[r["path"]]),
+            dets, size = cache[r["path"]]
+            best = min(((np.linalg.norm(a[:, :2] - uv, axis=1).mean(), a, b) for a, b in dets),
                        key=lambda t: t[0], default=None)
             if best is None or best[0] > 20:
                 continue
             saved.append(dict(image=r["image"], hand=r["hand"], uv_err_px=float(best[0]), uvd=best[1].tolist(),
-                              world=best[2].tolist(), gt=G.tolist(), K=K.tolist()))
+                              world=best[2].tolist(), gt=G.tolist(), K=K.tolist(), image_size=list(size)))
     out.write_text(json.dumps(saved))
 
 
@@ -69,6 +70,7 @@ def evaluate(path: pathlib.Path) -> dict:
     sys.path.insert(0, str(REPO / "models" / "iknet"))
     from eval_lifting_iknet import procrustes_aligned
 
+    from engine.camera import nominal_K
     from engine.hand_model import load_hand_model
     from engine.hand_module import lifting as L
     from engine.hand_module.hand_module import fit_init
@@ -98,7 +100,9 @@ def evaluate(path: pathlib.Path) -> dict:
         model = load_hand_model(side=r["hand"])
         for camera in ("perspective", "weak_perspective"):
             for src in ("uvd", "hybrid"):
-                init = fit_init(uvd[None], None, W[None], camera, K, model, depth_source=src)
+                # Weak perspective gets the nominal camera of the image size, not the true K.
+                K_used = K if camera == "perspective" else nominal_K(r["image_size"])
+                init = fit_init(uvd[None], None, W[None], camera, K_used, model, depth_source=src)
                 v = init["joints_3d_model"][0]
                 pa = np.linalg.norm(procrustes_aligned(v[None], G[None])[0] - G, axis=1).mean() * 1000
                 rr = np.linalg.norm((v - v[9]) - (G - G[9]), axis=1).mean() * 1000

@@ -80,7 +80,8 @@ def evaluate(net, layer, model, n: int, seed: int, noise: float = 0.0) -> dict:
         q = net(x)
         _, kp_pred, _ = layer(q, beta)
     err = (kp_pred - kp).norm(dim=-1).double().numpy() * 1000.0  # mm
-    pa = np.linalg.norm(procrustes_aligned(kp_pred.double().numpy(), kp.double().numpy()) - kp.double().numpy(), axis=-1) * 1000.0
+    gt = kp.double().numpy()
+    pa = np.linalg.norm(procrustes_aligned(kp_pred.double().numpy(), gt) - gt, axis=-1) * 1000.0
     viol = ik.limit_violations(q, model.joint_limits)
     viol_01 = ik.limit_violations(q, model.joint_limits, tol=0.1)
     gt_viol = ik.limit_violations(theta, model.joint_limits, tol=1e-5)

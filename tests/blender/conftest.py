@@ -47,7 +47,7 @@ def fake_engine(addon, monkeypatch):
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory):
-    import helpers
+    import blender_helpers as helpers
     from handtailor_blender.io.results import read_model
 
     d = tmp_path_factory.mktemp("models")

@@ -1,9 +1,11 @@
 """FBX export round trip: bone world matrices survive export + import (animation offset 0), tip bones too."""
 
+import logging
+
 import numpy as np
 import pytest
 
-import helpers
+import blender_helpers as helpers
 
 bpy = pytest.importorskip("bpy")
 
@@ -54,5 +56,5 @@ def test_fbx_round_trip(blank, tmp_path, models_dir, preset):
                 worst = max(worst, np.abs(got - ref).max())
             else:  # other axes: same up to one global rotation/scale the importer undoes; compare positions
                 worst = max(worst, np.abs(got[:, :3, 3] - ref[:, :3, 3]).max())
-    print(preset, "fbx worst", worst)
+    logging.getLogger(__name__).info("%s", (preset, "fbx worst", worst))
     assert worst < 1e-4

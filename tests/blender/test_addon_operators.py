@@ -8,7 +8,8 @@ import types
 import numpy as np
 import pytest
 
-import helpers
+import blender_helpers as helpers
+from blender_helpers import assert_same, snapshot_keys
 
 bpy = pytest.importorskip("bpy")
 
@@ -34,25 +35,6 @@ def set_source(path):
     ht = bpy.context.scene.handtailor
     ht.source_mode = "FILE"
     ht.filepath = str(path)
-
-
-def snapshot_keys():
-    """{(action, data_path, index): co array} for every HandTailor action."""
-    out = {}
-    for a in bpy.data.actions:
-        curves = keys.fcurves_of(a)
-        for fc in curves or ():
-            n = len(fc.keyframe_points)
-            co = np.empty(2 * n, np.float32)
-            fc.keyframe_points.foreach_get("co", co)
-            out[(a.name, fc.data_path, fc.array_index)] = co
-    return out
-
-
-def assert_same(a, b):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert np.array_equal(a[k], b[k]), k
 
 
 def test_capture_operator(fake_engine, footage, result_file):

@@ -161,3 +161,118 @@ def make_result(path, models: list, N=12, seed=1, invalid=(3,), fps=30.0, image_
         hand_scale=scale, projection_scale=np.full((T, N), np.nan), keypoints_2d=kp2, confidence=conf,
         joints_3d=joints))
     return pathlib.Path(path)
+
+
+# --------------------------------------------------------------------------- bpy-side helpers (lazy bpy)
+
+
+def evaluated_verts_camera(mesh_obj, to_world):
+    """(V, 3) evaluated (deformed) mesh in the OpenCV camera frame."""
+    import bpy
+
+    dg = bpy.context.evaluated_depsgraph_get()
+    ev = mesh_obj.evaluated_get(dg)
+    me = ev.to_mesh()
+    co = np.empty(len(me.vertices) * 3)
+    me.vertices.foreach_get("co", co)
+    ev.to_mesh_clear()
+    co = co.reshape(-1, 3)
+    Mw = np.array(mesh_obj.matrix_world)
+    world = co @ Mw[:3, :3].T + Mw[:3, 3]
+    inv = np.linalg.inv(to_world)
+    return world @ inv[:3, :3].T + inv[:3, 3]
+
+
+def projected_mesh_joints(scene, arm, mesh, model, beta):
+    """(21, 2) px: the rig's posed joints (each bone's deform applied to J(beta)) and the evaluated tip
+    vertices, in keypoint order, projected by Blender's camera (world_to_camera_view)."""
+    import bpy
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+
+    W, H = scene.render.resolution_x, scene.render.resolution_y
+    from handtailor_blender import rig
+
+    names = rig.bone_names(arm["ht_side"])
+    dg = bpy.context.evaluated_depsgraph_get()
+    Jb = model.J0 + np.einsum("jcb,b->jc", model.Jdirs, beta)
+    Mw = np.array(arm.matrix_world)
+    pts = []
+    for j in range(16):
+        pb = arm.pose.bones[names[j]]
+        D = Mw @ np.array(pb.matrix) @ np.linalg.inv(np.array(arm.data.bones[names[j]].matrix_local))
+        pts.append(D[:3, :3] @ Jb[j] + D[:3, 3])
+    ev = mesh.evaluated_get(dg)
+    me = ev.to_mesh()
+    Mm = np.array(mesh.matrix_world)
+    for vid in model.tip_vertex_ids:
+        co = np.array(me.vertices[int(vid)].co)
+        pts.append(Mm[:3, :3] @ co + Mm[:3, 3])
+    ev.to_mesh_clear()
+    uv = []
+    for p in np.array(pts)[MANO_TO_KEYPOINT]:
+        c = world_to_camera_view(scene, scene.camera, Vector(p))
+        uv.append((c.x * W, (1 - c.y) * H))
+    return np.array(uv)
+
+
+def snapshot_keys():
+    """{(action, data_path, index): co array} for every HandTailor action."""
+    import bpy
+
+    from handtailor_blender import keys
+
+    out = {}
+    for a in bpy.data.actions:
+        curves = keys.fcurves_of(a)
+        for fc in curves or ():
+            n = len(fc.keyframe_points)
+            co = np.empty(2 * n, np.float32)
+            fc.keyframe_points.foreach_get("co", co)
+            out[(a.name, fc.data_path, fc.array_index)] = co
+    return out
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+
+
+def engine_result(path, sides=("right", "left"), N=6, seed=3):
+    """A result file whose theta samples the model's joint limits, posed by the engine's torch layer."""
+    import torch
+
+    from engine.hand_model import default_model_path, load_hand_model
+    from engine.hand_model import torch_layer
+
+    rng = np.random.default_rng(seed)
+    T = len(sides)
+    theta = np.zeros((T, N, 16, 4))
+    beta = rng.normal(size=(T, N, 10))
+    root = np.tile([0.0, 0.02, 0.5], (T, N, 1)) + rng.normal(scale=0.01, size=(T, N, 3))
+    scale = rng.uniform(0.9, 1.1, size=(T, N))
+    verts, joints = [], []
+    for t, side in enumerate(sides):
+        model = load_hand_model(None, side=side)
+        lim = model.joint_limits if model.joint_limits is not None else np.full((16, 3, 2), [-0.5, 0.5])
+        aa = rng.uniform(lim[..., 0], lim[..., 1], size=(N, 16, 3))
+        aa[:, 0] = rng.normal(size=(N, 3))
+        theta[t] = torch_layer.axis_angle_to_quat(torch.from_numpy(aa)).numpy()
+        layer = torch_layer.HandLayer(model, dtype=torch.float64)
+        with torch.no_grad():
+            v, kp, _ = layer(torch.from_numpy(theta[t]), torch.from_numpy(beta[t]), torch.from_numpy(root[t]),
+                             torch.from_numpy(scale[t]))
+        verts.append(v.numpy())
+        joints.append(kp.numpy())
+    K = nominal_K(640, 480)
+    joints = np.stack(joints)
+    proj = joints @ K.T
+    write_npz_atomic(path, dict(
+        format_version=np.array(1), source=np.array("x.mp4"), image_size=np.array([640, 480]), fps=np.array(25.0),
+        frame_index=np.arange(N), camera_model=np.array("perspective"), K=K, distortion=np.zeros(5),
+        hand_model=np.array(str(default_model_path("right"))), hand_model_sha256=np.array(""),
+        hand_side=np.array(list(sides)), valid=np.ones((T, N), bool), theta=theta, beta=beta, root=root,
+        hand_scale=scale, projection_scale=np.full((T, N), np.nan), keypoints_2d=proj[..., :2] / proj[..., 2:],
+        confidence=np.ones((T, N, 21)), joints_3d=joints))
+    return np.stack(verts)

@@ -1,6 +1,5 @@
 """The add-on's bpy-free layer (handtailor_blender/io): engine client and file readers, plain pytest."""
 
-import os
 import pathlib
 import sys
 import time
@@ -8,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-import helpers
+import blender_helpers as helpers
 from handtailor_blender.io import engine_client
 from handtailor_blender.io.engine_client import EngineClient, EngineFailure
 from handtailor_blender.io.results import (ResultFileError, read_model, read_result, resolve_model_path,

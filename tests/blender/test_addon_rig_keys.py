@@ -1,29 +1,17 @@
 """Rig + bulk keys + camera against ground truth (numpy MANO LBS) on synthesized result files."""
 
+import logging
+
 import numpy as np
 import pytest
 
-import helpers
+import blender_helpers as helpers
+from blender_helpers import evaluated_verts_camera, projected_mesh_joints
 
 bpy = pytest.importorskip("bpy")
 
 from handtailor_blender import camera, keys, rig  # noqa: E402
 from handtailor_blender.io.results import read_result  # noqa: E402
-
-
-def evaluated_verts_camera(mesh_obj, to_world):
-    """(V, 3) evaluated (deformed) mesh in the OpenCV camera frame."""
-    dg = bpy.context.evaluated_depsgraph_get()
-    ev = mesh_obj.evaluated_get(dg)
-    me = ev.to_mesh()
-    co = np.empty(len(me.vertices) * 3)
-    me.vertices.foreach_get("co", co)
-    ev.to_mesh_clear()
-    co = co.reshape(-1, 3)
-    Mw = np.array(mesh_obj.matrix_world)
-    world = co @ Mw[:3, :3].T + Mw[:3, 3]
-    inv = np.linalg.inv(to_world)
-    return world @ inv[:3, :3].T + inv[:3, 3]
 
 
 def setup_capture(tmp_path, models, N=12, **kw):
@@ -70,7 +58,7 @@ def test_mesh_matches_reference(blank, models_dir, tmp_path, side_set):
             want, _ = helpers.lbs(models[t], result.theta[t, n], result.beta[t, n], result.root[t, n],
                                   result.hand_scale[t, n])
             worst = max(worst, np.abs(got - want).max())
-    print("mesh worst", worst)
+    logging.getLogger(__name__).info("%s", ("mesh worst", worst))
     assert worst < 1e-4, worst
 
 
@@ -95,36 +83,6 @@ def test_keys_only_on_valid_frames_and_continuous(blank, models_dir, tmp_path):
     assert act.use_fake_user and len(keys.fcurves_of(act)) == len(keys.fcurves_of(arm.animation_data.action))
 
 
-def projected_mesh_joints(scene, arm, mesh, model, beta):
-    """(21, 2) px: the rig's posed joints (each bone's deform applied to J(beta)) and the evaluated tip
-    vertices, in keypoint order, projected by Blender's camera (world_to_camera_view)."""
-    from bpy_extras.object_utils import world_to_camera_view
-    from mathutils import Vector
-
-    W, H = scene.render.resolution_x, scene.render.resolution_y
-    names = rig.bone_names(arm["ht_side"])
-    dg = bpy.context.evaluated_depsgraph_get()
-    Jb = model.J0 + np.einsum("jcb,b->jc", model.Jdirs, beta)
-    Mw = np.array(arm.matrix_world)
-    pts = []
-    for j in range(16):
-        pb = arm.pose.bones[names[j]]
-        D = Mw @ np.array(pb.matrix) @ np.linalg.inv(np.array(arm.data.bones[names[j]].matrix_local))
-        pts.append(D[:3, :3] @ Jb[j] + D[:3, 3])
-    ev = mesh.evaluated_get(dg)
-    me = ev.to_mesh()
-    Mm = np.array(mesh.matrix_world)
-    for vid in model.tip_vertex_ids:
-        co = np.array(me.vertices[int(vid)].co)
-        pts.append(Mm[:3, :3] @ co + Mm[:3, 3])
-    ev.to_mesh_clear()
-    uv = []
-    for p in np.array(pts)[helpers.MANO_TO_KEYPOINT]:
-        c = world_to_camera_view(scene, scene.camera, Vector(p))
-        uv.append((c.x * W, (1 - c.y) * H))
-    return np.array(uv)
-
-
 def test_camera_overlay_within_2px(blank, models_dir, tmp_path):
     _, right, _ = models_dir
     K = np.array([[700.0, 0, 300.0], [0, 700.0, 260.0], [0, 0, 1]])
@@ -136,7 +94,7 @@ def test_camera_overlay_within_2px(blank, models_dir, tmp_path):
         uv = projected_mesh_joints(scene, arm, mesh, right, result.beta[0, n])
         proj = result.joints_3d[0, n] @ K.T
         worst = max(worst, np.abs(uv - proj[:, :2] / proj[:, 2:]).max())
-    print("overlay worst px", worst)
+    logging.getLogger(__name__).info("%s", ("overlay worst px", worst))
     assert worst < 2.0, worst
     assert scene.render.resolution_x == 640 and scene.camera.data.lens == pytest.approx(700 * 36 / 640)
 

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 from handtailor_blender import keys, rig  # noqa: E402
 from handtailor_blender.io.results import read_model, read_result  # noqa: E402
-from test_rig_keys import evaluated_verts_camera, projected_mesh_joints  # noqa: E402
+from blender_helpers import evaluated_verts_camera, projected_mesh_joints  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CLIP = REPO / "samples" / "dex-retargeting_human_hand_video.mp4"
@@ -70,8 +70,7 @@ def test_retailor_with_real_engine(blank, tmp_path):
     from engine.hand_model import load_hand_model
     from engine.hand_model.torch_layer import HandLayer
     from handtailor_blender import capture
-    from test_engine_parity import engine_result
-    from test_operators import snapshot_keys
+    from blender_helpers import engine_result, snapshot_keys
 
     engine_result(tmp_path / "cap.npz", sides=("right",), N=6)
     scene = bpy.context.scene

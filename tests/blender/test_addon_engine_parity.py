@@ -1,54 +1,20 @@
 """The Blender rig built from the shipped open hand model equals the engine's torch layer (smplx MANO)."""
 
+import logging
+
 import numpy as np
 import pytest
 
-import helpers
+import blender_helpers as helpers
 
 bpy = pytest.importorskip("bpy")
 torch = pytest.importorskip("torch")
 torch_layer = pytest.importorskip("engine.hand_model.torch_layer")
 
-from engine.hand_model import default_model_path, load_hand_model  # noqa: E402
+from engine.hand_model import load_hand_model  # noqa: E402
 from handtailor_blender import camera, keys, rig  # noqa: E402
 from handtailor_blender.io.results import read_model, read_result  # noqa: E402
-from test_rig_keys import evaluated_verts_camera  # noqa: E402
-
-
-def engine_result(path, sides=("right", "left"), N=6, seed=3):
-    """A result file whose theta samples the model's joint limits, posed by the engine's torch layer."""
-    rng = np.random.default_rng(seed)
-    T = len(sides)
-    theta = np.zeros((T, N, 16, 4))
-    beta = rng.normal(size=(T, N, 10))
-    root = np.tile([0.0, 0.02, 0.5], (T, N, 1)) + rng.normal(scale=0.01, size=(T, N, 3))
-    scale = rng.uniform(0.9, 1.1, size=(T, N))
-    verts, joints = [], []
-    for t, side in enumerate(sides):
-        model = load_hand_model(None, side=side)
-        lim = model.joint_limits if model.joint_limits is not None else np.full((16, 3, 2), [-0.5, 0.5])
-        aa = rng.uniform(lim[..., 0], lim[..., 1], size=(N, 16, 3))
-        aa[:, 0] = rng.normal(size=(N, 3))
-        theta[t] = torch_layer.axis_angle_to_quat(torch.from_numpy(aa)).numpy()
-        layer = torch_layer.HandLayer(model, dtype=torch.float64)
-        with torch.no_grad():
-            v, kp, _ = layer(torch.from_numpy(theta[t]), torch.from_numpy(beta[t]), torch.from_numpy(root[t]),
-                             torch.from_numpy(scale[t]))
-        verts.append(v.numpy())
-        joints.append(kp.numpy())
-    K = helpers.nominal_K(640, 480)
-    joints = np.stack(joints)
-    proj = joints @ K.T
-    from handtailor_blender.io.results import write_npz_atomic
-
-    write_npz_atomic(path, dict(
-        format_version=np.array(1), source=np.array("x.mp4"), image_size=np.array([640, 480]), fps=np.array(25.0),
-        frame_index=np.arange(N), camera_model=np.array("perspective"), K=K, distortion=np.zeros(5),
-        hand_model=np.array(str(default_model_path("right"))), hand_model_sha256=np.array(""),
-        hand_side=np.array(list(sides)), valid=np.ones((T, N), bool), theta=theta, beta=beta, root=root,
-        hand_scale=scale, projection_scale=np.full((T, N), np.nan), keypoints_2d=proj[..., :2] / proj[..., 2:],
-        confidence=np.ones((T, N, 21)), joints_3d=joints))
-    return np.stack(verts)
+from blender_helpers import engine_result, evaluated_verts_camera  # noqa: E402
 
 
 def test_open_model_mesh_equals_engine(blank, tmp_path):
@@ -70,7 +36,7 @@ def test_open_model_mesh_equals_engine(blank, tmp_path):
         scene.frame_set(1 + n)
         for t, mesh in enumerate(rigs):
             worst = max(worst, np.abs(evaluated_verts_camera(mesh, to_world) - verts[t, n]).max())
-    print("open model mesh worst", worst)
+    logging.getLogger(__name__).info("%s", ("open model mesh worst", worst))
     assert worst < 1e-4
 
 
