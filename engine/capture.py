@@ -159,7 +159,21 @@ def collect_observations(info, options: CaptureOptions, tracker, progress: Progr
     errors: dict[int, str] = {}
     tracks: dict[int, dict] = {}
     expected = max(total, 1)
-    batches = video.iter_batches(info, options.batch_size, options.frame_start, options.frame_end, options.stride)
+    batches = video.prefetch(video.iter_batches(info, options.batch_size, options.frame_start, options.frame_end, options.stride))
+    try:
+        _track_batches(batches, tracker, frame_index, decoded, errors, tracks, progress, should_stop, timer, expected)
+    finally:
+        batches.close()
+    if not frame_index:
+        raise InputError(f"the frame range selects no frames of {info.source!r} ({info.frame_count} frames).")
+    if errors:
+        shown = ", ".join(str(i) for i in sorted(errors)[:20]) + (" ..." if len(errors) > 20 else "")
+        log.warning("%d frame(s) could not be decoded and are marked invalid: %s", len(errors), shown)
+    return Observations(np.asarray(frame_index, np.int64), np.asarray(decoded, bool), errors, tracks)
+
+
+def _track_batches(batches, tracker, frame_index, decoded, errors, tracks, progress, should_stop, timer, expected) -> None:
+    """The tracking loop of collect_observations (fills the lists and dicts it is given)."""
     while True:
         if should_stop():
             raise Cancelled("capture cancelled")
@@ -190,12 +204,6 @@ def collect_observations(info, options: CaptureOptions, tracker, progress: Progr
         del batch, good, per_frame
         done = len(frame_index)
         progress(done, max(expected, done), f"tracking hands: frame {done}/{max(expected, done)}")
-    if not frame_index:
-        raise InputError(f"the frame range selects no frames of {info.source!r} ({info.frame_count} frames).")
-    if errors:
-        shown = ", ".join(str(i) for i in sorted(errors)[:20]) + (" ..." if len(errors) > 20 else "")
-        log.warning("%d frame(s) could not be decoded and are marked invalid: %s", len(errors), shown)
-    return Observations(np.asarray(frame_index, np.int64), np.asarray(decoded, bool), errors, tracks)
 
 
 def _tracker_split(tracker, dt: float) -> tuple[float, float]:

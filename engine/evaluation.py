@@ -1,7 +1,7 @@
 """`python -m engine eval DIR`: the pipeline's accuracy on a ground-truth set, per stage (paper Sec. 4).
 
     python -m engine eval DIR [--json] [--out report.md] [--both] [--iterations 20 | 10,20,50,100]
-        [--hand-model PATH] [--left {model,flip}] [--limit N] [--pck-px 10]
+        [--hand-model PATH] [--left {model,flip}] [--limit N] [--pck-px 10] [--oracle-2d]
 
 DIR holds images and `annotations_normalized.json` (format: `../shared/data/README.md`): one record per hand
 instance with `image`, `hand`, `K` | null, `joints_3d_m` | null, `joints_2d_px` | null, `visible` | null.
@@ -136,10 +136,10 @@ def _project(xyz: np.ndarray, K: np.ndarray) -> np.ndarray:
 class Pipeline:
     """The capture pipeline's parts, run on single images (models loaded once)."""
 
-    def __init__(self, hand_model_path: str | None = None, left: str = "model"):
+    def __init__(self, hand_model_path: str | None = None, left: str = "model", oracle_2d: bool = False):
         from engine.hand_model import load_hand_model
 
-        self.left = left
+        self.left, self.oracle_2d = left, oracle_2d
         self.models = {"right": load_hand_model(hand_model_path, side="right")}
         if left == "model":
             self.models["left"] = load_hand_model(hand_model_path, side="left")
@@ -197,6 +197,13 @@ class Pipeline:
 
         uv_b, world_b = unflip(kp_uvd[:, :2].copy(), world.copy())
         res.stages["backbone"] = Prediction(uv_b, world_b)
+        if self.oracle_2d and rec.joints_2d is not None:  # diagnostic: perfect 2D into the later stages
+            gt = rec.joints_2d.copy()
+            if flip:
+                gt[:, 0] = width - 1 - gt[:, 0]
+            kp_uvd = kp_uvd.copy()
+            kp_uvd[:, :2] = gt
+            conf = np.ones_like(conf)
 
         try:
             self._fit_stages(res, kp_uvd, conf, world, mode, K, self.models[side], (width, height), iterations, unflip)
@@ -394,7 +401,8 @@ def markdown_report(folder: pathlib.Path, report: dict, pck_px: float) -> str:
 
 # --------------------------------------------------------------------------------------------- main
 def evaluate(folder: pathlib.Path, both: bool = False, iterations=(20,), hand_model: str | None = None,
-             left: str = "model", limit: int | None = None, pck_px: float = 10.0, pipeline=None) -> dict:
+             left: str = "model", limit: int | None = None, pck_px: float = 10.0, pipeline=None,
+             oracle_2d: bool = False) -> dict:
     """Runs the evaluation; returns the report dict (what `--json` prints)."""
     records = load_annotations(folder)
     if limit:
@@ -402,7 +410,7 @@ def evaluate(folder: pathlib.Path, both: bool = False, iterations=(20,), hand_mo
     if not records:
         raise InputError(f"{folder}/annotations_normalized.json holds no records")
     iterations = sorted({int(i) for i in iterations})
-    pipe = pipeline or Pipeline(hand_model, left)
+    pipe = pipeline or Pipeline(hand_model, left, oracle_2d)
     runs: dict[str, list[HandResult]] = {}
     for i, rec in enumerate(records):
         modes = (["perspective"] if rec.K is not None else []) + ["weak_perspective"] if both else \
@@ -437,6 +445,9 @@ def main(argv: list[str], prog: str = "python -m engine eval") -> int:
     ap.add_argument("--left", choices=["model", "flip"], default="model",
                     help="left hands: the left hand model, or mirror the image and use the right model")
     ap.add_argument("--limit", type=int, default=None, help="only the first N records")
+    ap.add_argument("--oracle-2d", action="store_true",
+                    help="diagnostic: give the hand module and the tailor the ground-truth 2D keypoints instead of "
+                         "the backbone's (depth and world landmarks stay the network's): the tailor's ceiling")
     ap.add_argument("--pck-px", type=float, default=10.0, help="2D PCK threshold in px (default 10)")
     args = ap.parse_args(argv)
     try:
@@ -450,7 +461,9 @@ def main(argv: list[str], prog: str = "python -m engine eval") -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
         logging.getLogger("jax").setLevel(logging.WARNING)  # no backend-probing chatter in the log
-    report = evaluate(args.dir, args.both, iterations, args.hand_model, args.left, args.limit, args.pck_px)
+    report = evaluate(args.dir, args.both, iterations, args.hand_model, args.left, args.limit, args.pck_px,
+                      oracle_2d=args.oracle_2d)
+    report["oracle_2d"] = bool(args.oracle_2d)
     if args.out:
         try:
             args.out.write_text(markdown_report(args.dir, report, args.pck_px))

@@ -23,8 +23,12 @@ import dataclasses
 import logging
 import os
 import pathlib
+import queue
 import re
-from typing import Iterator
+import threading
+from typing import Iterator, TypeVar
+
+T = TypeVar("T")
 
 import numpy as np
 
@@ -38,7 +42,7 @@ IMAGE_EXTENSIONS = frozenset(
 #: After this many failed reads in a row the stream is considered finished.
 MAX_CONSECUTIVE_FAILURES = 32
 #: Default cap on the pixels one batch may hold (bytes of RGB uint8).
-DEFAULT_MAX_BATCH_BYTES = 768 * 1024 * 1024
+DEFAULT_MAX_BATCH_BYTES = 512 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,3 +341,45 @@ def iter_batches(
             batch = []
     if batch:
         yield batch
+
+
+def prefetch(iterator: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """Runs `iterator` in a background thread, `depth` items ahead (decoding overlaps the networks: OpenCV
+    and torch release the GIL). Exceptions come out where the item would have; closing the generator
+    stops the thread. Memory: up to depth + 1 items alive at once."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    done = object()
+
+    def worker():
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        q.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", done))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(("error", exc))
+
+    thread = threading.Thread(target=worker, name="decode-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)

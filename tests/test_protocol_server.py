@@ -210,3 +210,11 @@ def test_eof_on_stdin_ends_the_engine(tmp_path):
         assert not (tmp_path / "x.npz").exists()
     finally:
         e.close()
+
+
+def test_retailor_errors_have_stable_codes(engine, tmp_path):
+    engine.send({"id": "r", "cmd": "retailor", "args": {"result": str(tmp_path / "nope.npz"), "edits": str(tmp_path / "e.npz"),
+                                                        "output": str(tmp_path / "new.npz")}})
+    m = engine.next(rid="r", timeout=120)
+    assert m["type"] == "error" and m["code"] == "bad_input" and "does not exist" in m["message"]
+    assert list(tmp_path.iterdir()) == []

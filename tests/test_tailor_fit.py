@@ -228,3 +228,9 @@ def test_reference_matches_jitted(model, case):
     np.testing.assert_allclose(ref["theta"], jit["theta"], atol=2e-4)
     np.testing.assert_allclose(ref["joints_3d"], jit["joints_3d"], atol=2e-5)
     np.testing.assert_allclose(ref["hand_scale"], jit["hand_scale"], rtol=1e-5)
+
+
+def test_empty_batch(model):
+    out = fit(model, np.zeros((0, 16, 4)), np.zeros((0, 10)), np.zeros((0, 3)), np.zeros((0, 21, 2)), None, None,
+              np.eye(3))
+    assert out["theta"].shape == (0, 16, 4) and out["joints_3d"].shape == (0, 21, 3)

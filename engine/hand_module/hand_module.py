@@ -39,8 +39,8 @@ DEPTH_SOURCES = ("auto", "uvd", "hybrid", "world")
 # MediaPipe's d is much flatter than x (slope 0.04-0.54 against the true depth on ../shared/data/gt-sample),
 # while the world landmarks' z is metric; on the gt-sample hands the hybrid lift had the lowest error
 # (root-relative 21.8 mm vs 32.5 mm from d), and on synthetic data with a d flattened like that too
-# (IKNet output PA-MPJPE 6.4 vs 10.7 mm). With a d that really had the scale of x, "uvd" would win
-# (5.3 vs 6.4 mm): the choice follows the measured d.
+# (IKNet output PA-MPJPE 6.3 vs 10.4 mm). With a d that really had the scale of x, "uvd" would win
+# (5.2 vs 6.3 mm): the choice follows the measured d.
 DEFAULT_DEPTH_SOURCE = "auto"
 # Weak perspective: IKNet and the shape take the lifted joints as placed under the nominal camera (each
 # keypoint on its pixel's ray at its lifted depth, then normalized), not Eq. 14's parallel-projection joints
@@ -134,7 +134,9 @@ def fit_init(
             (`lifting.perspective_lift_pixel_depth`, linear in the root depth) instead of the paper's d' via
             `lifting.normalized_depth` and the quadratic of `lifting.perspective_lift`.
     Returns:
-        dict of float64 arrays: theta (N, 16, 4), beta (N, 10), root (N, 3) wrist in the camera frame (m),
+        dict of float64 arrays: theta (N, 16, 4), beta (N, 10), root (N, 3) the posed model's wrist in the
+        camera frame (m; the translation that best puts the posed model on the lifted joints, weighted by
+        confidence, rather than the lifted wrist alone),
         hand_scale (N,), projection_scale (N,) (NaN under perspective), joints_3d_lifted (N, K, 3),
         joints_3d_model (N, K, 3) = root + (model keypoints of theta, beta with the wrist at the origin),
         K (3, 3) the camera used, valid (N,) bool.
