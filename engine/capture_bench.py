@@ -2,7 +2,9 @@
 
 One run, side by side on the same frames:
   * our capture end to end (decode -> detect -> keypoints -> lift + IK -> tailor -> write), with the
-    temporal term: `fps`, `stages_ms` (mean milliseconds per frame of each stage), `peak_rss_mb`;
+    temporal term: `fps`, `stages_ms` (mean milliseconds per frame of each stage; decoding runs a batch
+    ahead in a thread, so `decode` is the time the pipeline waited for frames; `tailor` includes the first
+    call's XLA compile, also given apart as `tailor_first_call_s`), `peak_rss_mb`;
   * the same observations refit without the temporal term (the tracker's output is replayed, so only
     the fit differs): `jitter_with_temporal`, `jitter_without_temporal` = mean joint acceleration
     |J[n+1] - 2 J[n] + J[n-1]| over valid consecutive triples, in mm per frame^2, camera frame; and

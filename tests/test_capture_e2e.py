@@ -71,3 +71,28 @@ def test_server_capture_then_cancel_mid_run(tmp_path):
     finally:
         proc.kill()
         proc.wait(5)
+
+
+def test_server_capture_result(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "serve"], cwd=REPO, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1, env=env)
+    try:
+        out = tmp_path / "take ✋.npz"
+        req = {"id": "cap", "cmd": "capture", "args": {"source": str(SAMPLE), "output": str(out), "frame_start": 100,
+                                                       "frame_end": 104}}
+        proc.stdin.write(json.dumps(req) + "\n")
+        proc.stdin.flush()
+        progress = []
+        while True:
+            msg = json.loads(proc.stdout.readline())
+            if msg["type"] != "progress":
+                break
+            progress.append(msg)
+        assert msg["type"] == "result", msg
+        assert msg["result"]["files"]["result"] == str(out) and msg["result"]["frames"] == 5
+        assert msg["result"]["valid_frames"] == [5] and progress
+        assert results.read_result(out)["frame_index"].tolist() == [100, 101, 102, 103, 104]
+    finally:
+        proc.kill()
+        proc.wait(5)
