@@ -48,8 +48,9 @@ StopFn = Callable[[], bool]
 DEFAULT_ITERATIONS = 20
 DEFAULT_SMOOTHING = 10.0  # tailor temporal_weight; with DEPTH_SIGMA it halves the jitter on the sample clip, same reprojection
 DEFAULT_BATCH_SIZE = 32
-# One torch thread: the networks run one crop at a time, and on a busy 2-core CPU a second OpenMP thread
-# made the landmark network 12x slower (spin-waiting against other processes); measured 76 vs 930 ms/frame.
+# One torch thread: the networks run one crop at a time, and the second core decodes ahead (video.prefetch).
+# Measured on the shared 2-core CPU (tracker alone, ms/frame): 1 thread 40, 2 threads 54 with
+# OMP_WAIT_POLICY=PASSIVE (engine/__init__.py), 930 with OpenMP's default spin-waiting.
 DEFAULT_TORCH_THREADS = 1
 FIT_CHUNK = 64  # frames per tailor call (fixed: padded, so the JIT compiles once)
 DEPTH_SIGMA = 2.0  # frames: Gaussian smoothing of the hand's depth when the temporal term is on
@@ -523,6 +524,23 @@ def load_models(options: CaptureOptions, sides) -> dict:
     return {s: load_hand_model(options.hand_model, side=s) for s in sides}
 
 
+def check_hand_model(options: CaptureOptions):
+    """Loads a hand model before any footage is processed, so a bad --hand-model fails fast.
+
+    Either side will do (a MANO folder may hold only one); returns the model, raises the right side's
+    ModelFileError when neither loads."""
+    from engine.errors import ModelFileError
+    from engine.hand_model import load_hand_model
+
+    try:
+        return load_hand_model(options.hand_model, side="right")
+    except ModelFileError as first:
+        try:
+            return load_hand_model(options.hand_model, side="left")
+        except ModelFileError:
+            raise first from None
+
+
 class TimedTracker:
     """Wraps a HandTracker: times its palm detector apart from the rest (`last_timings` after each batch)."""
 
@@ -592,6 +610,7 @@ def run_capture(options: CaptureOptions, progress: ProgressFn | None = None, sho
     expected = video.expected_frames(info, options.frame_start, options.frame_end, options.stride)
     log.info("capturing %s: %dx%d, %.3g fps, %d frames selected, camera %s", info.source, info.width, info.height,
              info.fps, expected, camera_model)
+    check_hand_model(options)
     if tracker is None:
         tracker = make_tracker(options)
     n_phases = 2 + (1 if overlay_path else 0)

@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable
 
 from engine import protocol
 

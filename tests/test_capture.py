@@ -1,15 +1,13 @@
 """engine.capture: CLI, bad input, tracks and gaps, corrupt frames, cancel — with a scripted tracker and a
 pass-through fit (no networks, no JAX), so these run in seconds. The real pipeline: test_capture_e2e.py."""
 
-import os
-import pathlib
 
 import cv2
 import numpy as np
 import pytest
 
 from engine import capture, cli, results
-from engine.errors import Cancelled, InputError, NoHandError, OutputError
+from engine.errors import Cancelled, NoHandError
 from capture_fixtures import (
     ScriptedTracker, corrupt_mjpeg_frames, fake_observation, pattern_frame, set_mp4_rotation, use_fake_fit,
     write_video,
@@ -276,3 +274,13 @@ def test_overlay_video(fake, tmp_path):
     # the mesh (rest pose 0.5 m in front of the camera, over the image centre) changes the frame
     assert np.abs(frames[0].astype(int) - plain).mean() > 1.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "o v.mp4", "r.npz"]
+
+
+def test_bad_hand_model_fails_before_any_frame_is_tracked(fake, tmp_path, capsys):
+    tracker = fake(one_right_hand)
+    src = write_video(tmp_path / "clip.avi", 3)
+    bad = tmp_path / "model.npz"
+    bad.write_bytes(b"not a model")
+    assert run_cli(src, "-o", tmp_path / "r.npz", "--hand-model", bad) == 2
+    assert "[bad_model_file]" in capsys.readouterr().err
+    assert tracker.frame_shapes == [] and not (tmp_path / "r.npz").exists()

@@ -96,3 +96,19 @@ def test_server_capture_result(tmp_path):
     finally:
         proc.kill()
         proc.wait(5)
+
+
+def test_no_hand_with_the_real_tracker(tmp_path, capsys):
+    import cv2
+
+    from engine import cli
+
+    src = tmp_path / "empty room.avi"
+    w = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for i in range(4):
+        w.write(np.full((240, 320, 3), 90 + 10 * i, np.uint8))
+    w.release()
+    assert cli.main(["capture", str(src), "-o", str(tmp_path / "r.npz"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "[no_hand]" in err and "no hand found in 4 frames" in err
+    assert not (tmp_path / "r.npz").exists()

@@ -1,7 +1,6 @@
 """engine.results: the capture result / edits files per DESIGN.md, atomic writes, validation."""
 
 import os
-import zipfile
 
 import numpy as np
 import pytest

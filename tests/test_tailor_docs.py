@@ -57,7 +57,7 @@ CASES = [
     (E.joint_energy_weak_perspective, (J3, ONES, KP[:, 0], KP, CONF, ONES)),
     (E.twist_terms, (J3,)),
     (E.twist_energy, (J3,)),
-    (E.identity_energy, (np.zeros((B, 16, 3), np.float32), np.ones((B, 10), np.float32), np.zeros((B, 10), np.float32))),
+    (E.identity_energy, (np.zeros((B, 16, 3), np.float32), np.ones((B, 10), np.float32), np.zeros((B, 10)))),
     (E.temporal_energy, (J3, np.ones(B, bool))),
     (E.total_energy, (ONES, ONES, ONES)),
     (S.perspective_scale, (J3 - J3[:, :1], J3[:, 0], KM, KP, CONF, ONES)),

@@ -122,7 +122,8 @@ def test_perspective_scale_eq12_on_axis_flat_is_exact():
     root = np.array([[0, 0, 0.5], [0, 0, 0.7], [0, 0, 0.4]], np.float32)
     s_true = np.array([0.8, 1.0, 1.3], np.float32)
     obs = np.asarray(project_perspective(root[:, None] + s_true[:, None, None] * rel, K))
-    s = S.perspective_scale(rel, root, K, obs, np.ones((3, 21), np.float32), np.ones(3, np.float32), gauss_newton_steps=0)
+    conf, fb = np.ones((3, 21), np.float32), np.ones(3, np.float32)
+    s = S.perspective_scale(rel, root, K, obs, conf, fb, gauss_newton_steps=0)
     assert s.shape == (3,)
     np.testing.assert_allclose(np.asarray(s), s_true, rtol=1e-5)
 

@@ -8,7 +8,7 @@ import pytest
 
 from engine.camera import project_perspective
 from engine.errors import InputError
-from engine.hand_model import FINGER_KEYPOINTS, REFERENCE_BONE, load_hand_model
+from engine.hand_model import FINGER_KEYPOINTS, load_hand_model
 from engine.tailor import TailorConfig, fit, model_params
 from engine.tailor.synthetic import make_case
 
@@ -63,13 +63,6 @@ def count_twisted(joints, max_out_of_plane_deg=20.0, min_bend_deg=10.0):
     return int(twisted.sum())
 
 
-def _init_joints(model, c):
-    from engine.tailor.optimize import TailorConfig as TC
-
-    out = _fit(model, c, config=TC(iterations=0, fit_root_xy=False), locks={"lock_hand_scale": np.ones(B, bool)})
-    return out
-
-
 @pytest.mark.parametrize("camera_model", ["perspective", "weak_perspective"])
 def test_accuracy_on_synthetic_ground_truth(model, case, camera_model):
     cfg = TailorConfig(camera_model=camera_model)
@@ -83,7 +76,8 @@ def test_accuracy_on_synthetic_ground_truth(model, case, camera_model):
     # the returned joints are the fitted ones under the K used (nominal for weak perspective)
     uv = project_perspective(out["joints_3d"], out["K"])
     err_fit = np.linalg.norm(uv - case["keypoints_2d"], axis=-1).mean(-1)
-    err_init = np.linalg.norm(project_perspective(init["joints_3d"], init["K"]) - case["keypoints_2d"], axis=-1).mean(-1)
+    uv_init = project_perspective(init["joints_3d"], init["K"])
+    err_init = np.linalg.norm(uv_init - case["keypoints_2d"], axis=-1).mean(-1)
     np.testing.assert_allclose(err_fit, e["reprojection_px"], rtol=1e-3, atol=1e-3)
     assert np.median(err_fit) <= 0.5 * np.median(err_init), (np.median(err_init), np.median(err_fit))
     pa_init = np.median(pa_mpjpe(init["joints_3d"], case["gt_joints"]))

@@ -131,7 +131,7 @@ class HandCropDataset(torch.utils.data.Dataset):
         centre, side = 0.5 * (lo + hi), max(float(np.max(hi - lo)), 8.0) * 1.4
         angle = 0.0
         if self.augment:
-            side *= rng.uniform(0.9, 1.3)
+            side *= rng.uniform(0.9, 1.5)  # 1.26-2.1 x the extent: covers MediaPipe's ROI (2x)
             centre = centre + rng.uniform(-0.08, 0.08, 2) * side
             angle = rng.uniform(-math.pi / 6, math.pi / 6)
         flip = rec.get("hand", "right") == "left"
@@ -154,7 +154,8 @@ class HandCropDataset(torch.utils.data.Dataset):
             uvh = joints @ K_crop.T
             uv = uvh[:, :2] / uvh[:, 2:]
         else:
-            K_crop, joints_norm, d_norm, rho, bone = A.copy(), np.zeros((N_KEYPOINTS, 3)), np.zeros(N_KEYPOINTS), 0.0, 0.0
+            K_crop, rho, bone = A.copy(), 0.0, 0.0  # 2D only: the 3D targets are masked by has_3d
+            joints_norm, d_norm = np.zeros((N_KEYPOINTS, 3)), np.zeros(N_KEYPOINTS)
         R = S // 4
         heat = _gaussian_heatmaps((uv / (S / R) - 0.5).astype(np.float32), R)
         inside = (uv >= 0).all(axis=1) & (uv < S).all(axis=1)
@@ -301,15 +302,16 @@ class SyntheticHandRenderer:
             depth = max(0.12, focal * extent / (rng.uniform(0.4, 0.8) * S))
             target = K[:2, 2] + rng.uniform(-0.15, 0.15, 2) * S
             centre = kp.mean(0)
-            shift = np.array([(target[0] - K[0, 2]) * depth / focal, (target[1] - K[1, 2]) * depth / focal, depth]) - centre
+            want = np.array([(target[0] - K[0, 2]) * depth / focal, (target[1] - K[1, 2]) * depth / focal, depth])
+            shift = want - centre
             v, kp = v + shift, kp + shift
-            if (v[:, 2] < 0.05).any():
-                continue
+            v_near = float(v[:, 2].min())
+            if v_near < 0.05:  # keep every vertex in front of the camera
+                v, kp = v + [0, 0, 0.05 - v_near], kp + [0, 0, 0.05 - v_near]
             uvh = kp @ K.T
             uv = uvh[:, :2] / uvh[:, 2:]
-            if uv.min() < 0.02 * S or uv.max() > 0.98 * S:
-                continue
-            break
+            if v_near >= 0.05 and uv.min() >= 0.02 * S and uv.max() <= 0.98 * S:
+                break  # else redraw (after 20 draws the last one is kept: `visible` marks what left the image)
         img = _background(rng, S)
         vh = v @ K.T
         vpx = np.concatenate([vh[:, :2] / vh[:, 2:], v[:, 2:]], axis=1)

@@ -15,7 +15,7 @@ Pipeline (one right-hand crop; a left hand is flipped horizontally first, see `H
        length B (B,) (meters, softplus) and the scale-normalized root depth rho (B,) with
            z_root = rho * B * f_crop / S      (f_crop: the crop camera's focal length, pixels)
        so that rho is the root depth in "bone lengths at a unit focal length per crop side", independent of
-       the crop's zoom (about S / L for a reference bone L crop pixels long).
+       the crop's zoom (about S / L for a reference bone L crop pixels long: 2-3 for the training crops).
     -> Eq. 5 (`lift_crop_torch`): p_j = pi^-1(K_crop, (u_j, v_j), z_root + d'_j B); in bone units for training
     -> IKNet (engine.hand_module.iknet) on the root-relative, bone-normalized P -> theta (B, 16, 4)
     -> hand layer (engine.hand_model.torch_layer.HandLayer) theta, beta -> mesh and 21 keypoints, translated
@@ -47,7 +47,6 @@ from engine.hand_model.constants import N_KEYPOINTS, N_SHAPE, REFERENCE_BONE, RO
 
 log = logging.getLogger(__name__)
 
-MODEL_DIR = pathlib.Path(__file__).resolve().parents[2] / "models" / "hourglass"
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.25, 0.25, 0.25)
 
@@ -167,14 +166,14 @@ class HourglassNet(nn.Module):
             nn.BatchNorm2d(sc), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
         self.shape_head = nn.Linear(sc, N_SHAPE + 2)
-        with torch.no_grad():  # start at beta = 0, bone ~ 9 cm, rho ~ 4 (a hand filling the crop)
+        with torch.no_grad():  # start at beta = 0, bone ~ 9 cm, rho ~ 2.5 (a hand filling the crop)
             self.shape_head.weight.mul_(0.01)
             self.shape_head.bias.zero_()
             self.shape_head.bias[N_SHAPE] = math.log(math.expm1(0.09 / 0.05))
-            self.shape_head.bias[N_SHAPE + 1] = math.log(math.expm1(4.0))
+            self.shape_head.bias[N_SHAPE + 1] = math.log(math.expm1(2.5))
         for head in self.heads:  # low initial heatmaps, zero depth
             nn.init.normal_(head.weight, std=1e-3)
-            nn.init.constant_(head.bias[:k], -4.0)
+            nn.init.constant_(head.bias[:k], -2.5)
             nn.init.zeros_(head.bias[k:])
         self.register_buffer("mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1))
@@ -316,36 +315,67 @@ def crop_transform(keypoints_2d: np.ndarray, size: int, pad: float = 1.4) -> np.
     return np.array([[r, 0.0, size / 2 - r * centre[0]], [0.0, r, size / 2 - r * centre[1]], [0.0, 0.0, 1.0]])
 
 
+def uvd_pixels(uv: np.ndarray, d_norm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(u, v, d') -> the keypoint stage's (u, v, d) with d in pixels: d = d' s, s from Eq. 15 (guarded).
+
+    Args: uv (..., K, 2) full-frame px; d_norm (..., K) root-relative depth in reference-bone units.
+    Returns: uvd (..., K, 3), s (...) px per bone. Where Eq. 15 applies (no palm fallback),
+    `lifting.normalized_depth(uvd)` gives d' back exactly: the reference bone's (u, v, d) length is
+    sqrt(du^2 + dv^2 + s^2 dd'^2) = s. So `hand_module.fit_init` with depth source "uvd" sees the network's d'.
+    """
+    from engine.hand_module import lifting
+
+    uv = np.asarray(uv, np.float64)
+    d_norm = np.asarray(d_norm, np.float64)
+    s, _ = lifting.weak_perspective_scale(uv, d_norm)
+    d = (d_norm - d_norm[..., ROOT_KEYPOINT, None]) * s[..., None]
+    return np.concatenate([uv, d[..., None]], axis=-1), s
+
+
 class HourglassBackbone:
     """Per-image keypoint stage with the hourglass network, the same per-hand outputs as the MediaPipe stage.
 
-    `predict(image, box_keypoints_2d, side, K=None)` crops a square around the given 2D keypoints (a previous
-    frame's keypoints, a detector's palm keypoints or a box's corners), flips left hands to right, runs the
-    network and returns a dict with
-        keypoints_uvd (21, 3) float32: u, v full-frame px, d = d' * L_px (pixel units like the MediaPipe stage:
-            L_px = the reference bone's length in full-frame pixels of the lifted weak-perspective hand)
+    `predict(image, keypoints_2d=None, side="right", K=None, roi=None)` crops a square around the given 2D
+    keypoints (a previous frame's keypoints or a box's corners; axis-aligned, side 1.4 x their extent) or
+    around a MediaPipe ROI (`crops.Roi`, e.g. the tracker's ROI from the palm detector or the last frame;
+    rotated, its size times ROI_ZOOM to match the training crops), flips left hands to right, runs the network
+    and returns a dict with
+        keypoints_uvd (21, 3) float32: u, v full-frame px, d = d' s in pixels like the MediaPipe stage
+            (s from Eq. 15; see `uvd_pixels`)
         d_norm (21,): d' (root-relative, reference-bone units), confidence (21,): the heatmaps' peak values
         beta (10,), bone_length (m), joints_3d (21, 3): Eq. 5 with K (meters, camera frame, via
         lifting.perspective_lift with the predicted bone length) or Eq. 14-15 without K (bone units, root-
-        relative, via lifting.weak_perspective_lift), scale (weak perspective s, px per bone) or None
+        relative, via lifting.weak_perspective_lift), scale (weak perspective s, px per bone) or None,
+        root_depth_network (m, with K): the shape branch's own d_root (Eq. 5's; joints_3d uses the root depth
+            that makes the lifted reference bone bone_length long instead, lifting.solve_root_depth)
+    Both camera models come from the same network outputs (Sec. 3.5).
     """
+
+    ROI_ZOOM = 0.8  # MediaPipe's landmark ROI is 2x the hand's extent; training crops are 1.3-2.1x
 
     def __init__(self, weights, device: str = "cpu"):
         self.net = load_weights(weights, device) if not isinstance(weights, HourglassNet) else weights.eval()
         self.device = device
 
     @torch.inference_mode()
-    def predict(self, image: np.ndarray, box_keypoints_2d: np.ndarray, side: str = "right", K=None) -> dict:
+    def predict(self, image: np.ndarray, keypoints_2d: np.ndarray | None = None, side: str = "right", K=None,
+                roi=None) -> dict:
         import cv2
 
-        from engine.hand_module import lifting
+        from engine.hand_module import crops, lifting
 
         S = self.net.config.input_size
-        A = crop_transform(np.asarray(box_keypoints_2d, np.float64), S)
+        if roi is not None:
+            roi = crops.Roi(roi[0], roi[1], roi[2] * self.ROI_ZOOM, roi[3])
+            A = crops.crop_matrix(roi, S).astype(np.float64)
+        elif keypoints_2d is not None:
+            A = crop_transform(np.asarray(keypoints_2d, np.float64), S)
+        else:
+            raise ValueError("predict needs keypoints_2d or roi")
         if side == "left":
             A = np.array([[-1.0, 0.0, S], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ A
-        crop = cv2.warpAffine(image, A[:2], (S, S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        x = torch.from_numpy(crop).float().div(255.0).permute(2, 0, 1)[None].to(self.device)
+        crop = cv2.warpPerspective(image, A, (S, S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        x = torch.from_numpy(np.ascontiguousarray(crop)).float().div(255.0).permute(2, 0, 1)[None].to(self.device)
         out = self.net(x)
         uvd = out["uvd"][0].double().cpu().numpy()
         conf = out["heat"][0].flatten(1).amax(-1).double().cpu().numpy()
@@ -355,13 +385,17 @@ class HourglassBackbone:
         d_norm = uvd[:, 2] - uvd[ROOT_KEYPOINT, 2]
         bone = float(out["bone"][0])
         wp, s, _ = lifting.weak_perspective_lift(uv, d_norm)
+        uvd_px, _ = uvd_pixels(uv, d_norm)
+        root_net = None
         if K is not None:
             joints, _ = lifting.perspective_lift(uv, d_norm, np.asarray(K, np.float64), bone)
+            f_crop = math.sqrt(abs(np.linalg.det((A @ np.asarray(K, np.float64))[:2, :2])))
+            root_net = float(out["rho"][0]) * bone * f_crop / S
             scale = None
         else:
             joints, scale = wp, float(s)
         return dict(
-            keypoints_uvd=np.concatenate([uv, (d_norm * float(s))[:, None]], axis=1).astype(np.float32),
+            keypoints_uvd=uvd_px.astype(np.float32),
             d_norm=d_norm, confidence=conf.astype(np.float32), beta=out["beta"][0].double().cpu().numpy(),
-            bone_length=bone, joints_3d=joints, scale=scale,
+            bone_length=bone, joints_3d=joints, scale=scale, root_depth_network=root_net,
         )

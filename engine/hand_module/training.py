@@ -2,7 +2,8 @@
 
     python -m engine train synth OUT_DIR --count 20000 [--size 256] [--seed 0] [--sides both]
     python -m engine train run DATA_DIR [DATA_DIR ...] -o RUN_DIR [--epochs 100,50,100] [--steps N]
-        [--batch-size 32] [--device auto|cpu|cuda] [--smoke] [--resume] [--workers 2]
+        [--batch-size 32] [--device auto|cpu|cuda] [--smoke] [--resume] [--workers 2] [--val DIR]
+    python -m engine train eval RUN_DIR/hourglass.safetensors DATA_DIR [...]   (held-out figures, JSON)
 
 Three stages (Sec. 4.1), Adam throughout:
   1. keypoints  (100 epochs, lr 3e-4): the hourglass + shape branch with L_theta (Eq. 6)
@@ -117,14 +118,15 @@ class Progress:
         self.tty = sys.stderr.isatty()
         self.t0 = time.monotonic()
 
-    def update(self, done: int, loss: float) -> None:
+    def update(self, done: int, loss: float | None = None) -> None:
         if not self.tty and done % self.every and done != self.total:
             return
         frac = done / self.total
         rate = done / max(time.monotonic() - self.t0, 1e-9)
         eta = (self.total - done) / max(rate, 1e-9)
         bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
-        line = f"{self.label:>9} [{bar}] {done}/{self.total} loss {loss:.4g} {rate:.1f} it/s eta {eta:.0f}s"
+        shown = "" if loss is None else f" loss {loss:.4g}"
+        line = f"{self.label:>9} [{bar}] {done}/{self.total}{shown} {rate:.1f} it/s eta {eta:.0f}s"
         sys.stderr.write(("\r" + line) if self.tty else (line + "\n"))
         if self.tty and done == self.total:
             sys.stderr.write("\n")
@@ -144,7 +146,7 @@ def _to(batch: dict, device) -> dict:
 
 def train(data_dirs, run_dir, *, epochs=PAPER_EPOCHS, max_steps=None, batch_size=32, device="auto", smoke=False,
           resume=False, workers=0, seed=0, iknet_init="shipped", log_every=10, checkpoint_every=500,
-          stages=STAGES, hand_model=None) -> dict:
+          stages=STAGES, hand_model=None, val_dirs=None) -> dict:
     """Runs the three-stage schedule; returns dict(losses={stage: [loss per step]}, files={...}).
 
     Args:
@@ -152,6 +154,7 @@ def train(data_dirs, run_dir, *, epochs=PAPER_EPOCHS, max_steps=None, batch_size
         an IKNet "epoch" is one pass of len(dataset) sampled poses. max_steps: cap on the steps of each stage.
         smoke: the tiny SMOKE_CONFIG network at 64 px (CPU minutes) instead of the paper's.
         resume: continue from run_dir/checkpoint.pt. stages: which of STAGES to run.
+        val_dirs: ground-truth folders evaluated (`evaluate`, first 500 records) at each stage end, logged.
     """
     from engine.hand_model import load_hand_model
     from engine.hand_model.torch_layer import HandLayer
@@ -271,9 +274,12 @@ def train(data_dirs, run_dir, *, epochs=PAPER_EPOCHS, max_steps=None, batch_size
             state.update(stage=si + 1, step=0)
             save_checkpoint(opt)
             done = losses[stage]
+            val = evaluate(net, val_dirs, device=device, limit=500) if val_dirs else None
+            if val:
+                log.info("%s: held-out %s", stage, val)
             log_file.write(json.dumps(dict(stage=stage, event="stage_end", steps=total,
                                            first_loss=done[0] if done else None,
-                                           last_loss=done[-1] if done else None)) + "\n")
+                                           last_loss=done[-1] if done else None, val=val)) + "\n")
             log_file.flush()
     finally:
         log_file.close()
@@ -284,6 +290,48 @@ def train(data_dirs, run_dir, *, epochs=PAPER_EPOCHS, max_steps=None, batch_size
                if not k.endswith("num_batches_tracked")}, str(run_dir / "iknet.safetensors"))
     return dict(losses=losses, files=dict(hourglass=str(run_dir / "hourglass.safetensors"),
                                           iknet=str(run_dir / "iknet.safetensors"), log=str(run_dir / "log.jsonl")))
+
+
+# ------------------------------------------------------------------------------------------------ evaluate
+@torch.no_grad()
+def evaluate(weights, data_dirs, *, batch_size: int = 16, device: str = "cpu", limit: int | None = None) -> dict:
+    """Held-out figures of a HourglassNet on ground-truth folders (crops from the true 2D joints, no augment).
+
+    Returns dict(records, px_2d: mean 2D keypoint error in crop pixels (input_size scale), px_2d_full: the same
+    in the images' own pixels, mpjpe_rr_mm: mean root-relative 3D error of the Eq. 5 joints with the predicted
+    bone length (records with 3D), root_rel_err: mean |z_root / z_root_true - 1| of rho, bone_rel_err).
+    """
+    from engine.hand_module import hourglass as hg
+    from engine.hand_module.datasets import HandCropDataset
+
+    net = weights if isinstance(weights, torch.nn.Module) else hg.load_weights(weights, device)
+    net.eval()
+    S = net.config.input_size
+    ds = HandCropDataset(list(data_dirs), input_size=S, augment=False)
+    idx = list(range(len(ds) if limit is None else min(limit, len(ds))))
+    px, px_full, mpjpe, root_err, bone_err = [], [], [], [], []
+    for i in range(0, len(idx), batch_size):
+        batch = _to(torch.utils.data.default_collate([ds[j] for j in idx[i : i + batch_size]]), device)
+        out = net(batch["image"])
+        err = (out["uvd"][..., :2] - batch["uv"]).norm(dim=-1).mean(-1)
+        px += err.tolist()
+        f_ratio = hg.crop_focal(batch["K_crop"])  # crop px per image px = f_crop / f when 3D exists
+        m3 = batch["has_3d"] > 0
+        if m3.any():
+            joints = hg.lift_crop_torch(out["uvd"], out["rho"], batch["K_crop"], S) * out["bone"][:, None, None]
+            truth = batch["joints_norm"] * batch["bone"][:, None, None]
+            rr = (joints - joints[:, 9:10]) - (truth - truth[:, 9:10])
+            mpjpe += (rr.norm(dim=-1).mean(-1)[m3] * 1000).tolist()
+            root_err += (out["rho"] / batch["rho"] - 1).abs()[m3].tolist()
+            bone_err += (out["bone"] / batch["bone"] - 1).abs()[m3].tolist()
+            K_full = torch.tensor([ds.records[j]["K"][0][0] for j in idx[i : i + batch_size]], device=device)
+            px_full += (err[m3] * K_full[m3] / f_ratio[m3]).tolist()
+
+    def mean(v):
+        return float(np.mean(v)) if v else None
+
+    return dict(records=len(idx), px_2d=mean(px), px_2d_full=mean(px_full), mpjpe_rr_mm=mean(mpjpe),
+                root_rel_err=mean(root_err), bone_rel_err=mean(bone_err))
 
 
 # --------------------------------------------------------------------------------------------------- CLI
@@ -311,6 +359,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true")
     r.add_argument("--iknet-init", choices=("shipped", "scratch"), default="shipped")
     r.add_argument("--checkpoint-every", type=int, default=500)
+    r.add_argument("--val", type=pathlib.Path, nargs="*", default=None, help="held-out folders (stage ends)")
+    e = sub.add_parser("eval", help="held-out figures of trained weights on ground-truth folders")
+    e.add_argument("weights", type=pathlib.Path, help="hourglass.safetensors")
+    e.add_argument("data", nargs="+", type=pathlib.Path)
+    e.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    e.add_argument("--limit", type=int, default=None)
     return p
 
 
@@ -322,8 +376,11 @@ def main(argv: list[str], prog: str = "python -m engine train") -> int:
 
         bar = Progress(args.count, "synth")
         n = generate_synthetic_set(args.out, args.count, args.size, args.seed, args.sides, args.hand_model,
-                                   progress=lambda done, total: bar.update(done, float("nan")))
+                                   progress=lambda done, total: bar.update(done))
         log.info("wrote %d records to %s", n, args.out)
+        return 0
+    if args.cmd == "eval":
+        print(json.dumps(evaluate(args.weights, args.data, device=args.device, limit=args.limit), indent=1))
         return 0
     try:
         epochs = tuple(int(e) for e in args.epochs.split(","))
@@ -339,7 +396,8 @@ def main(argv: list[str], prog: str = "python -m engine train") -> int:
         raise InputError("--device cuda: no CUDA device is available to torch here")
     result = train(args.data, args.output, epochs=epochs, max_steps=args.steps, batch_size=args.batch_size,
                    device=args.device, smoke=args.smoke, resume=args.resume, workers=args.workers, seed=args.seed,
-                   iknet_init=args.iknet_init, checkpoint_every=args.checkpoint_every, stages=stages)
+                   iknet_init=args.iknet_init, checkpoint_every=args.checkpoint_every, stages=stages,
+                   val_dirs=args.val)
     for stage, values in result["losses"].items():
         if values:
             log.info("%s: loss %.4g -> %.4g over %d steps", stage, values[0], values[-1], len(values))
