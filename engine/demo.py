@@ -17,28 +17,12 @@ import logging
 import pathlib
 import subprocess
 import sys
-import textwrap
 import time
+
+from engine.errors import EngineError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "dex-retargeting_human_hand_video.mp4"
-
-_BLENDER_SCRIPT = textwrap.dedent(
-    """
-    import sys, bpy
-    result, source, blend, fbx = sys.argv[1:5]
-    from handtailor_blender import capture, ops_export
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    scene = bpy.context.scene
-    try:
-        clip = bpy.data.movieclips.load(source, check_existing=True)
-    except RuntimeError:
-        clip = None
-    capture.apply_result(scene, result, clip=clip)
-    bpy.ops.wm.save_as_mainfile(filepath=blend)
-    ops_export.export_fbx(fbx, ops_export.hand_rigs(scene), "BLENDER")
-    """
-)
 
 
 def extract_frames(video_path: pathlib.Path, out_dir: pathlib.Path, count: int = 4) -> list[pathlib.Path]:
@@ -59,63 +43,65 @@ def extract_frames(video_path: pathlib.Path, out_dir: pathlib.Path, count: int =
     return paths
 
 
-def build_blend(result: pathlib.Path, source: pathlib.Path, blend: pathlib.Path, fbx: pathlib.Path) -> str | None:
-    """Makes the .blend and .fbx under the bpy module in a child process; returns None or why it was skipped."""
-    try:
-        import importlib.util
+def blender_available() -> bool:
+    import importlib.util
 
-        if importlib.util.find_spec("bpy") is None:
-            return "the bpy module is not installed (./demo.sh installs it)"
-    except (ImportError, ValueError):
-        return "the bpy module is not importable"
-    if not (REPO / "handtailor_blender" / "capture.py").is_file():
-        return "the Blender add-on (handtailor_blender/) is not present"
-    proc = subprocess.run(
-        [sys.executable, "-c", _BLENDER_SCRIPT, str(result), str(source), str(blend), str(fbx)],
-        cwd=REPO, capture_output=True, text=True, timeout=1800,
-    )
-    if proc.returncode != 0 or not blend.exists():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        return "the Blender step failed: " + " | ".join(tail)
-    return None
+    return importlib.util.find_spec("bpy") is not None
+
+
+def capture_in_blender(source: str, frames: str | None, out: pathlib.Path) -> dict[str, pathlib.Path]:
+    """The product path: the add-on's headless entry drives the engine over its protocol, rigs and keys the
+    hand under bpy, and writes the .blend, the .fbx, the result and the overlay video."""
+    paths = {"result": out / "sample_result.npz", "overlay": out / "sample_overlay.mp4",
+             "blend": out / "sample.blend", "fbx": out / "sample.fbx"}
+    cmd = [sys.executable, "-m", "handtailor_blender", "capture", source, "--blend", str(paths["blend"]),
+           "--fbx", str(paths["fbx"]), "--result", str(paths["result"]), "--overlay", str(paths["overlay"])]
+    if frames:
+        cmd += ["--frames", frames]
+    proc = subprocess.run(cmd, cwd=REPO)
+    if proc.returncode != 0:
+        raise EngineError(f"the Blender capture failed (exit {proc.returncode}); its log is above", code="internal")
+    return paths
+
+
+def capture_engine_only(source: str, frames: str | None, out: pathlib.Path) -> dict[str, pathlib.Path]:
+    """Engine only (no bpy): the result and the overlay video."""
+    from engine import capture
+
+    paths = {"result": out / "sample_result.npz", "overlay": out / "sample_overlay.mp4"}
+    start, end = capture.parse_frames(frames)
+    options = capture.CaptureOptions(source=source, output=str(paths["result"]), frame_start=start,
+                                      frame_end=end, overlay=str(paths["overlay"]))
+    bar = capture.ProgressBar()
+    try:
+        capture.run_capture(options, progress=bar)
+    finally:
+        bar.close()
+    return paths
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m engine.demo") -> int:
-    from engine import capture
-
     p = argparse.ArgumentParser(prog=prog, description="Capture the bundled sample clip end to end.")
     p.add_argument("--out", default=str(REPO / "out" / "demo"), help="output folder (default: out/demo)")
     p.add_argument("--frames", help="frame range A:B (inclusive; default: the whole clip)")
     p.add_argument("--source", default=str(SAMPLE), help="footage (default: the bundled sample clip)")
-    p.add_argument("--no-blender", action="store_true", help="skip the .blend / .fbx step")
+    p.add_argument("--no-blender", action="store_true", help="engine only: no .blend / .fbx")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    out = pathlib.Path(args.out)
+    out = pathlib.Path(args.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
-    start, end = capture.parse_frames(args.frames)
-    result = out / "sample_result.npz"
-    overlay = out / "sample_overlay.mp4"
-    options = capture.CaptureOptions(source=args.source, output=str(result), frame_start=start, frame_end=end,
-                                      overlay=str(overlay))
-    bar = capture.ProgressBar()
+    source = str(pathlib.Path(args.source).absolute())
     t0 = time.perf_counter()
-    try:
-        summary = capture.run_capture(options, progress=bar)
-    finally:
-        bar.close()
+    if args.no_blender or not blender_available():
+        if not args.no_blender:
+            logging.getLogger("engine.demo").warning("the bpy module is not installed: engine only (./demo.sh installs it)")
+        paths = capture_engine_only(source, args.frames, out)
+    else:
+        paths = capture_in_blender(source, args.frames, out)
     secs = time.perf_counter() - t0
-    frames = extract_frames(overlay, out)
-    lines = [
-        f"captured {summary['frames']} frames in {secs:.0f} s ({summary['frames'] / secs:.2f} fps); "
-        f"valid frames per hand: {dict(zip(summary['hand_side'], summary['valid_frames']))}",
-        f"result:  {result}",
-        f"overlay: {overlay}",
-        f"frames:  {', '.join(str(f) for f in frames)}",
-    ]
-    if not args.no_blender:
-        blend, fbx = out / "sample.blend", out / "sample.fbx"
-        why = build_blend(result, pathlib.Path(args.source).absolute(), blend, fbx)
-        lines.append(f"blender: {blend}, {fbx}" if why is None else f"blender: skipped ({why})")
+    frames = extract_frames(paths["overlay"], out)
+    lines = [f"done in {secs:.0f} s; wrote:"] + [f"  {k:<8} {v}" for k, v in paths.items()]
+    lines.append(f"  frames   {', '.join(str(f) for f in frames)}")
     print("\n".join(lines), file=sys.stderr)
     return 0
 

@@ -3,7 +3,7 @@
     python -m handtailor_blender capture SOURCE --blend OUT.blend [--fbx OUT.fbx] [--preset UNITY]
         [--frames A:B] [--stride N] [--hands {1,2}] [--intrinsics fx,fy,cx,cy[,k1,k2,p1,p2,k3]]
         [--hand-model PATH] [--iterations N] [--smoothing W] [--steady-shape] [--mirrored]
-        [--interpolation LINEAR] [--result OUT.npz]
+        [--interpolation LINEAR] [--result OUT.npz] [--overlay OUT.mp4]
     python -m handtailor_blender retailor IN.blend --blend OUT.blend [--rig NAME] [--frames A:B]
         [--joints a,b] [--iterations N]
     python -m handtailor_blender export IN.blend --fbx OUT.fbx [--preset BLENDER|UNITY|UNREAL]
@@ -38,13 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--fbx", type=pathlib.Path)
     c.add_argument("--preset", default="BLENDER", choices=["BLENDER", "UNITY", "UNREAL"])
     c.add_argument("--result", default="", help="where the engine writes the capture result (.npz)")
+    c.add_argument("--overlay", default="", help="also write the engine's overlay video (.mp4) here")
     c.add_argument("--frames")
     c.add_argument("--stride", type=int, default=1)
     c.add_argument("--hands", type=int, default=2, choices=[1, 2])
     c.add_argument("--intrinsics")
     c.add_argument("--hand-model")
     c.add_argument("--iterations", type=int, default=20)
-    c.add_argument("--smoothing", type=float, default=0.0)
+    c.add_argument("--smoothing", type=float, default=None, help="temporal smoothing weight (default: the engine's)")
     c.add_argument("--batch-size", type=int, default=64)
     c.add_argument("--steady-shape", action="store_true")
     c.add_argument("--mirrored", action="store_true")
@@ -95,7 +96,8 @@ def main(argv=None) -> int:
                 frame_start=fs, frame_end=fe, stride=args.stride, hands=args.hands, intrinsics=intr,
                 hand_model=args.hand_model, iterations=args.iterations, smoothing=args.smoothing,
                 steady_shape=args.steady_shape, mirrored=args.mirrored, batch_size=args.batch_size,
-                interpolation=args.interpolation)
+                interpolation=args.interpolation,
+                overlay=str(pathlib.Path(args.overlay).absolute()) if args.overlay else None)
             if not settings.output:
                 settings.output = str(args.blend.absolute().with_suffix(".npz"))
             clip = None

@@ -39,7 +39,7 @@ class CaptureSettings:
     intrinsics: list | None = None
     hand_model: str | None = None
     iterations: int = 20
-    smoothing: float = 0.0
+    smoothing: float | None = None  # None: the engine's default
     steady_shape: bool = False
     mirrored: bool = False
     batch_size: int = 64

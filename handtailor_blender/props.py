@@ -30,7 +30,8 @@ class HandTailorSettings(bpy.types.PropertyGroup):
     k3: FloatProperty(name="k3", default=0.0)
     hands: EnumProperty(name="Hands", items=[("1", "1", "One hand"), ("2", "2", "Up to two hands")], default="2")
     iterations: IntProperty(name="Tailor iterations", default=20, min=0, max=1000)
-    smoothing: FloatProperty(name="Smoothing", default=0.0, min=0.0, max=100.0)
+    smoothing: FloatProperty(name="Smoothing", default=10.0, min=0.0, max=100.0,
+                             description="Weight of the tailor's temporal term (joint acceleration); 0 = off")
     steady_shape: BoolProperty(name="Steady shape", default=False,
                                description="One hand shape (beta) for the whole clip instead of one per frame")
     mirrored: BoolProperty(name="Mirrored footage", default=False)
