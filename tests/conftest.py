@@ -1,4 +1,3 @@
-import os
 import pathlib
 
 import pytest
@@ -28,6 +27,3 @@ def gt_sample_dir(shared_dir) -> pathlib.Path:
     return d
 
 
-def pytest_configure(config):
-    # JAX on a 2-core CPU: keep it from grabbing every core twice over when pytest runs alongside torch.
-    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
