@@ -76,6 +76,8 @@ class CaptureOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     device: str = "cpu"
     threads: int | None = DEFAULT_TORCH_THREADS  # torch intra-op threads for the networks (None: torch's default)
+    backbone: str = "mediapipe"  # keypoint network: "mediapipe" | "hourglass" (engine.hand_module.tracking)
+    hourglass_weights: str | None = None  # hourglass.safetensors (needed by backbone "hourglass")
 
     def __post_init__(self):
         self.iterations = DEFAULT_ITERATIONS if self.iterations is None else int(self.iterations)
@@ -99,6 +101,10 @@ class CaptureOptions:
             if k[0] <= 0 or k[1] <= 0:
                 raise InputError(f"intrinsics: focal lengths must be positive (got fx={k[0]}, fy={k[1]}).")
             self.intrinsics = k
+        self.backbone = "mediapipe" if self.backbone is None else str(self.backbone)
+        from engine.hand_module.tracking import check_backbone
+
+        check_backbone(self.backbone, self.hourglass_weights)  # before any footage is read
 
     @classmethod
     def from_protocol(cls, args: dict) -> "CaptureOptions":
@@ -581,7 +587,12 @@ def make_tracker(options: CaptureOptions):
     if options.threads:
         torch.set_num_threads(int(options.threads))
 
-    return TimedTracker(HandTracker(max_hands=options.hands, mirrored=options.mirrored, device=options.device))
+    K = None
+    if options.intrinsics is not None:  # the hourglass lifts with K (Eq. 5); MediaPipe ignores it
+        fx, fy, cx, cy = options.intrinsics[:4]
+        K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+    return TimedTracker(HandTracker(max_hands=options.hands, mirrored=options.mirrored, device=options.device,
+                                    backbone=options.backbone, hourglass_weights=options.hourglass_weights, K=K))
 
 
 def run_capture(options: CaptureOptions, progress: ProgressFn | None = None, should_stop: StopFn | None = None,
@@ -772,6 +783,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--overlay", help="also write a video of the fitted mesh over the footage (.mp4)")
     p.add_argument("--threads", type=int, default=DEFAULT_TORCH_THREADS,
                    help=f"torch threads for the networks (default {DEFAULT_TORCH_THREADS}; 0 = torch's default)")
+    p.add_argument("--backbone", choices=["mediapipe", "hourglass"], default="mediapipe",
+                   help="keypoint network (default mediapipe; hourglass needs --hourglass-weights)")
+    p.add_argument("--hourglass-weights", metavar="FILE", default=None,
+                   help="hourglass.safetensors written by `python -m engine train run` (for --backbone hourglass)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -783,6 +798,7 @@ def options_from_args(args: argparse.Namespace) -> CaptureOptions:
         hands=args.hands, intrinsics=parse_intrinsics(args.intrinsics), hand_model=args.hand_model,
         iterations=args.iterations, smoothing=args.smoothing, steady_shape=args.steady_shape,
         mirrored=args.mirrored, overlay=args.overlay, batch_size=args.batch_size, threads=args.threads or None,
+        backbone=args.backbone, hourglass_weights=args.hourglass_weights,
     )
 
 

@@ -2,6 +2,7 @@
 
     python -m engine eval DIR [--json] [--out report.md] [--both] [--iterations 20 | 10,20,50,100]
         [--hand-model PATH] [--left {model,flip}] [--limit N] [--pck-px 10] [--oracle-2d]
+        [--backbone mediapipe|hourglass [--hourglass-weights FILE]]
 
 DIR holds images and `annotations_normalized.json` (format: `../shared/data/README.md`): one record per hand
 instance with `image`, `hand`, `K` | null, `joints_3d_m` | null, `joints_2d_px` | null, `visible` | null.
@@ -10,6 +11,10 @@ Per record, the pipeline runs as the capture does, on the one image: the keypoin
 static images: detection on every image), the hand module's `fit_init` (lifting + IKNet + shape) and the
 tailor. The camera is perspective with the record's K when it has one, weak perspective when not; `--both`
 evaluates every record under both (the weak-perspective run ignores K, as the paper's "w/o K" rows).
+
+`--backbone hourglass` swaps the keypoint network for the paper's hourglass (engine.hand_module.tracking: same
+palm-detector ROIs, `--hourglass-weights` required; it lifts with the record's K under perspective, Eq. 5, and
+with Eq. 14-15 under weak perspective). The report's "backbone" names the one used.
 
 Stages reported:
 - `backbone`: the keypoint network's own output: its 2D keypoints (px_error, pck_2d) and its metric,
@@ -136,8 +141,13 @@ def _project(xyz: np.ndarray, K: np.ndarray) -> np.ndarray:
 class Pipeline:
     """The capture pipeline's parts, run on single images (models loaded once)."""
 
-    def __init__(self, hand_model_path: str | None = None, left: str = "model", oracle_2d: bool = False):
+    def __init__(self, hand_model_path: str | None = None, left: str = "model", oracle_2d: bool = False,
+                 backbone: str = "mediapipe", hourglass_weights: str | None = None):
         from engine.hand_model import load_hand_model
+        from engine.hand_module.tracking import check_backbone
+
+        check_backbone(backbone, hourglass_weights)  # before any image is read
+        self.backbone, self.hourglass_weights = backbone, hourglass_weights
 
         self.left, self.oracle_2d = left, oracle_2d
         self.models = {"right": load_hand_model(hand_model_path, side="right")}
@@ -147,9 +157,14 @@ class Pipeline:
         self._detections: dict = {}
 
     # -- keypoints
-    def detect(self, image_path: pathlib.Path, flip: bool) -> list:
-        """All hands the keypoint stage finds in one image (static: a fresh detection, no tracking state)."""
-        key = (str(image_path), flip)
+    def detect(self, image_path: pathlib.Path, flip: bool, K: np.ndarray | None = None) -> list:
+        """All hands the keypoint stage finds in one image (static: a fresh detection, no tracking state).
+
+        K (3, 3) of the (possibly flipped) image: the hourglass backbone's Eq. 5 lifting; MediaPipe ignores it.
+        """
+        if self.backbone == "mediapipe":
+            K = None
+        key = (str(image_path), flip, None if K is None else np.asarray(K, np.float64).tobytes())
         if key not in self._detections:
             import cv2
 
@@ -159,18 +174,21 @@ class Pipeline:
             rgb = np.ascontiguousarray(bgr[:, :, ::-1])
             if flip:
                 rgb = np.ascontiguousarray(rgb[:, ::-1])
-            self._detections[key] = (self._run_tracker(rgb), rgb.shape[1], rgb.shape[0])
+            self._detections[key] = (self._run_tracker(rgb, K), rgb.shape[1], rgb.shape[0])
             if len(self._detections) > 8:  # records of one image are consecutive in practice
                 self._detections.pop(next(iter(self._detections)))
         return self._detections[key]
 
-    def _run_tracker(self, rgb: np.ndarray) -> list:
+    def _run_tracker(self, rgb: np.ndarray, K: np.ndarray | None = None) -> list:
         from engine.hand_module.tracking import HandTracker
 
         if self._tracker is None:  # MediaPipe's static-image mode: palm detection on every image
-            self._tracker = HandTracker(max_hands=2, static_images=True)
+            self._tracker = HandTracker(max_hands=2, static_images=True, backbone=self.backbone,
+                                        hourglass_weights=self.hourglass_weights)
         self._tracker.reset()
-        return list(self._tracker.process_batch([rgb])[0])
+        if K is None:
+            return list(self._tracker.process_batch([rgb])[0])
+        return list(self._tracker.process_batch([rgb], K=K)[0])
 
     # -- one hand
     def run(self, rec: Record, mode: str, iterations: list[int]) -> HandResult:
@@ -178,16 +196,16 @@ class Pipeline:
         res = HandResult(rec, mode)
         flip = rec.hand == "left" and self.left == "flip"
         side = "right" if flip else rec.hand
-        dets, width, height = self.detect(rec.image, flip)
-        obs = match_detection(dets, rec, width, flip)
-        if obs is None:
-            res.failed, res.reason = True, f"no hand detected near the {rec.hand} hand ({len(dets)} found)"
-            return res
         K = None
         if mode == "perspective":
             K = rec.K.copy()
             if flip:
-                K = flip_K(K, width)
+                K = flip_K(K, image_width(rec.image))
+        dets, width, height = self.detect(rec.image, flip, K)
+        obs = match_detection(dets, rec, width, flip)
+        if obs is None:
+            res.failed, res.reason = True, f"no hand detected near the {rec.hand} hand ({len(dets)} found)"
+            return res
         kp_uvd = np.asarray(obs.keypoints_uvd, np.float64)
         conf = np.asarray(obs.confidence, np.float64)
         world = np.asarray(obs.world_landmarks, np.float64)
@@ -254,6 +272,16 @@ class Pipeline:
         return fit(model, init["theta"], init["beta"], init["root"], kp_uvd[None, :, :2], conf[None],
                    np.ones(1, bool), K if mode == "perspective" else init["K"], None, cfg,
                    hand_scale0=init["hand_scale"], projection_scale0=init["projection_scale"], image_size=image_size)
+
+
+def image_width(path: pathlib.Path) -> int:
+    """An image's width in pixels (header only where OpenCV allows; InputError when unreadable)."""
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise InputError(f"cannot read image {path}")
+    return int(img.shape[1])
 
 
 def flip_K(K: np.ndarray, width: int) -> np.ndarray:
@@ -366,7 +394,7 @@ def summarize(results: list[HandResult], iterations: list[int], pck_px: float) -
 # ------------------------------------------------------------------------------------------- report
 def markdown_report(folder: pathlib.Path, report: dict, pck_px: float) -> str:
     """The human-readable report (`--out`)."""
-    lines = [f"# Evaluation of {folder}", ""]
+    lines = [f"# Evaluation of {folder}", "", f"Keypoint backbone: {report.get('backbone', 'mediapipe')}.", ""]
     modes = report.get("modes") or {report.get("mode", "auto"): report}
     for mode, rep in modes.items():
         lines += [f"## Camera: {mode}", "",
@@ -402,7 +430,7 @@ def markdown_report(folder: pathlib.Path, report: dict, pck_px: float) -> str:
 # --------------------------------------------------------------------------------------------- main
 def evaluate(folder: pathlib.Path, both: bool = False, iterations=(20,), hand_model: str | None = None,
              left: str = "model", limit: int | None = None, pck_px: float = 10.0, pipeline=None,
-             oracle_2d: bool = False) -> dict:
+             oracle_2d: bool = False, backbone: str = "mediapipe", hourglass_weights: str | None = None) -> dict:
     """Runs the evaluation; returns the report dict (what `--json` prints)."""
     records = load_annotations(folder)
     if limit:
@@ -410,7 +438,7 @@ def evaluate(folder: pathlib.Path, both: bool = False, iterations=(20,), hand_mo
     if not records:
         raise InputError(f"{folder}/annotations_normalized.json holds no records")
     iterations = sorted({int(i) for i in iterations})
-    pipe = pipeline or Pipeline(hand_model, left, oracle_2d)
+    pipe = pipeline or Pipeline(hand_model, left, oracle_2d, backbone, hourglass_weights)
     runs: dict[str, list[HandResult]] = {}
     for i, rec in enumerate(records):
         modes = (["perspective"] if rec.K is not None else []) + ["weak_perspective"] if both else \
@@ -425,9 +453,11 @@ def evaluate(folder: pathlib.Path, both: bool = False, iterations=(20,), hand_mo
         primary = dict(per.get("perspective", per["weak_perspective"]))
         primary["mode"] = "perspective" if "perspective" in per else "weak_perspective"
         primary["modes"] = per
+        primary["backbone"] = getattr(pipe, "backbone", backbone)
         return primary
     rep = summarize(runs["auto"], iterations, pck_px)
     rep["mode"] = "perspective where K is given, weak perspective otherwise"
+    rep["backbone"] = getattr(pipe, "backbone", backbone)
     return rep
 
 
@@ -449,6 +479,10 @@ def main(argv: list[str], prog: str = "python -m engine eval") -> int:
                     help="diagnostic: give the hand module and the tailor the ground-truth 2D keypoints instead of "
                          "the backbone's (depth and world landmarks stay the network's): the tailor's ceiling")
     ap.add_argument("--pck-px", type=float, default=10.0, help="2D PCK threshold in px (default 10)")
+    ap.add_argument("--backbone", choices=["mediapipe", "hourglass"], default="mediapipe",
+                    help="keypoint network (default mediapipe; hourglass needs --hourglass-weights)")
+    ap.add_argument("--hourglass-weights", metavar="FILE", default=None,
+                    help="hourglass.safetensors written by `python -m engine train run` (for --backbone hourglass)")
     args = ap.parse_args(argv)
     try:
         iterations = [int(x) for x in str(args.iterations).split(",") if x.strip()]
@@ -458,11 +492,14 @@ def main(argv: list[str], prog: str = "python -m engine eval") -> int:
         raise InputError("--iterations needs at least one non-negative integer")
     if not args.dir.is_dir():
         raise InputError(f"{args.dir} is not a folder")
+    from engine.hand_module.tracking import check_backbone
+
+    check_backbone(args.backbone, args.hourglass_weights)  # fail before any work
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
         logging.getLogger("jax").setLevel(logging.WARNING)  # no backend-probing chatter in the log
     report = evaluate(args.dir, args.both, iterations, args.hand_model, args.left, args.limit, args.pck_px,
-                      oracle_2d=args.oracle_2d)
+                      oracle_2d=args.oracle_2d, backbone=args.backbone, hourglass_weights=args.hourglass_weights)
     report["oracle_2d"] = bool(args.oracle_2d)
     if args.out:
         try:

@@ -21,7 +21,9 @@ Commands
     capture  args {"source": path, "output": path.npz, "frame_start": int|null, "frame_end": int|null
                    (inclusive), "stride": 1, "hands": 1|2, "intrinsics": [fx,fy,cx,cy(,k1,k2,p1,p2,k3)]|null,
                    "hand_model": path|null, "iterations": 20, "smoothing": float, "steady_shape": bool,
-                   "mirrored": bool, "overlay": path|null, "batch_size": int}
+                   "mirrored": bool, "overlay": path|null, "batch_size": int,
+                   "backbone": "mediapipe"|"hourglass" (optional, default "mediapipe"),
+                   "hourglass_weights": path|null (optional; needed by "hourglass", else bad_model_file)}
              -> result {"files": {"result": path, "overlay": path|null}, "frames": int,
                         "valid_frames": [int per track], "hand_side": [str per track],
                         "corrupt_frames": [footage frame numbers that could not be decoded]}
@@ -109,6 +111,8 @@ ARG_SPECS: dict[str, dict[str, tuple]] = {
         "mirrored": ((bool,), False, False),
         "overlay": (_STR + (None,), None, False),
         "batch_size": (_INT + (None,), None, False),
+        "backbone": (_STR, "mediapipe", False),
+        "hourglass_weights": (_STR + (None,), None, False),
     },
     "retailor": {
         "result": (_STR, None, True),
@@ -161,6 +165,8 @@ def validate_args(cmd: str, args: dict, id: str | None = None) -> dict:
                 raise ProtocolError("bad_request", "capture: intrinsics must be [fx,fy,cx,cy] or [fx,fy,cx,cy,k1,k2,p1,p2,k3] numbers", id)
         if out["hands"] not in (1, 2):
             raise ProtocolError("bad_request", f"capture: hands must be 1 or 2 (got {out['hands']})", id)
+        if out["backbone"] not in ("mediapipe", "hourglass"):
+            raise ProtocolError("bad_request", f"capture: backbone must be \"mediapipe\" or \"hourglass\" (got {out['backbone']!r})", id)
     if cmd == "retailor" and out["joints"] is not None and not all(isinstance(j, str) for j in out["joints"]):
         raise ProtocolError("bad_request", "retailor: joints must be a list of MANO joint names", id)
     return out

@@ -82,15 +82,16 @@ def set_keys(fc, frames: np.ndarray, values: np.ndarray, interpolation: str = "L
     else:
         co = _co  # frames already in place
     co[1::2] = values
-    kp.foreach_set("co", co)
     is_sorted = _sorted if _sorted is not None else (M >= 2 and bool(np.all(np.diff(frames) > 0)))
     if interpolation == "BEZIER" or not is_sorted:
+        kp.foreach_set("co", co)
         fc.update()  # sorts the keys and computes the auto handles
     else:
-        # LINEAR / CONSTANT never read the handles: put them on the keys instead of paying for
-        # fc.update() (the keys are already sorted); Blender recomputes them when a key is edited
-        kp.foreach_set("handle_left", co)
-        kp.foreach_set("handle_right", co)
+        # LINEAR / CONSTANT never read the handles, but a later switch to Bezier does (and Blender's
+        # interpolation operators do not recompute them): put them on the keys. New keys sit at (0, 0) with
+        # their handles, and `co_ui` moves the handles with the key, so one call sets all three, without
+        # paying for fc.update() (the keys are already sorted).
+        kp.foreach_set("co_ui", co)
     if interpolation != "BEZIER":
         kp.foreach_set("interpolation", np.full(M, _interp_value(interpolation), np.int32))
 

@@ -1,10 +1,15 @@
-"""`python -m engine keypoints PATH... [--json] [--overlay DIR] [--mirrored]`: hands in photos.
+"""`python -m engine keypoints PATH... [--json] [--overlay DIR] [--mirrored] [--backbone mediapipe|hourglass
+[--hourglass-weights FILE]]`: hands in photos.
 
 Each image is processed on its own (MediaPipe's static image mode: palm detection, landmarks; a zoomed-out
 retry when no palm is found). With --json, stdout is exactly
 `{"images": [{"image": PATH as given, "hands": [{"side", "score", "keypoints_2d_px" (21x2),
 "confidence" (21), "world_landmarks_m" (21x3)}]}]}`; without it, one summary line per image.
 --overlay DIR writes DIR/<name>_keypoints.png with the 21 points and the bones drawn.
+--backbone picks the keypoint network (engine.hand_module.tracking: MediaPipe's, the default, or the paper's
+hourglass on the same palm-detector ROIs, which needs --hourglass-weights: no trained weights ship). With the
+hourglass, "world_landmarks_m" are its weak-perspective lift (Eq. 14-15) scaled by its bone length, and
+"score" is its mean heatmap peak.
 """
 
 from __future__ import annotations
@@ -72,8 +77,16 @@ def main(argv: list[str], prog: str = "python -m engine keypoints") -> int:
     parser.add_argument("--overlay", type=pathlib.Path, metavar="DIR", help="write keypoint overlays here")
     parser.add_argument("--mirrored", action="store_true", help="selfie (mirrored) images: swaps handedness")
     parser.add_argument("--max-hands", type=int, default=2, help="hands per image (default 2)")
+    parser.add_argument("--backbone", choices=["mediapipe", "hourglass"], default="mediapipe",
+                        help="keypoint network (default mediapipe; hourglass needs --hourglass-weights)")
+    parser.add_argument("--hourglass-weights", metavar="FILE", default=None,
+                        help="hourglass.safetensors written by `python -m engine train run` (for --backbone hourglass)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+    from engine.hand_module.tracking import check_backbone
+
+    check_backbone(args.backbone, args.hourglass_weights)  # fail before any work
 
     for path in args.paths:  # fail before any work on a bad path
         if not pathlib.Path(path).is_file():
@@ -90,7 +103,8 @@ def main(argv: list[str], prog: str = "python -m engine keypoints") -> int:
     from engine.hand_module.tracking import HandTracker, observations_to_json
 
     torch.set_grad_enabled(False)
-    tracker = HandTracker(max_hands=args.max_hands, mirrored=args.mirrored, static_images=True)
+    tracker = HandTracker(max_hands=args.max_hands, mirrored=args.mirrored, static_images=True,
+                          backbone=args.backbone, hourglass_weights=args.hourglass_weights)
     records, used_names = [], set()
     for start in range(0, len(args.paths), CHUNK):
         chunk = args.paths[start : start + CHUNK]

@@ -16,6 +16,17 @@ Per frame (video mode, `HandTracker`):
    `min_presence` is dropped (its track is lost); two tracks on one hand collapse into the older one
    (`dedupe_tracks`: next ROIs overlapping, or nested keypoint boxes of the same side).
 
+Backbones (`backbone=`): "mediapipe" (default) is MediaPipe's landmark network as above. "hourglass" swaps the
+keypoint network for the paper's (`engine.hand_module.hourglass.HourglassBackbone`, weights from
+`python -m engine train run ...`): the same palm detection and tracking ROIs feed `HourglassBackbone.predict`
+(ROI_ZOOM matches its training crops). The hourglass has no hand presence and no handedness output, so the
+MediaPipe landmark network still runs on every ROI for those two (the `min_presence` gate and the side vote)
+and for the next frame's tracking ROI: both backbones see exactly the same ROIs, only the keypoints differ.
+The hourglass observation: keypoints_uvd and confidence (heatmap peaks) from predict, presence = mean
+confidence, world_landmarks = joints_3d * (1 with K, Eq. 5 metres in the camera frame; bone_length without K,
+Eq. 14-15 bone units -> metres, root-relative), so that `hand_module.fit_init`'s "hybrid" depth reproduces the
+network's d'. K: `HandTracker(K=...)` or per call `process_batch(frames, K=...)`.
+
 Outputs follow the team contract (`HandObservation`). MediaPipe has no per-joint confidence: `confidence`
 is the hand's presence for every joint, halved for joints that fall outside the frame. Handedness: the
 network gives P("Left") under MediaPipe's mirrored (selfie) convention, so on unmirrored footage "Left" is
@@ -48,6 +59,7 @@ log = logging.getLogger(__name__)
 PALM_SIZE = blazepalm.INPUT_SIZE
 CROP_SIZE = 224
 ASSOCIATION_IOU = 0.5
+BACKBONES = ("mediapipe", "hourglass")
 RETRY_ZOOM = 2.0
 DUPLICATE_BOX_OVERLAP = 0.65
 
@@ -73,6 +85,29 @@ class _Track:
     roi: Roi  # ROI for the next frame
     left_sum: float = 0.0
     frames: int = 0
+
+
+def check_backbone(backbone: str, hourglass_weights=None) -> None:
+    """Fails early (before any footage is read) on a backbone choice that cannot run.
+
+    Raises InputError for an unknown backbone, ModelFileError when "hourglass" has no weights file.
+    """
+    import pathlib
+
+    from engine.errors import ModelFileError
+
+    if backbone not in BACKBONES:
+        raise InputError(f"unknown keypoint backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
+    if backbone != "hourglass":
+        return
+    how = ("no trained hourglass weights ship with the engine; `python -m engine train run DATA -o RUN_DIR` "
+           "writes RUN_DIR/hourglass.safetensors (a GPU is advised), or use --backbone mediapipe (the default)")
+    if hourglass_weights is None or str(hourglass_weights) == "":
+        raise ModelFileError(f"--backbone hourglass needs --hourglass-weights PATH (protocol: \"hourglass_weights\"), "
+                             f"the hourglass.safetensors file of a training run: {how}")
+    if not pathlib.Path(hourglass_weights).is_file():
+        raise ModelFileError(f"hourglass weights not found at {hourglass_weights}: pass --hourglass-weights PATH "
+                             f"to an existing hourglass.safetensors; {how}")
 
 
 def to_tensor(images: list[np.ndarray], device: str | torch.device) -> torch.Tensor:
@@ -143,9 +178,19 @@ class HandTracker:
 
     def __init__(self, max_hands: int = 2, mirrored: bool = False, device: str = "cpu", *, static_images: bool = False,
                  min_detection: float = blazepalm.MIN_SCORE, min_presence: float = 0.5, retry_zoomed_out: bool = True,
-                 detect_chunk: int = 8, batch_size: int = 8):
+                 detect_chunk: int = 8, batch_size: int = 8, backbone: str = "mediapipe", hourglass_weights=None,
+                 K: np.ndarray | None = None):
         from engine.hand_module.landmarks import load_landmark_net
 
+        check_backbone(backbone, hourglass_weights)
+        self.backbone = backbone
+        self.hourglass = None
+        if backbone == "hourglass":
+            from engine.hand_module.hourglass import HourglassBackbone
+
+            self.hourglass = HourglassBackbone(hourglass_weights, device)
+        self.K = None if K is None else np.asarray(K, np.float64).reshape(3, 3)
+        self._K_call = self.K
         self.max_hands, self.mirrored, self.device = max_hands, mirrored, device
         self.static_images, self.min_presence, self.detect_chunk = static_images, min_presence, detect_chunk
         self.batch_size = batch_size
@@ -176,20 +221,33 @@ class HandTracker:
             for i, r in enumerate(rois)
         ]
 
-    def _observation(self, track: _Track, res: dict, frame_shape: tuple[int, ...]) -> HandObservation:
+    def _observation(self, track: _Track, res: dict, frame: np.ndarray) -> HandObservation:
         track.left_sum += res["left"]
         track.frames += 1
         p_left = track.left_sum / track.frames
         label_left = p_left >= 0.5
         side = ("left" if label_left else "right") if self.mirrored else ("right" if label_left else "left")
-        uvd = res["uvd"].astype(np.float32)
-        h, w = frame_shape[:2]
-        inside = (uvd[:, 0] >= 0) & (uvd[:, 0] < w) & (uvd[:, 1] >= 0) & (uvd[:, 1] < h)
-        conf = (res["presence"] * np.where(inside, 1.0, 0.5)).astype(np.float32)
         r = res["roi"]
         roi = (float(r.cx), float(r.cy), float(r.size), float(r.angle))
+        if self.hourglass is not None:
+            return self._hourglass_observation(track, side, float(max(p_left, 1 - p_left)), res, roi, frame)
+        uvd = res["uvd"].astype(np.float32)
+        h, w = frame.shape[:2]
+        inside = (uvd[:, 0] >= 0) & (uvd[:, 0] < w) & (uvd[:, 1] >= 0) & (uvd[:, 1] < h)
+        conf = (res["presence"] * np.where(inside, 1.0, 0.5)).astype(np.float32)
         return HandObservation(track.track_id, side, float(max(p_left, 1 - p_left)), res["presence"], uvd, conf,
                                res["world"].astype(np.float32), roi, res["left"])
+
+    def _hourglass_observation(self, track: _Track, side: str, side_score: float, res: dict,
+                               roi: tuple[float, float, float, float], frame: np.ndarray) -> HandObservation:
+        """The hourglass keypoint stage on the MediaPipe ROI `roi` (see the module docstring)."""
+        K = self._K_call
+        out = self.hourglass.predict(frame, side=side, K=K, roi=roi)
+        world = np.asarray(out["joints_3d"], np.float64) * (1.0 if K is not None else float(out["bone_length"]))
+        conf = np.asarray(out["confidence"], np.float32)
+        return HandObservation(track.track_id, side, side_score, float(np.mean(conf)),
+                               np.asarray(out["keypoints_uvd"], np.float32), conf, world.astype(np.float32), roi,
+                               res["left"])
 
     def _new_track(self, roi: Roi) -> _Track:
         self._next_id += 1
@@ -198,8 +256,13 @@ class HandTracker:
     def _palm_rois(self, palms: list[blazepalm.PalmDetection]) -> list[Roi]:
         return [crops.roi_from_palm(d.box, d.keypoints) for d in palms[: self.max_hands]]
 
-    def process_batch(self, frames: list[np.ndarray]) -> list[list[HandObservation]]:
-        """frames: list of (H, W, 3) uint8 RGB -> per frame, the hands found (tracks carry across calls)."""
+    def process_batch(self, frames: list[np.ndarray], K: np.ndarray | None = None) -> list[list[HandObservation]]:
+        """frames: list of (H, W, 3) uint8 RGB -> per frame, the hands found (tracks carry across calls).
+
+        K (3, 3): these frames' intrinsics for the hourglass backbone's Eq. 5 lifting (default: the tracker's K;
+        None there too: weak perspective, Eq. 14-15). The MediaPipe backbone ignores it.
+        """
+        self._K_call = self.K if K is None else np.asarray(K, np.float64).reshape(3, 3)
         for f in frames:
             if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
                 raise InputError(f"frames must be HxWx3 uint8 RGB images, got an array {f.shape} {f.dtype}")
@@ -228,8 +291,8 @@ class HandTracker:
                     track = near[0] if near else self._new_track(roi)
                     if near:
                         lost.remove(track)
-                obs.append(self._observation(track, r, frame.shape))
-                track.roi = crops.roi_from_landmarks(r["uvd"])
+                obs.append(self._observation(track, r, frame))
+                track.roi = crops.roi_from_landmarks(r["uvd"])  # MediaPipe's landmarks, for either backbone
                 tracks.append(track)
             self._tracks = dedupe_tracks(tracks, obs)
             keep = {tr.track_id for tr in self._tracks}
@@ -248,7 +311,7 @@ class HandTracker:
         for i, r in zip(owners, res):
             if r["presence"] >= self.min_presence:
                 track = _Track(len(per_frame[i]), crops.roi_from_landmarks(r["uvd"]))
-                per_frame[i].append((track, self._observation(track, r, frames[i].shape)))
+                per_frame[i].append((track, self._observation(track, r, frames[i])))
         results = []
         for pairs in per_frame:
             keep = {t.track_id for t in dedupe_tracks([t for t, _ in pairs], [o for _, o in pairs])}
@@ -302,4 +365,4 @@ def observations_to_json(obs: HandObservation) -> dict:
     }
 
 
-__all__ = ["HandObservation", "HandTracker", "PalmDetector", "observations_to_json"]
+__all__ = ["BACKBONES", "HandObservation", "HandTracker", "PalmDetector", "check_backbone", "observations_to_json"]
