@@ -258,3 +258,39 @@ def test_tiny_synthetic_set_renders_resumes_and_evaluates(tmp_path):
     rep, _ = _run_cli(out, "--json", "--iterations", "5,10")
     _check_report(rep, 4)
     assert [r["iterations"] for r in rep["tailor_sweep"]] == [5, 10]
+
+
+# --------------------------------------------------------------------------------- --backbone hourglass
+def test_eval_backbone_option_needs_weights(tmp_path):
+    from engine.errors import ModelFileError
+
+    d = REPO.parent / "shared" / "data" / "gt-sample" / "rhd"
+    d = d if d.is_dir() else pathlib.Path("/work/shared/data/gt-sample/rhd")
+    with pytest.raises(ModelFileError, match="--hourglass-weights"):
+        evaluation.main([str(d), "--json", "--backbone", "hourglass"])
+    with pytest.raises(ModelFileError, match="python -m engine train run"):
+        evaluation.Pipeline(backbone="hourglass", hourglass_weights=str(tmp_path / "none.safetensors"))
+
+
+def test_eval_runs_end_to_end_with_tiny_hourglass_weights(tmp_path, capsys):
+    import torch
+
+    from engine.hand_module import hourglass as hg
+
+    d = pathlib.Path("/work/shared/data/gt-sample/rhd")
+    if not d.is_dir():
+        d = REPO.parent / "shared" / "data" / "gt-sample" / "rhd"
+    if not d.is_dir():
+        pytest.skip("the shared ground-truth sample is not here")
+    torch.manual_seed(0)
+    weights = tmp_path / "hourglass.safetensors"
+    hg.save_weights(weights, hg.HourglassNet(hg.SMOKE_CONFIG))
+    assert evaluation.main([str(d), "--json", "--limit", "1", "--backbone", "hourglass",
+                            "--hourglass-weights", str(weights)]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["backbone"] == "hourglass" and rep["n"] == 1
+    assert rep["evaluated"] + rep["failures"] == 1
+    assert set(rep["stages"]) == {"backbone", "hand_module", "tailored"}
+    if rep["evaluated"]:
+        assert rep["stages"]["backbone"]["px_error"] is not None
+        assert rep["stages"]["backbone"]["mpjpe_mm"] is not None

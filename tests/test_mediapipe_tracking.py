@@ -179,3 +179,74 @@ def test_dedupe_keeps_the_older_of_two_fits_of_one_hand():
     # a left and a right hand clasped together stay two hands
     kept = dedupe_tracks([b, a], [obs(7, "left", kp * 0.9 + 15), obs(3, "right", kp)])
     assert [t.track_id for t in kept] == [7, 3]
+
+
+# ------------------------------------------------------------------------------- --backbone hourglass
+@pytest.fixture(scope="module")
+def tiny_hourglass_weights(tmp_path_factory):
+    """An untrained smoke-size hourglass saved with save_weights: enough to run the pipeline end to end."""
+    import torch
+
+    from engine.hand_module import hourglass as hg
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("hg_weights") / "hourglass.safetensors"
+    hg.save_weights(path, hg.HourglassNet(hg.SMOKE_CONFIG))
+    return path
+
+
+def test_hourglass_backbone_without_weights_fails_early_with_what_to_pass(tmp_path):
+    from engine.errors import ModelFileError
+    from engine.hand_module.cli import main
+    from engine.hand_module.tracking import check_backbone
+
+    with pytest.raises(ModelFileError, match="--hourglass-weights") as info:
+        HandTracker(backbone="hourglass")
+    assert "python -m engine train run" in str(info.value)
+    with pytest.raises(ModelFileError, match="not found"):
+        check_backbone("hourglass", tmp_path / "none.safetensors")
+    with pytest.raises(InputError, match="mediapipe"):
+        check_backbone("resnet")
+    check_backbone("mediapipe")  # the default needs nothing
+    # the CLI refuses before touching any image (this one does not exist)
+    with pytest.raises(ModelFileError, match="--hourglass-weights"):
+        main([str(tmp_path / "missing.jpg"), "--backbone", "hourglass"])
+
+
+def test_keypoints_cli_with_the_hourglass_backbone(tiny_hourglass_weights):
+    from engine.hand_module.cli import main
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main([str(THUMB_UP), "--json", "--backbone", "hourglass",
+                     "--hourglass-weights", str(tiny_hourglass_weights)]) == 0
+    hands = json.loads(buf.getvalue())["images"][0]["hands"]
+    assert len(hands) == 1  # MediaPipe's palm detector still finds the hand
+    kp = np.array(hands[0]["keypoints_2d_px"])
+    conf = np.array(hands[0]["confidence"])
+    assert kp.shape == (21, 2) and np.isfinite(kp).all()
+    assert conf.shape == (21,) and ((conf >= 0) & (conf <= 1)).all()
+    assert hands[0]["score"] == pytest.approx(conf.mean(), abs=1e-5)  # presence = mean heatmap peak
+    assert np.array(hands[0]["world_landmarks_m"]).shape == (21, 3)
+
+
+def test_hourglass_tracker_observation_follows_the_integration_guide(tiny_hourglass_weights):
+    from engine.hand_module.hourglass import HourglassBackbone
+
+    rgb = read_rgb(THUMB_UP)
+    h, w = rgb.shape[:2]
+    K = np.array([[float(max(h, w)), 0, w / 2], [0, float(max(h, w)), h / 2], [0, 0, 1]])
+    mp = HandTracker(static_images=True).process_batch([rgb])[0]
+    hg_tracker = HandTracker(static_images=True, backbone="hourglass", hourglass_weights=tiny_hourglass_weights)
+    for k in (None, K):
+        (obs,) = hg_tracker.process_batch([rgb], K=k)
+        assert obs.roi == mp[0].roi and obs.side == mp[0].side  # same ROI and side as the MediaPipe stage
+        ref = HourglassBackbone(tiny_hourglass_weights).predict(rgb, side=obs.side, K=k, roi=obs.roi)
+        np.testing.assert_allclose(obs.keypoints_uvd, ref["keypoints_uvd"], atol=1e-3)
+        np.testing.assert_allclose(obs.confidence, ref["confidence"], atol=1e-6)
+        scale = 1.0 if k is not None else ref["bone_length"]
+        np.testing.assert_allclose(obs.world_landmarks, ref["joints_3d"] * scale, atol=1e-5)
+    # video mode with the tracker's own K runs too (tracking ROIs from MediaPipe's landmarks)
+    video = HandTracker(backbone="hourglass", hourglass_weights=tiny_hourglass_weights, K=K)
+    out = video.process_batch([rgb, rgb])
+    assert [len(f) for f in out] == [1, 1] and out[0][0].track_id == out[1][0].track_id

@@ -105,6 +105,21 @@ def axis_angle_to_quat(axis_angle: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.cos(half), axis_angle * scale], dim=-1)
 
 
+def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hamilton product a * b of (..., 4) quaternions (w, x, y, z): the rotation b, then a."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        dim=-1,
+    )
+
+
 # ------------------------------------------------------------------------------------------------
 # The layer
 

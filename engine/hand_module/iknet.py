@@ -33,7 +33,13 @@ from torch import nn
 
 from engine.errors import ModelFileError
 from engine.hand_model.constants import N_JOINTS, N_KEYPOINTS, REFERENCE_BONE, ROOT_KEYPOINT
-from engine.hand_model.torch_layer import axis_angle_to_quat, quat_to_rotmat, rotmat_to_axis_angle, rotmat_to_quat
+from engine.hand_model.torch_layer import (
+    axis_angle_to_quat,
+    quat_multiply,
+    quat_to_rotmat,
+    rotmat_to_axis_angle,
+    rotmat_to_quat,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +89,7 @@ class IKNet(nn.Module):
         # A fixed offset towards the identity keeps the initial outputs well away from q = 0.
         q = q + q.new_tensor([1.0, 0.0, 0.0, 0.0])
         q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-        q0 = quaternion_multiply(rotmat_to_quat(R), q[:, 0])
+        q0 = quat_multiply(rotmat_to_quat(R), q[:, 0])
         q = torch.cat([q0[:, None], q[:, 1:]], dim=1)
         return q * torch.where(q[..., :1] < 0, -1.0, 1.0)
 
@@ -95,21 +101,6 @@ def kabsch(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     det = torch.det(U @ Vh)
     D = torch.diag_embed(torch.stack([torch.ones_like(det), torch.ones_like(det), det], dim=-1))
     return U @ D @ Vh
-
-
-def quaternion_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Hamilton product a * b of (..., 4) quaternions (w, x, y, z): the rotation b then a."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        dim=-1,
-    )
 
 
 
