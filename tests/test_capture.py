@@ -284,3 +284,40 @@ def test_bad_hand_model_fails_before_any_frame_is_tracked(fake, tmp_path, capsys
     assert run_cli(src, "-o", tmp_path / "r.npz", "--hand-model", bad) == 2
     assert "[bad_model_file]" in capsys.readouterr().err
     assert tracker.frame_shapes == [] and not (tmp_path / "r.npz").exists()
+
+
+# --------------------------------------------------------------------------------- --backbone option
+def test_backbone_option_parses_and_reaches_the_tracker(tmp_path, monkeypatch):
+    from engine.hand_module import tracking
+
+    weights = tmp_path / "hourglass.safetensors"
+    weights.write_bytes(b"x")  # existence is checked up front; the content when the tracker loads it
+    args = capture.build_parser("capture").parse_args(
+        ["clip.mp4", "-o", "r.npz", "--backbone", "hourglass", "--hourglass-weights", str(weights),
+         "--intrinsics", "500,510,32,24"])
+    opts = capture.options_from_args(args)
+    assert opts.backbone == "hourglass" and opts.hourglass_weights == str(weights)
+    default = capture.options_from_args(capture.build_parser("capture").parse_args(["clip.mp4", "-o", "r.npz"]))
+    assert default.backbone == "mediapipe" and default.hourglass_weights is None
+    seen = {}
+    monkeypatch.setattr(tracking, "HandTracker", lambda **kw: seen.update(kw) or object())
+    capture.make_tracker(opts)
+    assert seen["backbone"] == "hourglass" and seen["hourglass_weights"] == str(weights)
+    np.testing.assert_allclose(seen["K"], [[500, 0, 32], [0, 510, 24], [0, 0, 1]])
+    proto = capture.CaptureOptions.from_protocol({"source": "a", "output": "b.npz", "backbone": "hourglass",
+                                                  "hourglass_weights": str(weights)})
+    assert proto.backbone == "hourglass" and proto.hourglass_weights == str(weights)
+
+
+def test_hourglass_without_weights_fails_before_reading_the_footage(fake, tmp_path, capsys):
+    from engine.errors import ModelFileError
+
+    fake(one_right_hand)
+    src = write_video(tmp_path / "clip.avi", 3)
+    assert run_cli(src, "-o", tmp_path / "r.npz", "--backbone", "hourglass") == 2
+    err = capsys.readouterr().err
+    assert "bad_model_file" in err and "--hourglass-weights" in err and "python -m engine train run" in err
+    assert not (tmp_path / "r.npz").exists()
+    with pytest.raises(ModelFileError, match="not found"):
+        capture.CaptureOptions(source=str(src), output=str(tmp_path / "r.npz"), backbone="hourglass",
+                               hourglass_weights=str(tmp_path / "none.safetensors"))

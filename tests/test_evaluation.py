@@ -264,24 +264,18 @@ def test_tiny_synthetic_set_renders_resumes_and_evaluates(tmp_path):
 def test_eval_backbone_option_needs_weights(tmp_path):
     from engine.errors import ModelFileError
 
-    d = REPO.parent / "shared" / "data" / "gt-sample" / "rhd"
-    d = d if d.is_dir() else pathlib.Path("/work/shared/data/gt-sample/rhd")
-    with pytest.raises(ModelFileError, match="--hourglass-weights"):
-        evaluation.main([str(d), "--json", "--backbone", "hourglass"])
+    with pytest.raises(ModelFileError, match="--hourglass-weights"):  # before the set is even read
+        evaluation.main([str(tmp_path), "--json", "--backbone", "hourglass"])
     with pytest.raises(ModelFileError, match="python -m engine train run"):
         evaluation.Pipeline(backbone="hourglass", hourglass_weights=str(tmp_path / "none.safetensors"))
 
 
-def test_eval_runs_end_to_end_with_tiny_hourglass_weights(tmp_path, capsys):
+def test_eval_runs_end_to_end_with_tiny_hourglass_weights(gt_sample_dir, tmp_path, capsys):
     import torch
 
     from engine.hand_module import hourglass as hg
 
-    d = pathlib.Path("/work/shared/data/gt-sample/rhd")
-    if not d.is_dir():
-        d = REPO.parent / "shared" / "data" / "gt-sample" / "rhd"
-    if not d.is_dir():
-        pytest.skip("the shared ground-truth sample is not here")
+    d = gt_sample_dir / "rhd"
     torch.manual_seed(0)
     weights = tmp_path / "hourglass.safetensors"
     hg.save_weights(weights, hg.HourglassNet(hg.SMOKE_CONFIG))

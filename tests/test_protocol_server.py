@@ -23,6 +23,10 @@ def test_decode_request_fills_defaults():
     req = protocol.decode_request('{"id": "1", "cmd": "capture", "args": {"source": "a.mp4", "output": "b.npz"}}')
     assert req.id == "1" and req.cmd == "capture"
     assert req.args["stride"] == 1 and req.args["hands"] == 1 and req.args["overlay"] is None
+    assert req.args["backbone"] == "mediapipe" and req.args["hourglass_weights"] is None
+    req = protocol.decode_request('{"id": "2", "cmd": "capture", "args": {"source": "a.mp4", "output": "b.npz", '
+                                  '"backbone": "hourglass", "hourglass_weights": "w.safetensors"}}')
+    assert req.args["backbone"] == "hourglass" and req.args["hourglass_weights"] == "w.safetensors"
     assert protocol.decode_request('{"id": "h", "cmd": "hello"}').args == {}
 
 
@@ -41,6 +45,8 @@ def test_decode_request_fills_defaults():
         ('{"id": "a", "cmd": "capture", "args": {"source": "x", "output": "y", "steady_shape": 1}}', "bad_request", True),
         ('{"id": "a", "cmd": "capture", "args": {"source": "x", "output": "y", "intrinsics": [1, 2]}}', "bad_request", True),
         ('{"id": "a", "cmd": "capture", "args": {"source": "x", "output": "y", "colour": "red"}}', "bad_request", True),
+        ('{"id": "a", "cmd": "capture", "args": {"source": "x", "output": "y", "backbone": "resnet"}}', "bad_request", True),
+        ('{"id": "a", "cmd": "capture", "args": {"source": "x", "output": "y", "backbone": null}}', "bad_request", True),
         ('{"id": "a", "cmd": "cancel", "args": []}', "bad_request", True),
         ('{"id": "a", "cmd": "retailor", "args": {"result": "r", "edits": "e", "output": "o", "joints": [1]}}', "bad_request", True),
     ],
@@ -197,6 +203,11 @@ def test_capture_errors_have_stable_codes(engine, tmp_path):
     engine.send({"id": "o", "cmd": "capture", "args": {"source": str(src), "output": str(tmp_path / "no dir" / "r.npz")}})
     m = engine.next(rid="o", timeout=120)
     assert m["type"] == "error" and m["code"] == "unwritable_output" and "does not exist" in m["message"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi"]
+    engine.send({"id": "h", "cmd": "capture", "args": {"source": str(src), "output": str(tmp_path / "r.npz"),
+                                                        "backbone": "hourglass"}})
+    m = engine.next(rid="h", timeout=120)
+    assert m["type"] == "error" and m["code"] == "bad_model_file" and "hourglass_weights" in m["message"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi"]
 
 
