@@ -239,7 +239,7 @@ def test_hourglass_tracker_observation_follows_the_integration_guide(tiny_hourgl
     mp = HandTracker(static_images=True).process_batch([rgb])[0]
     hg_tracker = HandTracker(static_images=True, backbone="hourglass", hourglass_weights=tiny_hourglass_weights)
     for k in (None, K):
-        (obs,) = hg_tracker.process_batch([rgb], K=k)
+        (obs,) = hg_tracker.process_batch([rgb], K=k)[0]
         assert obs.roi == mp[0].roi and obs.side == mp[0].side  # same ROI and side as the MediaPipe stage
         ref = HourglassBackbone(tiny_hourglass_weights).predict(rgb, side=obs.side, K=k, roi=obs.roi)
         np.testing.assert_allclose(obs.keypoints_uvd, ref["keypoints_uvd"], atol=1e-3)

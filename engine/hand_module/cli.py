@@ -102,26 +102,30 @@ def main(argv: list[str], prog: str = "python -m engine keypoints") -> int:
 
     from engine.hand_module.tracking import HandTracker, observations_to_json
 
+    grad = torch.is_grad_enabled()  # inference only; restored after (callers in the same process may train)
     torch.set_grad_enabled(False)
-    tracker = HandTracker(max_hands=args.max_hands, mirrored=args.mirrored, static_images=True,
-                          backbone=args.backbone, hourglass_weights=args.hourglass_weights)
-    records, used_names = [], set()
-    for start in range(0, len(args.paths), CHUNK):
-        chunk = args.paths[start : start + CHUNK]
-        images = [read_image(p) for p in chunk]
-        for path, rgb, hands in zip(chunk, images, tracker.process_batch(images)):
-            records.append({"image": path, "hands": [observations_to_json(o) for o in hands]})
-            if args.overlay is not None:
-                name = pathlib.Path(path).stem
-                while name in used_names:
-                    name += "_"
-                used_names.add(name)
-                out = args.overlay / f"{name}_keypoints.png"
-                if not cv2.imwrite(str(out), draw_overlay(rgb, hands)):
-                    raise OutputError(f"cannot write {out}")
-            if not args.json:
-                sides = ", ".join(f"{h['side']} ({h['score']:.2f})" for h in records[-1]["hands"]) or "no hand"
-                print(f"{path}: {sides}")
+    try:
+        tracker = HandTracker(max_hands=args.max_hands, mirrored=args.mirrored, static_images=True,
+                              backbone=args.backbone, hourglass_weights=args.hourglass_weights)
+        records, used_names = [], set()
+        for start in range(0, len(args.paths), CHUNK):
+            chunk = args.paths[start : start + CHUNK]
+            images = [read_image(p) for p in chunk]
+            for path, rgb, hands in zip(chunk, images, tracker.process_batch(images)):
+                records.append({"image": path, "hands": [observations_to_json(o) for o in hands]})
+                if args.overlay is not None:
+                    name = pathlib.Path(path).stem
+                    while name in used_names:
+                        name += "_"
+                    used_names.add(name)
+                    out = args.overlay / f"{name}_keypoints.png"
+                    if not cv2.imwrite(str(out), draw_overlay(rgb, hands)):
+                        raise OutputError(f"cannot write {out}")
+                if not args.json:
+                    sides = ", ".join(f"{h['side']} ({h['score']:.2f})" for h in records[-1]["hands"]) or "no hand"
+                    print(f"{path}: {sides}")
+    finally:
+        torch.set_grad_enabled(grad)
     if args.json:
         json.dump({"images": records}, sys.stdout)
         sys.stdout.write("\n")
