@@ -131,7 +131,46 @@ def axis_angle_to_rotmat(axis_angle: jax.Array) -> jax.Array:
         [jnp.stack([zero, -z, y], -1), jnp.stack([z, zero, -x], -1), jnp.stack([-y, x, zero], -1)], axis=-2
     )
     eye = jnp.eye(3, dtype=v.dtype)
-    return eye + a[..., None, None] * K + b[..., None, None] * (K @ K)
+    if v.size * 3 > _ELEMENTWISE_MAX:  # large batches: the library product
+        KK = K @ K
+    else:  # K @ K = v v^T - |v|^2 I, elementwise (fuses; a 3x3 `dot` is a separate call, slow at B = 1)
+        KK = v[..., :, None] * v[..., None, :] - th2[..., None, None] * eye
+    return eye + a[..., None, None] * K + b[..., None, None] * KK
+
+
+def matmul3(a: jax.Array, b: jax.Array) -> jax.Array:
+    """(..., 3, 3) @ (..., 3, 3) (broadcasting) as elementwise products and a sum: XLA fuses it with its
+    neighbours, where a `dot` of 3x3 matrices is a separate library call (what costs at B = 1). Large
+    arrays use `@` (library dots are faster there)."""
+    if max(a.size, b.size) > _ELEMENTWISE_MAX:
+        return a @ b
+    return jnp.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
+
+
+def matvec3(a: jax.Array, v: jax.Array) -> jax.Array:
+    """(..., 3, 3) @ (..., 3) -> (..., 3), elementwise like `matmul3`."""
+    if a.size > _ELEMENTWISE_MAX:
+        return (a @ v[..., None])[..., 0]
+    return jnp.sum(a * v[..., None, :], axis=-1)
+
+
+_ELEMENTWISE_MAX = 16 * 16 * 9  # arrays up to this size (16 frames of 16 joints) use the elementwise forms
+
+
+def take_static(x: jax.Array, ids, axis: int = 1) -> jax.Array:
+    """x[:, ids] for a fixed index list, as static slices and one concatenation: no gather (whose gradient
+    is a scatter, slow on CPU) for small arrays; one gather for large ones. Values are the same."""
+    if x.size > _ELEMENTWISE_MAX * 2:  # large batches: one gather
+        return x[(slice(None),) * axis + (np.asarray(ids).reshape(-1),)]
+    ids = [int(i) for i in np.asarray(ids).reshape(-1)]
+    parts, start = [], 0
+    while start < len(ids):  # merge runs of consecutive indices into one slice
+        stop = start + 1
+        while stop < len(ids) and ids[stop] == ids[stop - 1] + 1:
+            stop += 1
+        parts.append(jax.lax.slice_in_dim(x, ids[start], ids[stop - 1] + 1, axis=axis))
+        start = stop
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=axis)
 
 
 def rotmat_to_axis_angle(rotmat: jax.Array) -> jax.Array:
@@ -150,7 +189,9 @@ def rotmat_to_axis_angle(rotmat: jax.Array) -> jax.Array:
 
 def rest_joints(params: JaxHandParams, beta: jax.Array) -> jax.Array:
     """J(beta) = J0 + Jdirs . beta: beta (B, 10) -> (B, 16, 3)."""
-    return params.J0 + jnp.einsum("jcs,bs->bjc", params.Jdirs, beta)
+    if beta.shape[0] * 16 * 3 * 10 > _ELEMENTWISE_MAX * 10:  # large batches: a library dot
+        return params.J0 + jnp.einsum("jcs,bs->bjc", params.Jdirs, beta)
+    return params.J0 + jnp.sum(params.Jdirs * beta[:, None, None, :], axis=-1)  # few frames: fuses
 
 
 def _depth_levels(parents: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
@@ -166,13 +207,40 @@ _LEVEL_ORDER = np.concatenate([[0], *_LEVELS])  # joint ids in level order
 _FROM_LEVEL_ORDER = np.argsort(_LEVEL_ORDER)  # level order -> MANO order
 
 
+# MANO's tree is the root and five chains of three joints (1-3, 4-6, 7-9, 10-12, 13-15), each joint's parent
+# the previous one: forward kinematics is then three steps over the chains at once, with no index gathers.
+_CHAINS = _PARENTS == (-1,) + tuple(0 if j % 3 == 1 else j - 1 for j in range(1, 16))
+
+
 def forward_kinematics(rotmats: jax.Array, joints: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Local rotations (B, 16, 3, 3) and rest joints (B, 16, 3) -> world rotations (B, 16, 3, 3) and
     posed joints (B, 16, 3). The root rotates about its own rest position (no translation).
 
-    The loop over the fixed parent table is unrolled by tree depth (each level's joints at once), which
-    keeps the traced graph small: XLA compiles it several times faster than one step per joint.
+    MANO's tree is five 3-joint chains on the root: three steps, each over the five chains at once (static
+    slices and elementwise 3x3 products, which XLA fuses; few ops, fast to compile and to run at B = 1).
     """
+    if not _CHAINS or rotmats.size > _ELEMENTWISE_MAX:  # large batches: by tree level, library dots
+        return _forward_kinematics_levels(rotmats, joints)
+    B = rotmats.shape[0]
+    r_root, p_root = rotmats[:, 0], joints[:, 0]  # (B, 3, 3), (B, 3)
+    r_ch = rotmats[:, 1:].reshape(B, 5, 3, 3, 3)  # (B, chain, link, 3, 3)
+    j_ch = joints[:, 1:].reshape(B, 5, 3, 3)  # (B, chain, link, 3)
+    g, p = r_root[:, None], p_root[:, None]  # parent transform, broadcast over the chains
+    prev = jnp.broadcast_to(p_root[:, None], (B, 5, 3))  # parent's rest position
+    rots, poss = [], []
+    for k in range(3):
+        p = p + matvec3(g, j_ch[:, :, k] - prev)
+        g = matmul3(g, r_ch[:, :, k])
+        prev = j_ch[:, :, k]
+        rots.append(g)
+        poss.append(p)
+    world_rot = jnp.concatenate([r_root[:, None], jnp.stack(rots, axis=2).reshape(B, 15, 3, 3)], axis=1)
+    posed = jnp.concatenate([p_root[:, None], jnp.stack(poss, axis=2).reshape(B, 15, 3)], axis=1)
+    return world_rot, posed
+
+
+def _forward_kinematics_levels(rotmats: jax.Array, joints: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`forward_kinematics` for any parent table: unrolled by tree depth (each level's joints at once)."""
     rot = {0: rotmats[:, :1]}  # level -> (B, n, 3, 3)
     pos = {0: joints[:, :1]}  # level -> (B, n, 3)
     level_ids = {0: (0,)}
@@ -209,15 +277,27 @@ def _skin(
     batch = rotmats.shape[0]
     eye = jnp.eye(3, dtype=rotmats.dtype)
     pose_feature = (rotmats[:, 1:] - eye).reshape(batch, -1)  # (B, 135)
+    if rest.shape[0] * batch * 135 > _ELEMENTWISE_MAX * 16:  # the mesh, large batches: library dots
+        v_posed = (
+            rest
+            + jnp.einsum("pcs,bs->bpc", shapedirs, beta)
+            + jnp.einsum("pck,bk->bpc", posedirs, pose_feature)
+        )  # (B, P, 3)
+        trans = posed_joints - jnp.einsum("bjik,bjk->bji", world_rot, joints)  # (B, 16, 3)
+        blend_rot = jnp.einsum("pj,bjik->bpik", weights, world_rot)  # (B, P, 3, 3)
+        blend_trans = jnp.einsum("pj,bji->bpi", weights, trans)  # (B, P, 3)
+        return jnp.einsum("bpik,bpk->bpi", blend_rot, v_posed) + blend_trans
+    # a few rows (the fingertips) of a few frames: the same sums written elementwise, fused by XLA (no dots)
     v_posed = (
         rest
-        + jnp.einsum("pcs,bs->bpc", shapedirs, beta)
-        + jnp.einsum("pck,bk->bpc", posedirs, pose_feature)
+        + jnp.sum(shapedirs * beta[:, None, None, :], axis=-1)
+        + jnp.sum(posedirs * pose_feature[:, None, None, :], axis=-1)
     )  # (B, P, 3)
-    trans = posed_joints - jnp.einsum("bjik,bjk->bji", world_rot, joints)  # (B, 16, 3)
-    blend_rot = jnp.einsum("pj,bjik->bpik", weights, world_rot)  # (B, P, 3, 3)
-    blend_trans = jnp.einsum("pj,bji->bpi", weights, trans)  # (B, P, 3)
-    return jnp.einsum("bpik,bpk->bpi", blend_rot, v_posed) + blend_trans
+    trans = posed_joints - matvec3(world_rot, joints)  # (B, 16, 3)
+    w = weights[None, :, :, None, None]  # (1, P, 16, 1, 1)
+    blend_rot = jnp.sum(w * world_rot[:, None], axis=2)  # (B, P, 3, 3)
+    blend_trans = jnp.sum(w[..., 0] * trans[:, None], axis=2)  # (B, P, 3)
+    return matvec3(blend_rot, v_posed) + blend_trans
 
 
 def _to_camera(points: jax.Array, wrist: jax.Array, root, hand_scale) -> jax.Array:
@@ -248,7 +328,7 @@ def keypoints(
         params.tip_template, params.tip_shapedirs, params.tip_posedirs, params.tip_weights,
         beta, rotmats, world_rot, posed, joints,
     )  # (B, 5, 3)
-    points = jnp.concatenate([posed, tips], axis=1)[:, _TO_KEYPOINT]
+    points = take_static(jnp.concatenate([posed, tips], axis=1), _TO_KEYPOINT)
     return _to_camera(points, joints[:, 0], root, hand_scale)
 
 
@@ -273,7 +353,7 @@ def pose(
         params.tip_template, params.tip_shapedirs, params.tip_posedirs, params.tip_weights,
         beta, rotmats, world_rot, posed, joints,
     )
-    points = jnp.concatenate([posed, tips], axis=1)[:, _TO_KEYPOINT]
+    points = take_static(jnp.concatenate([posed, tips], axis=1), _TO_KEYPOINT)
     wrist = joints[:, 0]
     return (
         _to_camera(verts, wrist, root, hand_scale),

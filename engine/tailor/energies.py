@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from engine.camera import project_perspective, project_weak_perspective
 from engine.hand_model import FINGER_KEYPOINTS, REFERENCE_BONE
+from engine.hand_model.jax_layer import take_static  # x[:, ids] without a gather (no scatter in the gradient)
 
 __all__ = [
     "CROP_PX",
@@ -130,7 +131,7 @@ def twist_terms(joints_3d):
     Returns:
       coplanarity (B, 5), bend_consistency (B, 5), dimensionless (unit reference bone), thumb..pinky.
     """
-    p = _bone_normalized(joints_3d)[:, jnp.asarray(FINGER_KEYPOINTS)]  # (B, 5, 4, 3)
+    p = take_static(_bone_normalized(joints_3d), FINGER_KEYPOINTS).reshape(joints_3d.shape[0], 5, 4, 3)
     v_ab = p[:, :, 0] - p[:, :, 1]
     v_bc = p[:, :, 1] - p[:, :, 2]
     v_cd = p[:, :, 2] - p[:, :, 3]

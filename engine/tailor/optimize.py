@@ -120,7 +120,7 @@ def _frame_terms(hp, R0, params: _Params, root_start, bone_m, hs, beta0, K, kp, 
 
     Returns (E_J (B,), E_g (B,), E_id (B,), joints (B, K, 3) camera frame, root (B, 3)).
     """
-    R = jax_layer.axis_angle_to_rotmat(params.delta_pose) @ R0
+    R = jax_layer.matmul3(jax_layer.axis_angle_to_rotmat(params.delta_pose), R0)  # elementwise: fuses
     rel = jax_layer.keypoints(hp, R, params.beta, None, None)  # (B, K, 3) wrist-relative, hand_scale 1
     shift = params.delta_root * bone_m[:, None]
     root = root_start + jnp.concatenate([shift, jnp.zeros_like(shift[:, :1])], axis=-1)
@@ -185,7 +185,7 @@ def _fit_impl(
     weak,
     fit_root_xy,
 ):
-    """The whole fit for a batch, as one traceable function (jitted by `_fit_jit`; run eagerly it is the
+    """The whole fit for a batch, as one traceable function (jitted packed by `_fit_packed_jit`; run eagerly it is the
     non-jitted reference). Shapes: theta0 (B,16,4), beta0 (B,10), root0 (B,3), hand_scale0 (B,),
     projection_scale0 (B,) (NaN: unknown), keypoints_2d (B,K,2), confidence (B,K), valid (B,), K (3,3),
     lock_theta (B,16), lock_beta/lock_root/lock_hand_scale (B,); iterations () int, weak () bool,
@@ -317,10 +317,6 @@ def _fit_impl(
     }
 
 
-# One compiled executable per input shapes, i.e. per batch size B (`fit` pads B up to a bucket): the
-# iterations, camera model and every setting are traced, so they never recompile.
-_fit_jit = jax.jit(_fit_impl)
-
 _PARAMS_CACHE: dict[int, tuple[HandModel, jax_layer.JaxHandParams]] = {}
 
 
@@ -372,25 +368,147 @@ def _pad(inputs: dict, size: int) -> dict:
     return out
 
 
+# -- the packed call: every input in three arrays and every output in one, so a call costs one transfer each
+# way (with ~30 arguments and ~16 results, dispatch and conversion cost more than the whole B = 1 fit).
+_IN_FLOAT = (
+    ("theta0", (16, 4)), ("beta0", (10,)), ("root0", (3,)), ("hand_scale0", ()), ("projection_scale0", ()),
+    ("keypoints_2d", (21, 2)), ("confidence", (21,)),
+)
+_IN_BOOL = (("valid", ()), ("lock_theta", (16,)), ("lock_beta", ()), ("lock_root", ()), ("lock_hand_scale", ()))
+_OUT = (
+    ("theta", (16, 4)), ("beta", (10,)), ("root", (3,)), ("hand_scale", ()), ("projection_scale", ()),
+    ("joints_3d", (21, 3)), ("fitted", ()),
+)
+_OUT_ENERGIES = ("E_J", "E_g", "E_id", "E", "E_J_init", "E_g_init", "reprojection_px", "reprojection_px_init", "E_t")
+
+
+def _layout(fields):
+    """[(name, shape, start, stop)] of fields laid side by side in the last axis of a (B, width) array."""
+    out, at = [], 0
+    for name, shape in fields:
+        n = int(np.prod(shape, dtype=np.int64))
+        out.append((name, shape, at, at + n))
+        at += n
+    return tuple(out), at
+
+
+_IN_FLOAT_LAYOUT, _IN_FLOAT_WIDTH = _layout(_IN_FLOAT)
+_IN_BOOL_LAYOUT, _IN_BOOL_WIDTH = _layout(_IN_BOOL)
+_OUT_LAYOUT, _OUT_WIDTH = _layout(_OUT + tuple((n, ()) for n in _OUT_ENERGIES))
+_HYPER_FIELDS = _Hyper._fields  # settings vector: K (9), the _Hyper fields, iterations, weak, fit_root_xy
+
+
+def _pack(inputs: dict, layout, width, dtype) -> np.ndarray:
+    b = inputs["theta0"].shape[0]
+    out = np.empty((b, width), dtype)
+    for name, _, start, stop in layout:
+        out[:, start:stop] = np.asarray(inputs[name]).reshape(b, stop - start)
+    return out
+
+
+def _settings_vector(K, config: TailorConfig) -> np.ndarray:
+    """(9 + 7 + 3,) float32: K row-major, the traced Adam/energy settings, iterations, weak, fit_root_xy."""
+    K = np.asarray(K, np.float32)
+    key = (K.tobytes(), tuple(config))
+    hit = _SETTINGS_CACHE.get(key)
+    if hit is None:
+        if len(_SETTINGS_CACHE) >= 64:
+            _SETTINGS_CACHE.clear()
+        hit = _SETTINGS_CACHE[key] = _settings_vector_uncached(K, config)
+    return hit
+
+
+_SETTINGS_CACHE: dict = {}
+
+
+def _settings_vector_uncached(K, config: TailorConfig) -> np.ndarray:
+    hyper = _hyper(config)
+    extra = (config.iterations, config.camera_model == "weak_perspective", config.fit_root_xy)
+    return np.concatenate([np.asarray(K, np.float32).reshape(9), np.asarray(hyper, np.float32),
+                           np.asarray(extra, np.float32)])
+
+
+def _fit_packed_impl(hp, fin, bin_, settings):
+    """`_fit_impl` on packed arrays: fin (B, _IN_FLOAT_WIDTH) float32, bin_ (B, _IN_BOOL_WIDTH) bool,
+    settings (19,) float32 (`_settings_vector`) -> (B, _OUT_WIDTH) float32 (`_unpack_outputs`)."""
+    B = fin.shape[0]
+    kw = {name: fin[:, a:b].reshape((B,) + shape) for name, shape, a, b in _IN_FLOAT_LAYOUT}
+    kw.update({name: bin_[:, a:b].reshape((B,) + shape) for name, shape, a, b in _IN_BOOL_LAYOUT})
+    nh = len(_HYPER_FIELDS)
+    hyper = _Hyper(*(settings[9 + i] for i in range(nh)))
+    iterations = jnp.round(settings[9 + nh]).astype(jnp.int32)
+    out = _fit_impl(
+        hp, K=settings[:9].reshape(3, 3), hyper=hyper, iterations=iterations, weak=settings[10 + nh] > 0.5,
+        fit_root_xy=settings[11 + nh] > 0.5, **kw,
+    )
+    cols = []
+    for name, shape, a, b in _OUT_LAYOUT:
+        if name in out:
+            v = out[name]
+        else:
+            v = out["energies"][name]
+        v = jnp.broadcast_to(v, (B,)) if v.ndim == 0 else v
+        cols.append(v.astype(fin.dtype).reshape(B, b - a))
+    return jnp.concatenate(cols, axis=-1)
+
+
+# One compiled executable per batch size B (`fit` pads B up to a bucket): the iterations, camera model and
+# every setting are traced (in `settings`), so they never recompile.
+_fit_packed_jit = jax.jit(_fit_packed_impl)
+
+
+def _unpack_outputs(packed: np.ndarray) -> dict:
+    """(B, _OUT_WIDTH) -> the core's dict of numpy arrays (contiguous copies)."""
+    b = packed.shape[0]
+    out, energies = {}, {}
+    for name, shape, start, stop in _OUT_LAYOUT:
+        v = np.ascontiguousarray(packed[:, start:stop]).reshape((b,) + shape)
+        if name == "fitted":
+            out[name] = v > 0.5
+        elif name == "E_t":
+            energies[name] = v[0] if b else np.zeros((), packed.dtype)
+        elif name in _OUT_ENERGIES:
+            energies[name] = v
+        else:
+            out[name] = v
+    out["energies"] = energies
+    return out
+
+
+def _slim(params: jax_layer.JaxHandParams) -> jax_layer.JaxHandParams:
+    """Only the arrays `keypoints` reads (the full-mesh ones left out of the call: fewer arguments)."""
+    hit = _SLIM_CACHE.get(id(params))
+    if hit is not None and hit[0] is params:
+        return hit[1]
+    slim = params._replace(v_template=None, shapedirs=None, posedirs=None, weights=None)
+    if len(_SLIM_CACHE) >= 4:
+        _SLIM_CACHE.pop(next(iter(_SLIM_CACHE)))
+    _SLIM_CACHE[id(params)] = (params, slim)
+    return slim
+
+
+_SLIM_CACHE: dict[int, tuple] = {}
+
+
 def fit_arrays(params, inputs: dict, config: TailorConfig, *, jit: bool = True, pad: bool = True) -> dict:
     """Runs the core on prepared inputs (`prepare_inputs`), jitted (padded to `bucket_size`) or eagerly.
 
-    Returns the core's dict of arrays for the B input frames (device arrays)."""
+    Returns the core's dict of arrays for the B input frames (jitted: numpy arrays; eager: device arrays)."""
     b = inputs["theta0"].shape[0]
-    settings = dict(
-        hyper=_hyper(config),
-        iterations=np.int32(config.iterations),
-        weak=np.bool_(config.camera_model == "weak_perspective"),
-        fit_root_xy=np.bool_(config.fit_root_xy),
-    )
     if not jit:
+        settings = dict(
+            hyper=_hyper(config),
+            iterations=np.int32(config.iterations),
+            weak=np.bool_(config.camera_model == "weak_perspective"),
+            fit_root_xy=np.bool_(config.fit_root_xy),
+        )
         return _fit_impl(params, **inputs, **settings)
     size = bucket_size(b) if pad else b
-    out = _fit_jit(params, **_pad(inputs, size), **settings)
-    if size == b:
-        return out
-    cut = lambda x: x[:b] if getattr(x, "ndim", 0) >= 1 else x  # noqa: E731
-    return jax.tree_util.tree_map(cut, out)
+    padded = _pad({k: v for k, v in inputs.items() if k != "K"} | {"K": inputs["K"]}, size)
+    fin = _pack(padded, _IN_FLOAT_LAYOUT, _IN_FLOAT_WIDTH, np.float32)
+    bin_ = _pack(padded, _IN_BOOL_LAYOUT, _IN_BOOL_WIDTH, np.bool_)
+    packed = np.asarray(_fit_packed_jit(_slim(params), fin, bin_, _settings_vector(inputs["K"], config)))
+    return _unpack_outputs(packed[:b])
 
 
 def prepare_inputs(
@@ -505,7 +623,7 @@ def fit(
     if inputs["theta0"].shape[0] == 0:
         out = _empty_outputs(inputs)
     else:
-        out = jax.device_get(fit_arrays(model_params(model), inputs, config))
+        out = fit_arrays(model_params(model), inputs, config)
     return _finish(out, originals, lk, K_used, config)
 
 
@@ -529,6 +647,8 @@ def _finish(out, originals, lk, K_used, config):
         orig = np.asarray(originals[name])
         new = np.asarray(out[name])
         dt = np.result_type(orig.dtype, np.float32) if orig.dtype.kind == "f" else np.float32
+        if not keep.any():  # nothing kept (the common case): the fitted values as they are
+            return new.astype(dt)
         return np.where(keep, orig.astype(dt, copy=False), new.astype(dt))
 
     res["theta"] = merge("theta", keep_theta[..., None])
