@@ -80,22 +80,22 @@ def test_dataset_targets_and_eq5_lifting_roundtrip(tiny_set):
         assert torch.allclose(joints[0].float(), item["joints_norm"], atol=2e-4)
         # The numpy lifting (engine.hand_module.lifting, used at inference) agrees in the full frame.
         rec = records[i]
-        j3, K = np.array(rec["joints_3d_m"]), np.array(rec["K"])
+        j3, K = rec.joints_3d, rec.K
         bone = np.linalg.norm(j3[9] - j3[0])
         d_norm = (j3[:, 2] - j3[9, 2]) / bone
-        lifted, z_root = lifting.perspective_lift(np.array(rec["joints_2d_px"]), d_norm, K, bone)
+        lifted, z_root = lifting.perspective_lift(rec.joints_2d, d_norm, K, bone)
         assert np.allclose(lifted, j3, atol=1e-6)
         assert math.isclose(float(item["bone"]), bone, rel_tol=1e-5)
         # Weak perspective (Eq. 14-15) from the same (u, v, d'): the root-relative shape in bone units, up to
         # the perspective effect of a hand ~0.3-1 m away.
-        wp, s, _ = lifting.weak_perspective_lift(np.array(rec["joints_2d_px"]), d_norm)
+        wp, s, _ = lifting.weak_perspective_lift(rec.joints_2d, d_norm)
         assert np.abs(wp - (j3 - j3[9]) / bone).max() < 0.35
         # The backbone's pixel depth d = d' s reads back as d' through the MediaPipe path's normalization.
-        uvd_px, s_px = hg.uvd_pixels(np.array(rec["joints_2d_px"]), d_norm)
+        uvd_px, s_px = hg.uvd_pixels(rec.joints_2d, d_norm)
         assert np.allclose(s_px, s)
         if 1 - ((d_norm[9] - d_norm[0]) ** 2) >= lifting.EQ15_MIN_DENOM:
             assert np.allclose(lifting.normalized_depth(uvd_px), d_norm, atol=1e-9)
-        assert rec["hand"] == ("right" if i % 2 == 0 else "left")
+        assert rec.hand == ("right" if i % 2 == 0 else "left")
 
 
 def test_end_to_end_module_and_backbone_outputs(tiny_set):
@@ -119,17 +119,17 @@ def test_end_to_end_module_and_backbone_outputs(tiny_set):
     rec = read_annotations(tiny_set)[1]
     import cv2
 
-    image = cv2.cvtColor(cv2.imread(rec["image"]), cv2.COLOR_BGR2RGB)
+    image = cv2.cvtColor(cv2.imread(str(rec.image)), cv2.COLOR_BGR2RGB)
     backbone = hg.HourglassBackbone(net)
-    persp = backbone.predict(image, np.array(rec["joints_2d_px"]), side="left", K=np.array(rec["K"]))
-    weak = backbone.predict(image, np.array(rec["joints_2d_px"]), side="left", K=None)
+    persp = backbone.predict(image, rec.joints_2d, side="left", K=rec.K)
+    weak = backbone.predict(image, rec.joints_2d, side="left", K=None)
     assert np.array_equal(persp["keypoints_uvd"], weak["keypoints_uvd"])
     assert persp["keypoints_uvd"].shape == (21, 3) and persp["confidence"].shape == (21,)
     assert np.isfinite(persp["joints_3d"]).all() and (persp["joints_3d"][:, 2] > 0).all()
     assert np.allclose(weak["joints_3d"][9], 0.0) and weak["scale"] > 0
     from engine.hand_module import crops
 
-    via_roi = backbone.predict(image, side="left", roi=crops.roi_from_landmarks(np.array(rec["joints_2d_px"])))
+    via_roi = backbone.predict(image, side="left", roi=crops.roi_from_landmarks(rec.joints_2d))
     assert via_roi["keypoints_uvd"].shape == (21, 3) and np.isfinite(via_roi["keypoints_uvd"]).all()
 
 

@@ -30,12 +30,13 @@ import cv2
 import numpy as np
 import torch
 
+from engine.camera import project_perspective
 from engine.errors import InputError
+from engine.groundtruth import ANNOTATIONS, Record, load_annotations
 from engine.hand_model.constants import N_KEYPOINTS, REFERENCE_BONE, ROOT_KEYPOINT
 
 log = logging.getLogger(__name__)
 
-ANNOTATIONS = "annotations_normalized.json"
 HEATMAP_SIGMA = 2.0  # map cells
 SKIN_TONES_RGB = np.array([  # sRGB 0-255, light to dark
     [246, 214, 192], [236, 192, 165], [224, 172, 141], [198, 146, 110],
@@ -44,24 +45,9 @@ SKIN_TONES_RGB = np.array([  # sRGB 0-255, light to dark
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def read_annotations(folder) -> list[dict]:
-    """Records of one ground-truth folder with `image` made absolute. Raises InputError when unreadable."""
-    folder = pathlib.Path(folder)
-    path = folder / ANNOTATIONS
-    try:
-        records = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise InputError(f"{folder} is not a ground-truth folder: {ANNOTATIONS} is missing") from exc
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from exc
-    out = []
-    for r in records:
-        r = dict(r)
-        r["image"] = str(folder / r["image"])
-        if r.get("joints_3d_m") is None and r.get("joints_2d_px") is None:
-            continue
-        out.append(r)
-    return out
+def read_annotations(folder) -> list[Record]:
+    """Records of one ground-truth folder that carry 2D or 3D joints (InputError when unreadable)."""
+    return [r for r in load_annotations(folder) if r.joints_3d is not None or r.joints_2d is not None]
 
 
 def _gaussian_heatmaps(uv_cells: np.ndarray, size: int, sigma: float = HEATMAP_SIGMA) -> np.ndarray:
@@ -96,7 +82,7 @@ class HandCropDataset(torch.utils.data.Dataset):
     def __init__(self, folders, input_size: int = 256, augment: bool = True, seed: int = 0):
         if isinstance(folders, (str, pathlib.Path)):
             folders = [folders]
-        self.records: list[dict] = []
+        self.records: list[Record] = []
         for f in folders:
             self.records += read_annotations(f) if isinstance(f, (str, pathlib.Path)) else list(f)
         if not self.records:
@@ -112,20 +98,15 @@ class HandCropDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         rec = self.records[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        image = cv2.imread(rec["image"], cv2.IMREAD_COLOR)
+        image = cv2.imread(str(rec.image), cv2.IMREAD_COLOR)
         if image is None:
-            raise InputError(f"cannot read image {rec['image']}")
+            raise InputError(f"cannot read image {rec.image}")
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        K = None if rec.get("K") is None else np.asarray(rec["K"], np.float64)
-        j3 = None if rec.get("joints_3d_m") is None else np.asarray(rec["joints_3d_m"], np.float64)
+        K, j3, j2 = rec.K, rec.joints_3d, rec.joints_2d  # j2: given, or projected from j3 by the reader
         has_3d = K is not None and j3 is not None
-        if rec.get("joints_2d_px") is not None:
-            j2 = np.asarray(rec["joints_2d_px"], np.float64)
-        elif has_3d:
-            j2 = (j3 @ K.T)[:, :2] / (j3 @ K.T)[:, 2:]
-        else:
-            raise InputError(f"record {rec['image']} has neither 2D joints nor 3D joints with K")
-        vis = np.ones(N_KEYPOINTS) if rec.get("visible") is None else np.asarray(rec["visible"], np.float64)
+        if j2 is None:
+            raise InputError(f"record {rec.image} has neither 2D joints nor 3D joints with K")
+        vis = rec.visible.astype(np.float64)
         S = self.input_size
         lo, hi = j2.min(axis=0), j2.max(axis=0)
         centre, side = 0.5 * (lo + hi), max(float(np.max(hi - lo)), 8.0) * 1.4
@@ -134,7 +115,7 @@ class HandCropDataset(torch.utils.data.Dataset):
             side *= rng.uniform(0.9, 1.5)  # 1.26-2.1 x the extent: covers MediaPipe's ROI (2x)
             centre = centre + rng.uniform(-0.08, 0.08, 2) * side
             angle = rng.uniform(-math.pi / 6, math.pi / 6)
-        flip = rec.get("hand", "right") == "left"
+        flip = rec.hand == "left"
         A = crop_matrix(centre, side, S, angle, flip)
         crop = cv2.warpAffine(image, A[:2], (S, S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
         if self.augment:
@@ -308,13 +289,11 @@ class SyntheticHandRenderer:
             v_near = float(v[:, 2].min())
             if v_near < 0.05:  # keep every vertex in front of the camera
                 v, kp = v + [0, 0, 0.05 - v_near], kp + [0, 0, 0.05 - v_near]
-            uvh = kp @ K.T
-            uv = uvh[:, :2] / uvh[:, 2:]
+            uv = project_perspective(kp, K)
             if v_near >= 0.05 and uv.min() >= 0.02 * S and uv.max() <= 0.98 * S:
                 break  # else redraw (after 20 draws the last one is kept: `visible` marks what left the image)
         img = _background(rng, S)
-        vh = v @ K.T
-        vpx = np.concatenate([vh[:, :2] / vh[:, 2:], v[:, 2:]], axis=1)
+        vpx = np.concatenate([project_perspective(v, K), v[:, 2:]], axis=1)
         skin = SKIN_TONES_RGB[int(rng.integers(len(SKIN_TONES_RGB)))] * rng.uniform(0.85, 1.1, 3)
         light = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(0.3, 1.5)])
         img = render_mesh(img, vpx, np.asarray(model.faces), color=tuple(np.clip(skin, 0, 255)),

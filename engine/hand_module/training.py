@@ -324,7 +324,7 @@ def evaluate(weights, data_dirs, *, batch_size: int = 16, device: str = "cpu", l
             mpjpe += (rr.norm(dim=-1).mean(-1)[m3] * 1000).tolist()
             root_err += (out["rho"] / batch["rho"] - 1).abs()[m3].tolist()
             bone_err += (out["bone"] / batch["bone"] - 1).abs()[m3].tolist()
-            K_full = torch.tensor([ds.records[j]["K"][0][0] for j in idx[i : i + batch_size]], device=device)
+            K_full = torch.tensor([ds.records[j].K[0, 0] for j in idx[i : i + batch_size]], device=device)
             px_full += (err[m3] * K_full[m3] / f_ratio[m3]).tolist()
 
     def mean(v):
