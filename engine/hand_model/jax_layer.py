@@ -73,6 +73,21 @@ def prepare(model: HandModel, dtype=None) -> JaxHandParams:
 # Rotations
 
 
+def quat_multiply(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Hamilton product a * b of (..., 4) quaternions (w, x, y, z): the rotation b, then a."""
+    aw, ax, ay, az = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
+    bw, bx, by, bz = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+    return jnp.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        axis=-1,
+    )
+
+
 def quat_to_rotmat(quat: jax.Array) -> jax.Array:
     """Quaternions (..., 4) (w, x, y, z), normalized here -> rotation matrices (..., 3, 3)."""
     norm2 = jnp.sum(quat * quat, axis=-1, keepdims=True)

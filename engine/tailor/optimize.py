@@ -141,21 +141,6 @@ def _axis_angle_to_quat(v):
     return jnp.concatenate([w, k * v], axis=-1)
 
 
-def _quat_mul(a, b):
-    """Hamilton product a * b of (..., 4) quaternions (w, x, y, z): the rotation b, then a."""
-    aw, ax, ay, az = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
-    bw, bx, by, bz = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
-    return jnp.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        axis=-1,
-    )
-
-
 def _reprojection_px(joints, K, kp, conf):
     """(B,) confidence-weighted mean 2D distance in image pixels (0 where no confidence)."""
     uv = project_perspective(
@@ -275,7 +260,7 @@ def _fit_impl(
     # q(delta) * q0: the same rotation as exp(delta) R0; w(q(delta)) = cos(|delta| / 2) > 0 keeps the sign
     # of the input quaternion (continuity along a clip), and no matrix -> quaternion round trip is needed
     q0n = th0 * jax.lax.rsqrt(jnp.maximum(jnp.sum(th0 * th0, axis=-1, keepdims=True), 1e-30))
-    q_fit = _quat_mul(_axis_angle_to_quat(p_fin.delta_pose), q0n)
+    q_fit = jax_layer.quat_multiply(_axis_angle_to_quat(p_fin.delta_pose), q0n)
     q_fit = q_fit * jax.lax.rsqrt(jnp.sum(q_fit * q_fit, axis=-1, keepdims=True))
     shift = p_fin.delta_root * bone_m[:, None]
     root_fit = root_start + jnp.concatenate([shift, jnp.zeros_like(shift[:, :1])], axis=-1)
