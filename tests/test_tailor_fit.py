@@ -94,9 +94,11 @@ def test_accuracy_on_synthetic_ground_truth(model, case, camera_model):
         np.testing.assert_allclose(z, 640 / out["projection_scale"], rtol=1e-4)
 
 
-def test_twist_term_lowers_twisted_fingers(model, case):
-    with_g = _fit(model, case)
-    without = _fit(model, case, config=TailorConfig(lambda_g=0.0))
+@pytest.mark.parametrize("camera_model", ["perspective", "weak_perspective"])
+def test_twist_term_lowers_twisted_fingers(model, case, camera_model):
+    K = case["K"] if camera_model == "perspective" else None
+    with_g = _fit(model, case, K=K, config=TailorConfig(camera_model=camera_model))
+    without = _fit(model, case, K=K, config=TailorConfig(camera_model=camera_model, lambda_g=0.0))
     n_with, n_without = count_twisted(with_g["joints_3d"]), count_twisted(without["joints_3d"])
     assert n_with < n_without, (n_with, n_without, count_twisted(case["gt_joints"]))
     assert np.median(with_g["energies"]["E_g"]) < np.median(without["energies"]["E_g"])

@@ -4,6 +4,8 @@ Synthetic frames with ground truth (`engine.tailor.synthetic`) under a known pin
 
 * single_ms_per_frame: one frame (B = 1) through `fit` (numpy in, numpy out), after warm-up; median.
 * batched_ms_per_frame: B = --batch-size (256) frames per call, divided by B; median.
+* loop_one_kernel: whether XLA compiled the Adam loop into one kernel (`engine.SMALL_LOOP_KERNEL_BYTES`) for
+  the single frame and for the batch.
 * reference_single_ms_per_frame: the same math not jitted (`engine.tailor.reference`), one frame.
 * iterations_table: for 10/20/50/100 iterations and both Adam settings (the paper's lr 0.003 and the
   authors' lr 0.03, b1 = b2 = 0.5): ms/frame single and batched, and the residual errors (median over the
@@ -56,7 +58,7 @@ def run(batch_size: int = 256, repeats: int = 30, reference_frames: int = 1, see
 
     from engine.camera import project_perspective
     from engine.hand_model import load_hand_model
-    from engine.tailor.optimize import AUTHORS_ADAM, PAPER_ADAM, TailorConfig, fit, model_params
+    from engine.tailor.optimize import AUTHORS_ADAM, PAPER_ADAM, TailorConfig, fit, loop_is_one_kernel, model_params
     from engine.tailor.reference import reference_fit
     from engine.tailor.synthetic import make_case
 
@@ -125,6 +127,8 @@ def run(batch_size: int = 256, repeats: int = 30, reference_frames: int = 1, see
         "initial_pa_mpjpe_mm": float(np.median(_pa_mpjpe(init["joints_3d"], case["gt_joints"])) * 1e3),
         "iterations_table": table,
         "targets": {"single_ms_per_frame": 1.0, "batched_ms_per_frame": 0.25},
+        # whether XLA ran the Adam loop as one kernel (engine.SMALL_LOOP_KERNEL_BYTES) for these figures
+        "loop_one_kernel": {"single": loop_is_one_kernel(params, 1), "batched": loop_is_one_kernel(params, batch_size)},
         "machine": {
             "cpu_count": os.cpu_count(),
             "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
@@ -158,6 +162,8 @@ def main(argv: list[str], prog: str) -> int:
         ref_text = "skipped" if ref is None else f"{ref:.1f} ms/frame (x{result['reference_to_single_ratio']:.0f})"
         print(f"single frame: {result['single_ms_per_frame']:.3f} ms   batched (B={args.batch_size}): "
               f"{result['batched_ms_per_frame']:.4f} ms/frame   reference: {ref_text}")
+        kernel = {k: "yes" if v else "no" for k, v in result["loop_one_kernel"].items()}
+        print(f"Adam loop as one XLA kernel: single {kernel['single']}, batched {kernel['batched']}")
         print(f"initial residual: {result['initial_residual_2d_px']:.2f} px")
         print("adam     iters  single ms  batched ms/frame  residual px  to-GT px  PA-MPJPE mm")
         for r in result["iterations_table"]:

@@ -131,13 +131,24 @@ def twist_terms(joints_3d):
     Returns:
       coplanarity (B, 5), bend_consistency (B, 5), dimensionless (unit reference bone), thumb..pinky.
     """
-    p = take_static(_bone_normalized(joints_3d), FINGER_KEYPOINTS).reshape(joints_3d.shape[0], 5, 4, 3)
-    v_ab = p[:, :, 0] - p[:, :, 1]
-    v_bc = p[:, :, 1] - p[:, :, 2]
-    v_cd = p[:, :, 2] - p[:, :, 3]
-    n1 = jnp.cross(v_ab, v_bc)
-    n2 = jnp.cross(v_bc, v_cd)
+    # read palm-to-tip (keypoints 1..20: one slice, where tip-to-palm would be 20 slices and, in the
+    # gradient, 20 pads: a third of the tailor's per-step work at B = 1), then index tip-to-palm
+    q = take_static(_bone_normalized(joints_3d), _PALM_TO_TIP).reshape(joints_3d.shape[0], 5, 4, 3)
+    a, b, c, d = (q[:, :, 3 - i] for i in range(4))
+    v_ab, v_bc, v_cd = a - b, b - c, c - d
+    n1 = _cross(v_ab, v_bc)
+    n2 = _cross(v_bc, v_cd)
     return jnp.abs(jnp.sum(n1 * v_cd, axis=-1)), jnp.sum(n1 * n2, axis=-1)
+
+
+_PALM_TO_TIP = FINGER_KEYPOINTS[:, ::-1]  # (5, 4): 1-4, 5-8, ... : consecutive
+
+
+def _cross(u, v):
+    """(..., 3) x (..., 3) cross product from component slices (fuses; `jnp.cross` pads in its gradient)."""
+    ux, uy, uz = u[..., 0], u[..., 1], u[..., 2]
+    vx, vy, vz = v[..., 0], v[..., 1], v[..., 2]
+    return jnp.stack([uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx], axis=-1)
 
 
 @jax.jit

@@ -442,6 +442,19 @@ def _fit_packed_impl(hp, fin, bin_, settings):
 _fit_packed_jit = jax.jit(_fit_packed_impl)
 
 
+def loop_is_one_kernel(params: jax_layer.JaxHandParams, frames: int) -> bool:
+    """Whether XLA compiles the Adam loop for `frames` frames (padded to their bucket) into one kernel
+    rather than one thunk per op and step (`engine.SMALL_LOOP_KERNEL_BYTES`). Compiles once to find out."""
+    b = bucket_size(frames)
+    spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
+    lowered = _fit_packed_jit.lower(
+        _slim(params), spec((b, _IN_FLOAT_WIDTH), np.float32), spec((b, _IN_BOOL_WIDTH), np.bool_),
+        spec((9 + len(_HYPER_FIELDS) + 3,), np.float32),
+    )
+    # the hoisting pass marks the call it makes of the loop with this attribute
+    return "xla_cpu_small_call" in lowered.compile().as_text()
+
+
 def _unpack_outputs(packed: np.ndarray) -> dict:
     """(B, _OUT_WIDTH) -> the core's dict of numpy arrays (contiguous copies)."""
     b = packed.shape[0]
