@@ -337,14 +337,20 @@ def keypoints(
     rotmats (B, 16, 3, 3) local rotations; beta (B, 10); root (B, 3) wrist position in the camera frame
     (None: the origin); hand_scale (B,) (None: 1) -> keypoints (B, K=21, 3).
     """
+    joints, _, _, points = _skeleton(params, rotmats, beta)
+    return _to_camera(points, joints[:, 0], root, hand_scale)
+
+
+def _skeleton(params: JaxHandParams, rotmats: jax.Array, beta: jax.Array):
+    """Rest joints (B, 16, 3), world rotations (B, 16, 3, 3), posed joints (B, 16, 3) and the 21 keypoints
+    (B, K, 3) (joints + skinned fingertip rows), all in the model frame."""
     joints = rest_joints(params, beta)
     world_rot, posed = forward_kinematics(rotmats, joints)
     tips = _skin(
         params.tip_template, params.tip_shapedirs, params.tip_posedirs, params.tip_weights,
         beta, rotmats, world_rot, posed, joints,
     )  # (B, 5, 3)
-    points = take_static(jnp.concatenate([posed, tips], axis=1), _TO_KEYPOINT)
-    return _to_camera(points, joints[:, 0], root, hand_scale)
+    return joints, world_rot, posed, take_static(jnp.concatenate([posed, tips], axis=1), _TO_KEYPOINT)
 
 
 def pose(
@@ -358,17 +364,11 @@ def pose(
 
     Arguments as in `keypoints`. The keypoints' tips are the mesh's `tip_vertex_ids` rows.
     """
-    joints = rest_joints(params, beta)
-    world_rot, posed = forward_kinematics(rotmats, joints)
+    joints, world_rot, posed, points = _skeleton(params, rotmats, beta)
     verts = _skin(
         params.v_template, params.shapedirs, params.posedirs, params.weights,
         beta, rotmats, world_rot, posed, joints,
     )  # (B, V, 3)
-    tips = _skin(
-        params.tip_template, params.tip_shapedirs, params.tip_posedirs, params.tip_weights,
-        beta, rotmats, world_rot, posed, joints,
-    )
-    points = take_static(jnp.concatenate([posed, tips], axis=1), _TO_KEYPOINT)
     wrist = joints[:, 0]
     return (
         _to_camera(verts, wrist, root, hand_scale),

@@ -41,22 +41,12 @@ def _median_ms(fn, repeats: int, min_seconds: float = 0.0) -> float:
     return float(np.median(times) * 1e3)
 
 
-def _pa_mpjpe(pred, gt):
-    out = []
-    for p, g in zip(np.asarray(pred, np.float64), np.asarray(gt, np.float64)):
-        P, G = p - p.mean(0), g - g.mean(0)
-        U, S, Vt = np.linalg.svd(P.T @ G)
-        D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
-        s = np.sum(S * np.diag(D)) / max(np.sum(P * P), 1e-20)
-        out.append(np.linalg.norm(s * P @ (U @ D @ Vt) - G, axis=-1).mean())
-    return np.array(out)
-
-
 def run(batch_size: int = 256, repeats: int = 30, reference_frames: int = 1, seed: int = 0) -> dict:
     """Measures everything; returns the JSON-able dict."""
     import jax
 
     from engine.camera import project_perspective
+    from engine.metrics import pa_mpjpe
     from engine.hand_model import load_hand_model
     from engine.tailor.optimize import AUTHORS_ADAM, PAPER_ADAM, TailorConfig, fit, loop_is_one_kernel, model_params
     from engine.tailor.reference import reference_fit
@@ -106,7 +96,7 @@ def run(batch_size: int = 256, repeats: int = 30, reference_frames: int = 1, see
                 "batched_ms_per_frame": _median_ms(lambda: call(batch_size, config), 3) / batch_size,
                 "residual_2d_px": float(np.median(out["energies"]["reprojection_px"])),
                 "residual_2d_to_gt_px": float(np.median(to_gt)),
-                "pa_mpjpe_mm": float(np.median(_pa_mpjpe(out["joints_3d"], case["gt_joints"])) * 1e3),
+                "pa_mpjpe_mm": float(np.median(pa_mpjpe(out["joints_3d"], case["gt_joints"])) * 1e3),
             }
             table.append(row)
             log.info("%s", row)
@@ -124,7 +114,7 @@ def run(batch_size: int = 256, repeats: int = 30, reference_frames: int = 1, see
         "compile_s": {"single": compile_single_s, "batched": compile_batched_s},
         "initial_residual_2d_px": float(np.median(init["energies"]["reprojection_px"])),
         "initial_residual_2d_to_gt_px": float(np.median(np.linalg.norm(init_uv - case["gt_2d"], axis=-1).mean(-1))),
-        "initial_pa_mpjpe_mm": float(np.median(_pa_mpjpe(init["joints_3d"], case["gt_joints"])) * 1e3),
+        "initial_pa_mpjpe_mm": float(np.median(pa_mpjpe(init["joints_3d"], case["gt_joints"])) * 1e3),
         "iterations_table": table,
         "targets": {"single_ms_per_frame": 1.0, "batched_ms_per_frame": 0.25},
         # whether XLA ran the Adam loop as one kernel (engine.SMALL_LOOP_KERNEL_BYTES) for these figures

@@ -22,6 +22,8 @@ Parameters and their handling (decided here, once):
   one Adam over the stacked (B, ...) parameters of sum_b E_b is exactly B independent per-frame Adams
   (what `vmap` of the per-frame loop computes) in one jitted `lax.fori_loop`. With the temporal term
   (`temporal_weight > 0`) the frames of a batch are coupled and optimized jointly, in the same loop.
+  For 1-4 frames XLA compiles that loop into a single kernel (`engine.SMALL_LOOP_KERNEL_BYTES`,
+  `loop_is_one_kernel`); larger batches run it op by op, where each op is big enough to pay for itself.
 * Locks (DESIGN.md EDITS): locked entries get zero gradients (Adam then never moves them) and are written
   back from the original inputs with `where` at the end: bit-identical. Invalid frames pass through.
 * Weak perspective (Sec. 3.5, no K): Eq. 17 gives s (px per meter) with t = the detected wrist; the hand
