@@ -15,8 +15,10 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # ~135 tiny ops a step, so for a few frames the one-kernel loop halves the step (13 -> 6.5 us at B = 1;
 # one frame's fit 0.62 -> 0.43 ms). The threshold (bytes the loop touches) admits the loop up to B = 4
 # frames (measured 0.6-0.8 MB; B = 8 about 1.3 MB): larger loops get parallel-split ops, which that
-# kernel path cannot run (XLA aborts at B = 16 with no limit). XLA reads its flags when JAX first starts
-# a backend, so this must precede any JAX computation; a user's own backend options are left alone.
+# kernel path cannot run (with no limit, LLVM aborts the process at B = 16: ParallelForkJoin unresolved).
+# Measured with the pinned jax/jaxlib 0.7.1; tests/test_tailor_loop_kernel.py checks both sides. XLA reads
+# its flags when JAX first starts a backend, so this must precede any JAX computation; a user's own backend
+# options are left alone.
 SMALL_LOOP_KERNEL_BYTES = 1_000_000
 SMALL_LOOP_KERNEL_FLAG_SET = "xla_backend_extra_options" not in _os.environ.get("XLA_FLAGS", "")
 if SMALL_LOOP_KERNEL_FLAG_SET:
