@@ -132,7 +132,7 @@ def twist_terms(joints_3d):
       coplanarity (B, 5), bend_consistency (B, 5), dimensionless (unit reference bone), thumb..pinky.
     """
     # read palm-to-tip (keypoints 1..20: one slice, where tip-to-palm would be 20 slices and, in the
-    # gradient, 20 pads: a third of the tailor's per-step work at B = 1), then index tip-to-palm
+    # gradient, 20 pads: a quarter of the tailor's per-step ops at B = 1), then index tip-to-palm
     q = take_static(_bone_normalized(joints_3d), _PALM_TO_TIP).reshape(joints_3d.shape[0], 5, 4, 3)
     a, b, c, d = (q[:, :, 3 - i] for i in range(4))
     v_ab, v_bc, v_cd = a - b, b - c, c - d

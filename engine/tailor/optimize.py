@@ -451,7 +451,7 @@ def loop_is_one_kernel(params: jax_layer.JaxHandParams, frames: int) -> bool:
     spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
     lowered = _fit_packed_jit.lower(
         _slim(params), spec((b, _IN_FLOAT_WIDTH), np.float32), spec((b, _IN_BOOL_WIDTH), np.bool_),
-        spec((9 + len(_HYPER_FIELDS) + 3,), np.float32),
+        spec(_settings_vector(np.eye(3), TailorConfig()).shape, np.float32),
     )
     # the hoisting pass marks the call it makes of the loop with this attribute
     return "xla_cpu_small_call" in lowered.compile().as_text()
