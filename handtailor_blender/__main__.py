@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
     import bpy
 
-    from . import capture, ops_export
+    from . import capture, ops_export, retailor
     from .io.engine_client import EngineFailure
     from .io.results import ResultFileError
 
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
                 if not arms:
                     raise ValueError(f"{args.blend_in} holds no HandTailor rig {args.rig!r}")
                 fs, fe = _frames(args.frames)
-                capture.retailor(scene, arms[0], config, frame_range=None if args.frames is None else (fs, fe),
+                retailor.retailor(scene, arms[0], config, frame_range=None if args.frames is None else (fs, fe),
                                  joints=args.joints.split(",") if args.joints else None,
                                  iterations=args.iterations, on_progress=progress)
         if args.command in ("capture", "retailor"):

@@ -13,7 +13,7 @@ import pytest
 bpy = pytest.importorskip("bpy")
 torch = pytest.importorskip("torch")
 
-from handtailor_blender import keys, rig  # noqa: E402
+from handtailor_blender import keys, retailor, rig, takes  # noqa: E402
 from handtailor_blender.io.results import read_model, read_result  # noqa: E402
 from blender_helpers import evaluated_verts_camera, projected_mesh_joints  # noqa: E402
 
@@ -79,14 +79,14 @@ def test_retailor_with_real_engine(blank, tmp_path):
     fc = keys.fcurves_of(act).find('pose.bones["index2.R"].rotation_quaternion', index=1)
     fc.keyframe_points[2].co[1] = 0.25
     before = snapshot_keys()
-    new_arms = capture.retailor(scene, arm, capture.EngineConfig(), iterations=5, timeout=500)
+    new_arms = retailor.retailor(scene, arm, capture.EngineConfig(), iterations=5, timeout=500)
     assert new_arms == [arm]
     after = snapshot_keys()
     key = (act.name, 'pose.bones["index2.R"].rotation_quaternion', 1)
     assert after[key][5] == before[key][5] == np.float32(0.25)  # frame 3's value, bit-exact
     other = (act.name, 'pose.bones["middle1.R"].rotation_quaternion', 1)
     assert not np.array_equal(after[other], before[other])  # the tailor moved the rest
-    new = read_result(act["ht_result"])
+    new = read_result(takes.resolve_path(act["ht_result"]))
     to_world = keys.to_world_matrix(scene)
     layer = HandLayer(load_hand_model(arm["ht_model"], side="right"), dtype=torch.float64)
     for n in (1, 2, 4):  # the rewritten rig is the refit (frame 3 carries the locked edit)
@@ -95,7 +95,7 @@ def test_retailor_with_real_engine(blank, tmp_path):
             v, _, _ = layer(*(torch.from_numpy(a[0, n][None]) for a in (new.theta, new.beta, new.root)),
                             torch.from_numpy(new.hand_scale[0, n][None]))
         assert np.abs(evaluated_verts_camera(rig.find_mesh(arm), to_world) - v[0].numpy()).max() < 1e-4
-    assert capture.restore_backup(arm)
+    assert takes.restore_backup(arm)
     restored = snapshot_keys()
     backup = arm.animation_data.action.name
     assert np.array_equal(restored[(backup, key[1], 1)], before[key])
