@@ -36,6 +36,10 @@ def _enum_value(prop: str, name: str) -> int:
     return bpy.types.Keyframe.bl_rna.properties[prop].enum_items[name].value
 
 
+_KEY_FIELDS = (("co", 2, np.float32), ("handle_left", 2, np.float32), ("handle_right", 2, np.float32),
+               ("handle_left_type", 1, np.int32), ("handle_right_type", 1, np.int32), ("interpolation", 1, np.int32))
+
+
 def ensure_fcurve(curves, data_path: str, index: int, group: str):
     """The fcurve for (data_path, index), created (in `group`) when missing; its keys are cleared."""
     fc = curves.find(data_path, index=index)
@@ -46,29 +50,42 @@ def ensure_fcurve(curves, data_path: str, index: int, group: str):
     return fc
 
 
-def write_reduced(fc, red: reduce.Reduced, component: int) -> None:
-    """Replaces fc's keys by one component of a reduction (Bezier: aligned handles on the fitted slopes)."""
+def keys_outside(fc, lo: float, hi: float) -> dict:
+    """Every field of fc's keys whose frame is outside [lo, hi] ({field: (K, width) array})."""
+    n = len(fc.keyframe_points)
+    out = {}
+    for name, width, dtype in _KEY_FIELDS:
+        a = np.empty(n * width, dtype)
+        fc.keyframe_points.foreach_get(name, a)
+        out[name] = a.reshape(n, width)
+    keep = (out["co"][:, 0] < lo) | (out["co"][:, 0] > hi)
+    return {k: v[keep] for k, v in out.items()}
+
+
+def write_reduced(fc, red: reduce.Reduced, component: int, keep: dict | None = None) -> None:
+    """Replaces fc's keys by one component of a reduction (Bezier: aligned handles on the fitted slopes),
+    plus the keys `keep` (keys_outside) exactly as they were."""
     K = len(red.frames)
+    co = np.stack([red.frames, red.values[:, component]], -1).astype(np.float32)
+    if red.interpolation == "BEZIER":
+        left, right = (h[:, component].astype(np.float32) for h in red.handles())
+        htype = _enum_value("handle_left_type", "ALIGNED")
+    else:
+        # LINEAR / CONSTANT never read the handles, but a later switch to Bezier does: put them on the keys
+        left, right, htype = co, co, _enum_value("handle_left_type", "AUTO_CLAMPED")
+    fields = dict(co=co, handle_left=left, handle_right=right, handle_left_type=np.full((K, 1), htype, np.int32),
+                  handle_right_type=np.full((K, 1), htype, np.int32),
+                  interpolation=np.full((K, 1), _enum_value("interpolation", red.interpolation), np.int32))
+    if keep is not None and len(keep["co"]):
+        fields = {k: np.concatenate([v, keep[k].astype(v.dtype)]) for k, v in fields.items()}
+        order = np.argsort(fields["co"][:, 0], kind="stable")
+        fields = {k: v[order] for k, v in fields.items()}
     kp = fc.keyframe_points
     if len(kp):
         kp.clear()
-    kp.add(K)
-    co = np.empty(2 * K, np.float32)
-    co[0::2] = red.frames
-    co[1::2] = red.values[:, component]
-    kp.foreach_set("co", co)
-    if red.interpolation == "BEZIER":
-        left, right = red.handles()
-        kp.foreach_set("handle_left", left[:, component].astype(np.float32).ravel())
-        kp.foreach_set("handle_right", right[:, component].astype(np.float32).ravel())
-        aligned = np.full(K, _enum_value("handle_left_type", "ALIGNED"), np.int32)
-        kp.foreach_set("handle_left_type", aligned)
-        kp.foreach_set("handle_right_type", aligned)
-    else:
-        # LINEAR / CONSTANT never read the handles, but a later switch to Bezier does: put them on the keys
-        kp.foreach_set("handle_left", co)
-        kp.foreach_set("handle_right", co)
-    kp.foreach_set("interpolation", np.full(K, _enum_value("interpolation", red.interpolation), np.int32))
+    kp.add(len(fields["co"]))
+    for name, _, _ in _KEY_FIELDS:
+        kp.foreach_set(name, np.ascontiguousarray(fields[name]).ravel())
 
 
 def sample(fcs, frames: np.ndarray) -> np.ndarray:
@@ -79,21 +96,25 @@ def sample(fcs, frames: np.ndarray) -> np.ndarray:
 
 def write_group(curves, data_path: str, group: str, frames: np.ndarray, values: np.ndarray, *, kind: str,
                 tolerance: float, scale: float = 1.0, interpolation: str = "BEZIER", unit: str = "",
-                required: np.ndarray | None = None, indices=None) -> WriteStats:
+                required: np.ndarray | None = None, keep_outside: bool = False) -> WriteStats:
     """Writes values (M, C) at frames (M,) as C curves of `data_path` reduced to `tolerance` (in the kind's
-    unit; see reduce.reduce_keys), then checks Blender's evaluation at every frame."""
+    unit; see reduce.reduce_keys), then checks Blender's evaluation at every frame. keep_outside: keys the
+    curves already have before the first / after the last frame stay as they are."""
     values = np.asarray(values, np.float64)
     if values.ndim == 1:
         values = values[:, None]
     M, C = values.shape
-    indices = list(range(C)) if indices is None else list(indices)
-    fcs = [ensure_fcurve(curves, data_path, i, group) for i in indices]
+    kept = []
+    for i in range(C):
+        fc = curves.find(data_path, index=i)
+        kept.append(keys_outside(fc, frames[0], frames[-1]) if keep_outside and fc is not None else None)
+    fcs = [ensure_fcurve(curves, data_path, i, group) for i in range(C)]
     tol = float(tolerance)
     for attempt in range(4):
         red = reduce.reduce_keys(frames, values, tol if attempt < 3 else 0.0, kind, interpolation=interpolation,
                                  scale=scale, required=required)
         for c, fc in enumerate(fcs):
-            write_reduced(fc, red, c)
+            write_reduced(fc, red, c, kept[c])
         err = reduce.group_error(kind, values, sample(fcs, frames), scale)
         worst = float(err.max()) if len(err) else 0.0
         if tolerance <= 0 or worst <= tolerance:

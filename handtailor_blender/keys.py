@@ -66,6 +66,36 @@ def fcurves_of(action):
     return action.fcurves
 
 
+def own_fcurves(id_block, name: str, id_type: str = "OBJECT"):
+    """(action, fcurves) of the action id_block already animates with (its slot's channelbag), or of a new
+    action `name` when it has none: keys added there are the user's own."""
+    ad = id_block.animation_data
+    if ad is None or ad.action is None:
+        action, fcs = new_action(id_block, name, id_type)
+        action.use_fake_user = False
+        return action, fcs
+    action = ad.action
+    if SLOTTED:
+        from bpy_extras import anim_utils
+
+        if ad.action_slot is None:
+            ad.action_slot = action.slots.new(id_type=id_type, name=id_block.name)
+        return action, anim_utils.action_ensure_channelbag_for_slot(action, ad.action_slot).fcurves
+    return action, action.fcurves
+
+
+def all_fcurves(action):
+    """Every fcurve of an action (all layers, strips and slots on 4.4+; the legacy list otherwise)."""
+    layers = getattr(action, "layers", None)
+    if layers is not None and len(layers):
+        for layer in layers:
+            for strip in layer.strips:
+                for cb in getattr(strip, "channelbags", ()):
+                    yield from cb.fcurves
+    elif hasattr(action, "fcurves"):
+        yield from action.fcurves
+
+
 def _new_fcurve(fcurves, data_path: str, index: int, group: str):
     if SLOTTED:
         return fcurves.new(data_path, index=index, group_name=group)

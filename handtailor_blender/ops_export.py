@@ -1,6 +1,13 @@
-"""FBX export with settings that round-trip: no leaf bones, baked animation, no key simplification."""
+"""FBX export with settings that round-trip: no leaf bones, baked animation, no key simplification.
+
+FBX time 0 is scene frame 1, so Blender's default import (`anim_offset` 1) and other applications put every
+key back on its own frame; the exported range is the animation's whole range, whatever the scene's.
+"""
+
+import contextlib
 
 import bpy
+import numpy as np
 from bpy.props import EnumProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper
 
@@ -24,6 +31,60 @@ def hand_rigs(scene) -> list:
     return [o for o in scene.objects if o.type == "ARMATURE" and "ht_side" in o]
 
 
+def _exported_fcurves(objects) -> list:
+    """Every fcurve of the active actions of `objects`, their children and the children's shape keys."""
+    from . import keys
+
+    ids = []
+    for obj in objects:
+        ids.append(obj)
+        for child in obj.children:
+            ids.append(child)
+            if child.type == "MESH" and child.data.shape_keys is not None:
+                ids.append(child.data.shape_keys)
+    out, seen = [], set()
+    for id_block in ids:
+        ad = id_block.animation_data
+        if ad is None or ad.action is None or ad.action.name in seen:
+            continue
+        seen.add(ad.action.name)
+        out += list(keys.all_fcurves(ad.action))
+    return out
+
+
+@contextlib.contextmanager
+def _fbx_timing(scene, objects):
+    """Shifts the exported keys one frame earlier (FBX time 0 = frame 1) and the scene range onto the
+    animation's range; both come back exactly afterwards."""
+    fcs = [fc for fc in _exported_fcurves(objects) if len(fc.keyframe_points)]
+    saved = []
+    for fc in fcs:
+        arrays = {}
+        for name in ("co", "handle_left", "handle_right"):
+            a = np.empty(2 * len(fc.keyframe_points), np.float32)
+            fc.keyframe_points.foreach_get(name, a)
+            arrays[name] = a
+        saved.append(arrays)
+    rng = (scene.frame_start, scene.frame_end, scene.frame_current)
+    try:
+        if fcs:
+            lo = min(float(a["co"][0::2].min()) for a in saved)
+            hi = max(float(a["co"][0::2].max()) for a in saved)
+            scene.frame_start, scene.frame_end = int(np.floor(lo)) - 1, max(int(np.ceil(hi)) - 1, int(lo) - 1)
+        for fc, arrays in zip(fcs, saved):
+            for name, a in arrays.items():
+                b = a.copy()
+                b[0::2] -= 1.0
+                fc.keyframe_points.foreach_set(name, b)
+        yield
+    finally:
+        for fc, arrays in zip(fcs, saved):
+            for name, a in arrays.items():
+                fc.keyframe_points.foreach_set(name, a)
+        scene.frame_start, scene.frame_end = rng[0], rng[1]
+        scene.frame_set(rng[2])
+
+
 def export_fbx(filepath: str, objects, preset: str = "BLENDER", context=None) -> None:
     """Exports `objects` (armatures; their mesh children come along) with the round-trip settings."""
     context = context or bpy.context
@@ -41,7 +102,8 @@ def export_fbx(filepath: str, objects, preset: str = "BLENDER", context=None) ->
                 child.select_set(True)
         if objects:
             view_layer.objects.active = objects[0]
-        bpy.ops.export_scene.fbx(filepath=filepath, use_selection=True, **ROUND_TRIP, **PRESETS[preset])
+        with _fbx_timing(context.scene, objects):
+            bpy.ops.export_scene.fbx(filepath=filepath, use_selection=True, **ROUND_TRIP, **PRESETS[preset])
     finally:
         for o in view_layer.objects:
             o.select_set(o in selected)
@@ -55,7 +117,8 @@ class HANDTAILOR_OT_export_fbx(bpy.types.Operator, ExportHelper):
     bl_label = "Export FBX"
     filename_ext = ".fbx"
     filter_glob: StringProperty(default="*.fbx", options={"HIDDEN"})
-    preset: EnumProperty(name="Target", items=[(k, k.title(), "") for k in PRESETS], default="BLENDER")
+    preset: EnumProperty(name="Target", items=[(k, k.title(), f"Axes and units for {k.title()}") for k in PRESETS],
+                         default="BLENDER", description="The application the FBX is for (axes, units)")
 
     def invoke(self, context, event):
         self.preset = context.scene.handtailor.export_preset
