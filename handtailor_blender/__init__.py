@@ -7,12 +7,13 @@ library, never torch/jax/smplx/cv2 or the engine: the engine runs as a child pro
 if "bpy" in locals():  # script reload
     import importlib
 
-    for _m in (preferences, props, ops_engine, ops_capture, ops_retailor, ops_export, panels):  # noqa: F821
+    for _m in (preferences, props, ops_engine, ops_capture, ops_retailor, ops_export, ops_retarget,  # noqa: F821
+               panels):  # noqa: F821
         importlib.reload(_m)
 
 import bpy
 
-from . import ops_capture, ops_engine, ops_export, ops_retailor, panels, preferences, props
+from . import ops_capture, ops_engine, ops_export, ops_retailor, ops_retarget, panels, preferences, props, takes
 
 classes = (
     *preferences.classes,
@@ -21,6 +22,7 @@ classes = (
     *ops_capture.classes,
     *ops_retailor.classes,
     *ops_export.classes,
+    *ops_retarget.classes,
     *panels.classes,
 )
 
@@ -30,8 +32,10 @@ _register_classes, _unregister_classes = bpy.utils.register_classes_factory(clas
 def register():
     _register_classes()
     props.register_props()
+    takes.register_handlers()
 
 
 def unregister():
+    takes.unregister_handlers()
     props.unregister_props()
     _unregister_classes()

@@ -169,3 +169,15 @@ def side_template(bone: str, side: str) -> str:
         if bone.endswith(end):
             return bone[: -len(end)] + sep + "{" + key + "}"
     return bone
+
+
+def guess_side(bones) -> str:
+    """'right' or 'left': the side whose tokens more of these bone names carry."""
+    score = {side: sum(side_template(b, side) != b for b in bones) for side in ("right", "left")}
+    return "left" if score["left"] > score["right"] else "right"
+
+
+def fill(templates: dict[str, list[str]], side: str) -> dict[str, str]:
+    """{joint: bone name} of side-free templates written out for one side."""
+    tok = _tokens(side)
+    return {joint: names[0].format(**tok) for joint, names in templates.items() if names}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import pathlib
 import tempfile
 import time
@@ -71,8 +72,22 @@ def addon_dir() -> pathlib.Path:
     return pathlib.Path(__file__).resolve().parent
 
 
+ENGINE_HINT = "engine_root.txt"  # written into the zip by build_addon.py: the folder it was built from
+
+
 def locate(config: EngineConfig) -> tuple[str, str]:
-    return engine_client.find_engine(config.python, config.root, start=addon_dir())
+    """(interpreter, engine folder): the preferences, the environment, the add-on's own folder (a checkout),
+    then the folder the installed zip was built from."""
+    try:
+        return engine_client.find_engine(config.python, config.root, start=addon_dir())
+    except EngineFailure:
+        hint = addon_dir() / ENGINE_HINT
+        root = hint.read_text().strip() if hint.is_file() else ""
+        explicit = config.python or config.root or any(
+            os.environ.get(v) for v in (engine_client.ENV_PYTHON, engine_client.ENV_ROOT))
+        if explicit or not root:
+            raise
+        return engine_client.find_engine("", root)
 
 
 def output_dir() -> pathlib.Path:

@@ -120,9 +120,13 @@ def character_rest(char, mapping: dict[int, str], side: str):
     return anatomy.bone_frames(heads, ends, side), R
 
 
-def resolve_mapping(char, side: str, preset: str = "auto", mapping_file: str | None = None):
-    """(preset name, {MANO joint index: character bone}) for one side."""
+def resolve_mapping(char, side: str, preset: str = "auto", mapping_file: str | None = None,
+                    templates: dict | None = None):
+    """(preset name, {MANO joint index: character bone}) for one side: from name templates (a mapping), a
+    mapping file, a preset, or detected ('auto')."""
     names = [b.name for b in char.data.bones]
+    if templates is not None:
+        return "mapping", bone_maps.resolve(templates, names, side)
     if mapping_file:
         label, templates = bone_maps.load_mapping(mapping_file)
         return label, bone_maps.resolve(templates, names, side)
@@ -188,8 +192,8 @@ def apply_motion(motion: retarget.TakeMotion, char, mapping: dict[int, str], *, 
 
 
 def retarget_takes(motions: list, char, *, preset: str = "auto", mapping_file: str | None = None,
-                   with_wrist: bool = False, tolerance_deg: float = 0.5, interpolation: str = "BEZIER",
-                   scene=None) -> Report:
+                   templates: dict | None = None, with_wrist: bool = False, tolerance_deg: float = 0.5,
+                   interpolation: str = "BEZIER", scene=None) -> Report:
     """Every take (one per hand) onto the character's bones of its side; one combined report."""
     if char is None or char.type != "ARMATURE":
         raise ValueError("choose the character's armature")
@@ -197,7 +201,7 @@ def retarget_takes(motions: list, char, *, preset: str = "auto", mapping_file: s
         raise ValueError(f"{char.name} is a HandTailor rig; choose the character's armature")
     plans = []
     for m in motions:  # every mapping is checked before any key is written
-        label, mapping = resolve_mapping(char, m.side, preset, mapping_file)
+        label, mapping = resolve_mapping(char, m.side, preset, mapping_file, templates)
         if 0 not in mapping:
             raise ValueError(f"{char.name}: no {m.side} hand bone found for preset {label}")
         plans.append((m, label, mapping))
