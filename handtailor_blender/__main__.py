@@ -23,8 +23,10 @@ $HANDTAILOR_ENGINE_PYTHON / $HANDTAILOR_ENGINE_ROOT or the project's .venv).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import pathlib
 import sys
 
@@ -128,6 +130,21 @@ def _retarget(args) -> dict:
     return report.as_dict()
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Blender and its exporters print to stdout; while they run it goes to stderr, so that stdout carries
+    only this command's own output (the --json report)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
@@ -149,7 +166,8 @@ def main(argv=None) -> int:
 
     try:
         if args.command == "retarget":
-            report = _retarget(args)
+            with _stdout_to_stderr():
+                report = _retarget(args)
             if args.json:
                 print(json.dumps(report))
             return 0

@@ -83,17 +83,27 @@ def _lookup(bone_names) -> dict[str, str]:
     return out
 
 
+def _with_prefix(names, wanted: str) -> str | None:
+    """The one bone named `<prefix><sep>wanted` (a studio prefix such as `rig_` or `Bip01 `), else None."""
+    hits = [n for n in names if n.lower().endswith(wanted) and len(n) > len(wanted)
+            and n[-len(wanted) - 1] in "_:-. "]
+    return hits[0] if len(hits) == 1 else None
+
+
 def resolve(templates: dict[str, list[str]], bone_names, side: str) -> dict[int, str]:
-    """{MANO joint index: character bone} for name templates, matched against the character's bones."""
-    look = _lookup(bone_names)
+    """{MANO joint index: character bone} for name templates, matched against the character's bones: the
+    exact name first (any case, any namespace), then a unique name that ends with it after a separator."""
+    names = list(bone_names)
+    look = _lookup(names)
     tok = _tokens(side)
     out = {}
     for j, joint in enumerate(MANO_JOINT_NAMES):
-        for tmpl in templates.get(joint, []):
-            hit = look.get(tmpl.format(**tok).lower()) or look.get(_norm(tmpl.format(**tok)))
-            if hit is not None:
-                out[j] = hit
-                break
+        cands = [tmpl.format(**tok) for tmpl in templates.get(joint, [])]
+        hit = next((look[c.lower()] for c in cands if c.lower() in look), None)
+        hit = hit or next((look[_norm(c)] for c in cands if _norm(c) in look), None)
+        hit = hit or next((h for h in (_with_prefix(names, c.lower()) for c in cands) if h), None)
+        if hit is not None:
+            out[j] = hit
     return out
 
 
