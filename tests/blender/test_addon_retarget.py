@@ -93,8 +93,10 @@ def test_rigify_generated_rig(rigify_blend, tmp_path, open_right):
     assert report.preset == "rigify" and len(report.mapped) == 15
     assert report.mapped["index1.R"] == "f_index.01.R" and report.mapped["thumb1.R"] == "thumb.01.R"
     _, mapping = bone_maps.detect([b.name for b in char.data.bones], "right")
-    assert np.median(_roll_offsets(char, mapping, "right")) > 20
     deform = {j: "DEF-hand.R" if j == 0 else "DEF-" + n for j, n in mapping.items()}
+    # Rigify rolls its finger controls itself so that they bend about X: the convention the take's rig
+    # follows too (the rolls cannot be made to differ from the metarig: Rigify re-rolls the chain)
+    assert np.median(_roll_offsets(char, mapping, "right")[:12]) < 15
     corr, med, _ = _flexion_agreement(take, char, deform, None, retarget_scene.read_take(take).frames)
     assert (corr >= 0.9).all(), corr
     assert (med <= 10).all(), med
