@@ -169,6 +169,8 @@ def channel_groups(arm, model: RigModel | None = None) -> list[Group]:
             groups.append(Group("OBJECT", _bone_path(n, "location"), 3, n, "bone_loc", (j,), "vector", "mm",
                                 1000.0))
     if not identity:
+        groups.append(Group("OBJECT", _bone_path(names[0], "scale"), 3, names[0], "wrist_scale", (), "vector", "mm",
+                            1000.0 * REACH_M))
         # a shape value's worst vertex displacement, times 10 values that may err together
         disp = np.ones(10) if model is None else np.abs(model.shapedirs).max(axis=(0, 1))
         for b in range(10):
@@ -185,6 +187,11 @@ def tolerance_of(group: Group, tolerance_deg: float, tolerance_mm: float) -> flo
     return CONFIDENCE_TOLERANCE if (tolerance_deg > 0 or tolerance_mm > 0) else 0.0
 
 
+def hand_size(arm, table: dict) -> np.ndarray:
+    """(M,) the hand's scale in a table: the object's (identity rig) or the wrist bone's (per-frame rig)."""
+    return np.asarray(table["wrist_scale" if "wrist_scale" in table else "obj_scale"][:, 0], np.float64)
+
+
 def channel_table(arm, model: RigModel, theta, beta, root, hand_scale, confidence, to_world,
                   prev_quat=None) -> dict:
     """Values for every channel (float32) from engine quantities over M frames:
@@ -197,7 +204,11 @@ def channel_table(arm, model: RigModel, theta, beta, root, hand_scale, confidenc
     identity = rig.identity_beta(arm)
     J_rest = rig.rest_joints(model, identity)
     M = len(theta)
-    oloc, orot, oscale = poses.object_transforms(root, hand_scale, beta, J_rest, model.Jdirs, to_world)
+    hand_scale = np.asarray(hand_scale, np.float64)
+    # an identity rig's size is its object scale (constant over a take); a per-frame shape rig's size is its
+    # wrist bone's scale, so that its object scale stays constant too (no animated top node in an FBX)
+    obj_size = hand_scale if identity is not None else np.ones(M)
+    oloc, orot, oscale = poses.object_transforms(root, obj_size, beta, J_rest, model.Jdirs, to_world)
     table = dict(
         obj_loc=oloc.astype(np.float32),
         obj_rot=np.tile(orot, (M, 1)).astype(np.float32),
@@ -207,7 +218,10 @@ def channel_table(arm, model: RigModel, theta, beta, root, hand_scale, confidenc
         beta=np.asarray(beta, np.float32),
     )
     if identity is None:
-        table["bone_loc"] = poses.bone_locations(theta, beta, B, model.Jdirs).astype(np.float32)
+        loc = poses.bone_locations(theta, beta, B, model.Jdirs)
+        loc[:, 0] *= hand_scale[:, None]  # the wrist's own offset is not scaled by its own scale
+        table["bone_loc"] = loc.astype(np.float32)
+        table["wrist_scale"] = np.repeat(hand_scale[:, None], 3, 1).astype(np.float32)
     if arm.get("ht_rotation_mode", "QUATERNION") != "QUATERNION":
         eul = poses.rotmat_to_euler(poses.quat_to_rotmat(qb), "XYZ")
         table["bone_eul"] = poses.continuous_eulers(eul, "XYZ").astype(np.float32)

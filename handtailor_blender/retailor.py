@@ -58,8 +58,10 @@ def _edits(arm, take: dict):
         edited["bone_rot"] = np.broadcast_to(rot_edit[..., None], stored["bone_rot"].shape)
     else:
         rot_edit = edited["bone_rot"].any(-1)
-    # the object's location and scale are one transform: editing either locks root and hand_scale
+    # the object's location and the hand's size are one transform: editing either locks root and hand_scale
     obj_edit = edited["obj_loc"].any(-1) | edited["obj_scale"].any(-1)
+    if "wrist_scale" in edited:
+        obj_edit |= edited["wrist_scale"].any(-1)
     identity = rig.identity_beta(arm) is not None
     locks = dict(lock_theta=take["lock_theta"] | rot_edit,
                  lock_beta=take["lock_beta"] | edited["beta"].any(-1) | identity,
@@ -101,12 +103,14 @@ def prepare_retailor(scene, arm, *, frame_range: tuple[int, int] | None = None, 
         B = rig.bone_rest_rotations(other)[:16]
         cur_theta = poses.model_quats(cur["bone_rot"].astype(np.float64), B)
         cur_beta = cur["beta"].astype(np.float64)
-        cur_scale = cur["obj_scale"][:, 0].astype(np.float64)
+        cur_scale = keys.hand_size(other, cur)
         lb, ls, lr = locks["lock_beta"], locks["lock_hand_scale"], locks["lock_root"]
         beta_used = np.where(lb[:, None], cur_beta, result.beta[t, rows])
         scale_used = np.where(ls, cur_scale, result.hand_scale[t, rows])
-        cur_root = poses.root_from_object(cur["obj_loc"].astype(np.float64), scale_used, beta_used,
-                                          rig.rest_joints(model, rig.identity_beta(other)), model.Jdirs, to_world)
+        identity = rig.identity_beta(other)
+        obj_size = scale_used if identity is not None else np.ones(len(rows))  # see keys.channel_table
+        cur_root = poses.root_from_object(cur["obj_loc"].astype(np.float64), obj_size, beta_used,
+                                          rig.rest_joints(model, identity), model.Jdirs, to_world)
         lt = locks["lock_theta"]
         theta[t, rows] = np.where(lt[..., None], cur_theta, result.theta[t, rows])
         beta[t, rows] = beta_used
@@ -146,8 +150,10 @@ def _refit_table(arm, take, cur, locks, new, to_world) -> dict:
     if "bone_eul" in table:
         eul = poses.continuous_eulers(poses.rotmat_to_euler(poses.quat_to_rotmat(q), "XYZ"), "XYZ")
         table["bone_eul"] = np.where(lt[..., None], cur["bone_eul"], eul).astype(np.float32)
-    for key, lock in (("beta", "lock_beta"), ("obj_loc", "lock_root"), ("obj_scale", "lock_hand_scale")):
-        table[key][locks[lock]] = cur[key][locks[lock]]
+    for key, lock in (("beta", "lock_beta"), ("obj_loc", "lock_root"), ("obj_scale", "lock_hand_scale"),
+                      ("wrist_scale", "lock_hand_scale")):
+        if key in table:
+            table[key][locks[lock]] = cur[key][locks[lock]]
     return table
 
 
@@ -157,7 +163,7 @@ def _required_keys(arm, frames, locks) -> dict:
     key_action = bpy.data.actions.get(obj_action.get("ht_shape_action", ""))
     lock_of = {"bone_rot": lambda c: locks["lock_theta"][:, c[0]], "bone_eul": lambda c: locks["lock_theta"][:, c[0]],
                "beta": lambda c: locks["lock_beta"], "obj_loc": lambda c: locks["lock_root"],
-               "obj_scale": lambda c: locks["lock_hand_scale"]}
+               "obj_scale": lambda c: locks["lock_hand_scale"], "wrist_scale": lambda c: locks["lock_hand_scale"]}
     out = {}
     for g in keys.channel_groups(arm):
         if g.key not in lock_of:

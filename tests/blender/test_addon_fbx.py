@@ -19,10 +19,11 @@ def bone_world(arm, names):
     return np.stack([Mw @ np.array(arm.pose.bones[n].matrix) for n in names])
 
 
+@pytest.mark.parametrize("shape", ["identity", "per_frame"])
 @pytest.mark.parametrize("preset", ["BLENDER", "UNITY", "UNREAL"])
-def test_fbx_round_trip(blank, tmp_path, models_dir, preset):
+def test_fbx_round_trip(blank, tmp_path, models_dir, preset, shape):
     d, right, left = models_dir
-    res = helpers.make_curl_result(tmp_path / "cap.npz", [right, left], N=8)
+    res = helpers.make_curl_result(tmp_path / "cap.npz", [right, left], N=8, constant_identity=shape == "identity")
     scene = bpy.context.scene
     arms = capture.apply_result(scene, str(res))
     frames = (1, 4, 8)
@@ -61,7 +62,7 @@ def test_fbx_round_trip(blank, tmp_path, models_dir, preset):
                 worst = max(worst, np.abs(got[:, :3, 3] - ref[:, :3, 3]).max())
     logging.getLogger(__name__).info("%s", (preset, "fbx worst", worst))
     assert worst < 1e-4
-    for arm in imported.values():  # the top node's scale is constant (the hand's size, not animated)
+    for arm in imported.values():  # the top node's scale is constant (the size is in the rig, not animated)
         fcs = [fc for fc in keys.fcurves_of(arm.animation_data.action) if fc.data_path == "scale"]
         for fc in fcs:
             _, v = keys.read_keys(fc)
