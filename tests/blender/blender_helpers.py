@@ -391,9 +391,9 @@ def take_flexion(arm, frames) -> np.ndarray:
     return anatomy.flexion(H, E, arm["ht_side"])
 
 
-def bone_x_share(arm, frames) -> np.ndarray:
-    """(15,) share of each finger bone's rotation (from rest) about its local X over frames (energy of the
-    rotation vector's x component / its whole energy)."""
+def bone_x_share(arm, frames):
+    """How much of the finger bones' rotation (from rest) is about their local X over frames: per bone (15,)
+    and over all of them, as the energy of the rotation vector's x component / its whole energy."""
     import bpy
 
     from handtailor_blender import poses, rig
@@ -407,4 +407,5 @@ def bone_x_share(arm, frames) -> np.ndarray:
             q = poses.rotmat_to_quat(np.array(arm.pose.bones[name].matrix_basis.to_3x3()))
             ang = 2 * np.arccos(np.clip(q[0], -1, 1))
             rv[n, i] = q[1:] / max(np.linalg.norm(q[1:]), 1e-12) * ang
-    return (rv[..., 0] ** 2).sum(0) / np.maximum((rv ** 2).sum((0, 2)), 1e-12)
+    per_bone = (rv[..., 0] ** 2).sum(0) / np.maximum((rv ** 2).sum((0, 2)), 1e-12)
+    return per_bone, float((rv[..., 0] ** 2).sum() / max((rv ** 2).sum(), 1e-12))
