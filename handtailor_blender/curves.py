@@ -115,9 +115,12 @@ def write_group(curves, data_path: str, group: str, frames: np.ndarray, values: 
                                  scale=scale, required=required)
         for c, fc in enumerate(fcs):
             write_reduced(fc, red, c, kept[c])
+        if tolerance <= 0:  # a key on every sample: Blender evaluates a key's frame to its value
+            worst = 0.0
+            break
         err = reduce.group_error(kind, values, sample(fcs, frames), scale)
         worst = float(err.max()) if len(err) else 0.0
-        if tolerance <= 0 or worst <= tolerance:
+        if worst <= tolerance:
             break
         tol *= 0.5
     return WriteStats(M * C, len(red.frames) * C, {unit or kind: worst})

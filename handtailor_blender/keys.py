@@ -348,7 +348,9 @@ def key_take(arm, mesh_obj, model: RigModel, result: CaptureResult, track: int, 
     obj_action["ht_keys_after"] = stats.keys_after
     obj_action["ht_max_error_deg"] = stats.max_error.get("deg", 0.0)
     obj_action["ht_max_error_mm"] = stats.max_error.get("mm", 0.0)
-    written, _ = sample_table(arm, frames, table)
+    reduced = tolerance_deg > 0 or tolerance_mm > 0
+    written = sample_table(arm, frames, table)[0] if reduced else {k: np.asarray(v, np.float32) for k, v in
+                                                                   table.items()}
     M = len(rows)
     locks = dict(lock_theta=np.zeros((M, 16), bool), lock_beta=np.zeros(M, bool),
                  lock_root=np.zeros(M, bool), lock_hand_scale=np.zeros(M, bool))

@@ -197,7 +197,9 @@ def apply_retailor(scene, plan: RetailorPlan, new_result_path: str) -> list:
                                  tolerance_deg=obj_action.get("ht_tolerance_deg", 0.0),
                                  tolerance_mm=obj_action.get("ht_tolerance_mm", 0.0), required=required)
         obj_action["ht_keys_before"], obj_action["ht_keys_after"] = stats.keys_before, stats.keys_after
-        written, _ = keys.sample_table(arm, frames, table)
+        reduced = obj_action.get("ht_tolerance_deg", 0.0) > 0 or obj_action.get("ht_tolerance_mm", 0.0) > 0
+        written = (keys.sample_table(arm, frames, table)[0] if reduced
+                   else {k: np.asarray(v, np.float32) for k, v in table.items()})
         new_take = takes.other_sidecar(takes.take_file(obj_action))
         takes.save_take_file(new_take, frames, take["rows"], written, locks, new_result_path, int(take["track"]))
         for action in (obj_action, key_action):

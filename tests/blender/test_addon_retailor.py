@@ -112,3 +112,28 @@ def test_retailor_without_take_says_so(addon, blank):
     bpy.context.view_layer.objects.active = arm
     with pytest.raises(RuntimeError, match="select a HandTailor hand rig"):
         bpy.ops.handtailor.retailor("EXEC_DEFAULT")
+
+
+def test_retailor_of_a_reduced_take(fake_engine, tmp_path, models_dir):
+    """A take reduced to 0.5 deg / 0.5 mm: an edited key stays a key with its exact value, the refit curves
+    are reduced again with the take's tolerances, and at most one backup is kept."""
+    d, right, _ = models_dir
+    res_path = helpers.make_curl_result(tmp_path / "cap.npz", [right], N=30)
+    scene = bpy.context.scene
+    [arm] = capture.apply_result(scene, str(res_path), tolerance_deg=0.5, tolerance_mm=0.5,
+                                 interpolation="BEZIER")
+    act = arm.animation_data.action.name
+    rot = _fc(arm, 'pose.bones["index2.R"].rotation_quaternion', 1)
+    frames, _ = keys.read_keys(rot)
+    edit_frame = float(frames[len(frames) // 2])
+    _set_key(rot, edit_frame, 0.3)
+    bpy.context.view_layer.objects.active = arm
+    fake_engine("ok")
+    for _ in range(2):
+        assert bpy.ops.handtailor.retailor("EXEC_DEFAULT") == {"FINISHED"}
+    rot = _fc(arm, 'pose.bones["index2.R"].rotation_quaternion', 1)
+    f, v = keys.read_keys(rot)
+    assert v[f == edit_frame].tolist() == [np.float32(0.3)]
+    new = bpy.data.actions[act]
+    assert new["ht_keys_after"] < new["ht_keys_before"] / 2
+    assert [a.name for a in bpy.data.actions if a.get("ht_backup_of") == act] == [act + "_backup"]
