@@ -106,29 +106,42 @@ def build(name: str = "Character", seed: int = 11, with_mesh: bool = True):
     return arm
 
 
-def _tube_mesh(arm, name: str, sides: int = 8):
-    """A tube around every bone (radius by bone size), each rigidly bound to its bone."""
+def _tube_mesh(arm, name: str, sides: int = 10):
+    """A tapered tube around every bone and a palm plate for each hand, each rigidly bound to its bone."""
     import bpy
 
     verts, faces, groups = [], [], []
-    for b in arm.data.bones:
-        h, t = np.array(b.head_local), np.array(b.tail_local)
-        L = np.linalg.norm(t - h)
-        r = 0.011 if "Hand" in b.name and b.name[-1].isdigit() else min(0.045, 0.25 * L + 0.01)
-        if b.name.endswith("Hand"):
-            r = 0.03
-        X, Z = np.array(b.matrix_local)[:3, 0], np.array(b.matrix_local)[:3, 2]
+    bones = arm.data.bones
+
+    def add(points, quads, bone):
         base = len(verts)
-        for end, rad in ((h, r), (t, 0.85 * r)):
-            for k in range(sides):
-                a = 2 * np.pi * k / sides
-                verts.append(end + rad * (np.cos(a) * X + np.sin(a) * Z))
-        for k in range(sides):
-            k2 = (k + 1) % sides
-            faces.append((base + k, base + k2, base + sides + k2, base + sides + k))
-        faces.append(tuple(base + k for k in range(sides))[::-1])
-        faces.append(tuple(base + sides + k for k in range(sides)))
-        groups.append((b.name, list(range(base, base + 2 * sides))))
+        verts.extend(points)
+        faces.extend(tuple(base + i for i in q) for q in quads)
+        groups.append((bone, list(range(base, base + len(points)))))
+
+    for b in bones:
+        h, t = np.array(b.head_local), np.array(b.tail_local)
+        if b.name.endswith("Hand"):  # a palm plate from the wrist to the knuckles
+            side = b.name[len("mixamorig:"):-len("Hand")]
+            k = [np.array(bones[f"mixamorig:{side}Hand{f}1"].head_local) for f in ("Index", "Pinky")]
+            lat = _unit(k[0] - k[1])
+            n = _unit(np.cross(lat, t - h)) * 0.012
+            w = 0.6 * (k[0] - k[1])
+            ring = [h + 0.45 * w, k[0] + 0.1 * w, k[1] - 0.1 * w, h - 0.45 * w]
+            pts = [p + n for p in ring] + [p - n for p in ring]
+            add(pts, [(0, 1, 2, 3), (7, 6, 5, 4), (0, 4, 5, 1), (1, 5, 6, 2), (2, 6, 7, 3), (3, 7, 4, 0)], b.name)
+            continue
+        finger = "Hand" in b.name
+        r = 0.0085 if finger else min(0.05, 0.2 * np.linalg.norm(t - h) + 0.01)
+        if finger:  # overlap the neighbours so a bent finger reads as one
+            d = _unit(t - h)
+            h, t = h - 0.5 * r * d, t + 0.5 * r * d
+        X, Z = np.array(b.matrix_local)[:3, 0], np.array(b.matrix_local)[:3, 2]
+        pts = [end + rad * (np.cos(a) * X + np.sin(a) * Z) for end, rad in ((h, r), (t, 0.85 * r))
+               for a in 2 * np.pi * np.arange(sides) / sides]
+        quads = [(k, (k + 1) % sides, sides + (k + 1) % sides, sides + k) for k in range(sides)]
+        quads += [tuple(range(sides))[::-1], tuple(range(sides, 2 * sides))]
+        add(pts, quads, b.name)
     me = bpy.data.meshes.new(name)
     me.from_pydata([tuple(v) for v in verts], [], faces)
     me.polygons.foreach_set("use_smooth", np.ones(len(me.polygons), bool))
@@ -136,9 +149,11 @@ def _tube_mesh(arm, name: str, sides: int = 8):
     bpy.context.scene.collection.objects.link(ob)
     ob.parent = arm
     for bone, idx in groups:
-        ob.vertex_groups.new(name=bone).add(idx, 1.0, "REPLACE")
+        vg = ob.vertex_groups.get(bone) or ob.vertex_groups.new(name=bone)
+        vg.add(idx, 1.0, "REPLACE")
     ob.modifiers.new("Armature", "ARMATURE").object = arm
+    ob.modifiers.new("Bevel", "BEVEL").width = 0.002
     mat = bpy.data.materials.new(name + "_mat")
-    mat.diffuse_color = (0.35, 0.5, 0.8, 1.0)
+    mat.diffuse_color = (0.25, 0.45, 0.85, 1.0)
     me.materials.append(mat)
     return ob
