@@ -67,6 +67,16 @@ def write_reduced(fc, red: reduce.Reduced, component: int, keep: dict | None = N
     plus the keys `keep` (keys_outside) exactly as they were."""
     K = len(red.frames)
     co = np.stack([red.frames, red.values[:, component]], -1).astype(np.float32)
+    kp = fc.keyframe_points
+    if red.interpolation != "BEZIER" and keep is None:
+        # LINEAR / CONSTANT never read the handles, but a later switch to Bezier does: new keys sit at (0, 0)
+        # with their handles and `co_ui` moves the handles with the key, so one call sets all three
+        if len(kp):
+            kp.clear()
+        kp.add(K)
+        kp.foreach_set("co_ui", co.ravel())
+        kp.foreach_set("interpolation", np.full(K, _enum_value("interpolation", red.interpolation), np.int32))
+        return
     if red.interpolation == "BEZIER":
         left, right = (h[:, component].astype(np.float32) for h in red.handles())
         htype = _enum_value("handle_left_type", "ALIGNED")
@@ -80,7 +90,6 @@ def write_reduced(fc, red: reduce.Reduced, component: int, keep: dict | None = N
         fields = {k: np.concatenate([v, keep[k].astype(v.dtype)]) for k, v in fields.items()}
         order = np.argsort(fields["co"][:, 0], kind="stable")
         fields = {k: v[order] for k, v in fields.items()}
-    kp = fc.keyframe_points
     if len(kp):
         kp.clear()
     kp.add(len(fields["co"]))

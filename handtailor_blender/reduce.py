@@ -19,6 +19,7 @@ import dataclasses
 import numpy as np
 
 INTERPOLATIONS = ("BEZIER", "LINEAR", "CONSTANT")
+PEAK_ROUNDS = 12  # rounds of one key per bad segment before every bad peak gets one (long noisy takes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,21 +122,41 @@ def evaluate(key_frames: np.ndarray, key_values: np.ndarray, slopes: np.ndarray 
 
 
 def _solve_tridiagonal(lower: np.ndarray, diag: np.ndarray, upper: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """Thomas algorithm for a symmetric positive definite tridiagonal system: (K-1,), (K,), (K-1,), (K, C)."""
+    """Symmetric positive definite tridiagonal system by cyclic reduction (vectorized, log2(K) levels; each
+    level keeps the even unknowns, whose Schur complement is again SPD and tridiagonal):
+    (K-1,), (K,), (K-1,), (K, C) -> (K, C)."""
     K = len(diag)
-    c = np.zeros(K)
-    d = np.zeros_like(rhs)
-    c[0] = upper[0] / diag[0] if K > 1 else 0.0
-    d[0] = rhs[0] / diag[0]
-    for i in range(1, K):
-        den = diag[i] - lower[i - 1] * c[i - 1]
-        if i < K - 1:
-            c[i] = upper[i] / den
-        d[i] = (rhs[i] - lower[i - 1] * d[i - 1]) / den
-    x = np.empty_like(rhs)
-    x[-1] = d[-1]
-    for i in range(K - 2, -1, -1):
-        x[i] = d[i] - c[i] * x[i + 1]
+    b = np.asarray(diag, np.float64)
+    d = np.asarray(rhs, np.float64)
+    if K == 1:
+        return d / b[0]
+    lo = np.concatenate([[0.0], lower])  # lo[i]: coefficient of x[i-1] in equation i
+    up = np.concatenate([upper, [0.0]])  # up[i]: coefficient of x[i+1] in equation i
+    if K <= 3:  # Thomas algorithm
+        c, e = np.zeros(K), np.zeros_like(d)
+        for i in range(K):
+            den = b[i] - (lo[i] * c[i - 1] if i else 0.0)
+            c[i] = up[i] / den
+            e[i] = (d[i] - (lo[i] * e[i - 1] if i else 0.0)) / den
+        for i in range(K - 2, -1, -1):
+            e[i] = e[i] - c[i] * e[i + 1]
+        return e
+    ev = np.arange(0, K, 2)
+    prev, nxt = ev - 1, ev + 1
+    has_p, has_n = prev >= 0, nxt < K
+    p, n = np.clip(prev, 0, K - 1), np.clip(nxt, 0, K - 1)
+    alpha = np.where(has_p, -lo[ev] / b[p], 0.0)
+    gamma = np.where(has_n, -up[ev] / b[n], 0.0)
+    b2 = b[ev] + alpha * np.where(has_p, up[p], 0.0) + gamma * np.where(has_n, lo[n], 0.0)
+    d2 = d[ev] + alpha[:, None] * np.where(has_p[:, None], d[p], 0.0) + gamma[:, None] * np.where(
+        has_n[:, None], d[n], 0.0)
+    lo2 = alpha * np.where(has_p, lo[p], 0.0)  # couples even i to even i-2
+    up2 = gamma * np.where(has_n, up[n], 0.0)  # couples even i to even i+2
+    x = np.empty_like(d)
+    x[ev] = _solve_tridiagonal(lo2[1:], b2, up2[:-1], d2)
+    od = np.arange(1, K, 2)
+    right = np.where((od + 1 < K)[:, None], x[np.clip(od + 1, 0, K - 1)], 0.0)
+    x[od] = (d[od] - lo[od][:, None] * x[od - 1] - up[od][:, None] * right) / b[od][:, None]
     return x
 
 
@@ -174,11 +195,10 @@ def fit_slopes(frames: np.ndarray, values: np.ndarray, index: np.ndarray) -> np.
         r = v[m] - base
         a = (t3 - 2 * t2 + t) * hh
         b = (t3 - t2) * hh
-        np.add.at(diag, seg, a * a)
-        np.add.at(diag, seg + 1, b * b)
-        np.add.at(off, seg, a * b)
-        np.add.at(rhs, seg, a[:, None] * r)
-        np.add.at(rhs, seg + 1, b[:, None] * r)
+        diag += np.bincount(seg, a * a, K) + np.bincount(seg + 1, b * b, K)
+        off += np.bincount(seg, a * b, K - 1)
+        for c in range(C):
+            rhs[:, c] += np.bincount(seg, a * r[:, c], K) + np.bincount(seg + 1, b * r[:, c], K)
     span = np.concatenate([h[:1], np.maximum(h[:-1], h[1:]), h[-1:]]) if K > 2 else np.full(K, h[0])
     lam = 1e-4 * span ** 3 + 1e-12
     diag += lam
@@ -189,14 +209,20 @@ def fit_slopes(frames: np.ndarray, values: np.ndarray, index: np.ndarray) -> np.
 # --------------------------------------------------------------------------------------- reduction
 
 
-def _worst_per_segment(err: np.ndarray, bad: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """Sample indices of the largest bad error within each segment between kept keys."""
+def _worst_per_segment(err: np.ndarray, bad: np.ndarray, index: np.ndarray, peaks: bool = False) -> np.ndarray:
+    """Sample indices of the largest bad error within each segment between kept keys (peaks: and every other
+    local maximum of a bad error, which converges in a few rounds at the cost of a few more keys)."""
     m = np.nonzero(bad)[0]
     seg = np.searchsorted(index, m)
     order = np.lexsort((-err[m], seg))
     seg_sorted = seg[order]
     first = np.concatenate([[True], seg_sorted[1:] != seg_sorted[:-1]])
-    return m[order[first]]
+    out = m[order[first]]
+    if peaks and len(err) > 2:
+        e = np.where(bad, err, 0.0)
+        pk = np.nonzero(bad[1:-1] & (e[1:-1] >= e[:-2]) & (e[1:-1] >= e[2:]))[0] + 1
+        out = np.union1d(out, pk)
+    return out
 
 
 def reduce_keys(frames: np.ndarray, values: np.ndarray, tolerance: float, kind: str = "vector", *,
@@ -224,7 +250,9 @@ def reduce_keys(frames: np.ndarray, values: np.ndarray, tolerance: float, kind: 
     else:
         keep = req
         keep[0] = keep[-1] = True
+    rounds = 0
     while True:
+        rounds += 1
         index = np.nonzero(keep)[0]
         slopes = (fit_slopes(frames, values, index) if interpolation == "BEZIER" and len(index) < M
                   else _dense_slopes(frames, values, index, interpolation))
@@ -235,7 +263,7 @@ def reduce_keys(frames: np.ndarray, values: np.ndarray, tolerance: float, kind: 
         bad = (err > tolerance) & ~keep
         if not bad.any():
             break
-        keep[_worst_per_segment(err, bad, index)] = True
+        keep[_worst_per_segment(err, bad, index, peaks=rounds > PEAK_ROUNDS)] = True
     return Reduced(index, frames[index], values[index], slopes, interpolation)
 
 
