@@ -1,7 +1,10 @@
 """Which character bone is which hand joint: bone-name presets, their detection, and user mappings (no bpy).
 
 Presets (notes/retarget-bone-names.md; Rigify checked against the rig Rigify generates from its human
-metarig under bpy 5.0): each MANO joint gets candidate names, first match wins; names match case-insensitively
+metarig under bpy 5.0; Mixamo, UE5 (hierarchy hand_r > index_metacarpal_r > index_01_r, thumb_01_r under
+hand_r), VRM 1.0 and Auto-Rig Pro (c_index1.r = Mixamo's Index1 = VRM's IndexProximal, c_hand_fk.r) checked
+against public mapping tables; no real ARP or UE file was at hand): each MANO joint gets candidate names, first
+match wins; names match case-insensitively
 after any namespace prefix (`mixamorig:`, `mixamorig1:` ...). Rigify's finger controls (`f_index.01.R`,
 `thumb.01.R`) are what an animator keys; a rig exported without controls falls back to its `DEF-` bones.
 Unreal: UE4 and UE5 share the phalanx names, UE5 adds metacarpals (not keyed; they stay at rest). VRM: 1.0
@@ -57,7 +60,7 @@ def _table(preset: str) -> dict[str, list[str]]:
         t["wrist"] = ["c_hand_fk.{s}", "hand.{s}"]
         for f in _FINGER_WORDS:
             for k in (1, 2, 3):
-                t[f"{f}{k}"] = [f"c_{f}{k}.{{s}}"]
+                t[f"{f}{k}"] = [f"c_{f}{k}.{{s}}", f"{f}{k}.{{s}}"]  # controls, else the exported deform bones
     elif preset in ("vrm", "vrm0"):
         t["wrist"] = ["{side}Hand"]
         for f, w in _FINGER_WORDS.items():
@@ -178,6 +181,11 @@ def side_template(bone: str, side: str) -> str:
         end = sep + tok[key]
         if bone.endswith(end):
             return bone[: -len(end)] + sep + "{" + key + "}"
+    for key in ("S", "s"):  # a side letter between separators: CC_Base_R_Hand, Bip01 R Hand
+        for sep in "_ .-":
+            mid = sep + tok[key] + sep
+            if mid in bone:
+                return bone.replace(mid, sep + "{" + key + "}" + sep, 1)
     return bone
 
 
