@@ -2,7 +2,6 @@
 
 import pathlib
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -56,11 +55,9 @@ def test_client_ok_and_progress(monkeypatch, tmp_path, models_dir):
 @pytest.mark.parametrize("mode,code", [("crash", "engine_died"), ("hang", "engine_hung"), ("error", "no_hand")])
 def test_client_failures(monkeypatch, mode, code):
     client = start(monkeypatch, mode)
-    t0 = time.monotonic()
     with pytest.raises(EngineFailure) as exc:
         client.request("capture", {"output": "/nonexistent/x.npz"}, hang_timeout=1.5).wait(timeout=30)
-    assert exc.value.code == code
-    assert time.monotonic() - t0 < 10
+    assert exc.value.code == code  # (a job still running after 30 s would fail with "timeout")
     if mode == "crash":
         assert "exit code -9" in str(exc.value) and "about to be killed" in str(exc.value)
     client.close()
@@ -70,7 +67,9 @@ def test_client_failures(monkeypatch, mode, code):
 def test_client_cancel_and_silent_start(monkeypatch):
     client = start(monkeypatch, "hang")
     job = client.request("capture", {"output": "/nonexistent/x.npz"})
-    time.sleep(0.3)
+    while job.done < 1:  # the job is running (the stand-in hangs after its second progress event)
+        assert job.poll() is None
+        client._wait_event(1.0)
     job.cancel(grace=0.5)  # the stand-in ignores cancel: it gets killed
     with pytest.raises(EngineFailure) as exc:
         job.poll()
