@@ -647,7 +647,6 @@ def run_capture(options: CaptureOptions, progress: ProgressFn | None = None, sho
     K_used = K
     from engine import __version__
 
-    model0 = models[tracks[0].side]
     result = {
         "format_version": np.asarray(results_io.FORMAT_VERSION),
         "engine_version": np.asarray(__version__),
@@ -659,8 +658,8 @@ def run_capture(options: CaptureOptions, progress: ProgressFn | None = None, sho
         "camera_model": np.asarray(camera_model),
         "K": np.asarray(K_used, np.float64),
         "distortion": np.asarray(dist, np.float64),
-        "hand_model": np.asarray(str(getattr(model0, "path", "") or getattr(model0, "name", ""))),
-        "hand_model_sha256": np.asarray(str(getattr(model0, "sha256", ""))),
+        "hand_model": np.asarray([str(models[t.side].path) for t in tracks]),
+        "hand_model_sha256": np.asarray([str(models[t.side].sha256) for t in tracks]),
         "hand_side": np.asarray([t.side for t in tracks]),
         "tailor_iterations": np.asarray(options.iterations),
         "tailor_smoothing": np.asarray(options.smoothing if temporal else 0.0),

@@ -46,8 +46,21 @@ def run_retailor_job(args: dict, progress) -> dict:
     return retailor.run_retailor(retailor.RetailorOptions.from_protocol(args), progress=progress)
 
 
+def run_export_model_job(args: dict, progress) -> dict:
+    from engine.hand_model import load_hand_model
+    from engine.hand_model.export import export_npz
+    from engine.results import check_output_path
+
+    out = check_output_path(args["output"])
+    model = load_hand_model(args.get("source"), side=args["side"])
+    written = export_npz(model, out)
+    progress(1, 1, "exported")
+    return {"files": {"model": str(written)}, "name": model.name, "side": model.side, "sha256": model.sha256,
+            "format": model.format}
+
+
 # command -> the function a job's child process runs: fn(args, progress) -> the result dict
-JOBS = {"capture": run_capture_job, "retailor": run_retailor_job}
+JOBS = {"capture": run_capture_job, "retailor": run_retailor_job, "export_model": run_export_model_job}
 
 
 def _child_main(job, args: dict, conn) -> None:

@@ -89,6 +89,12 @@ def test_two_hands_crossing_keep_their_identity(fake, tmp_path):
     # the right hand moves right all along: its identity survived the crossing and the handedness flip
     assert np.all(np.diff(r["keypoints_2d"][0, :, 0, 0]) > 0)
     assert np.all(np.diff(r["keypoints_2d"][1, :, 0, 0]) < 0)
+    # every track records the model it was fitted with (format 2)
+    from engine.hand_model import load_hand_model
+
+    models = [load_hand_model(None, side=s) for s in ("right", "left")]
+    assert r["hand_model"].tolist() == [m.path for m in models]
+    assert r["hand_model_sha256"].tolist() == [m.sha256 for m in models]
 
 
 def test_one_hand_mode_keeps_the_dominant_side(fake, tmp_path):

@@ -147,7 +147,7 @@ def test_hello_and_shutdown():
         msg = engine.next()
         assert msg["id"] == "h" and msg["type"] == "result"
         r = msg["result"]
-        assert r["protocol"] == 1 and r["capabilities"] == ["capture", "retailor", "cancel", "shutdown"]
+        assert r["protocol"] == 1 and r["capabilities"] == ["capture", "retailor", "export_model", "cancel", "shutdown"]
         assert r["engine_version"] and r["python"].startswith("3.") and "numpy" in r["versions"]
         engine.send({"id": "bye", "cmd": "shutdown"})
         assert engine.next() == {"id": "bye", "type": "result", "result": {}}
@@ -253,3 +253,36 @@ def test_retailor_errors_have_stable_codes(engine, tmp_path):
     m = engine.next(rid="r", timeout=120)
     assert m["type"] == "error" and m["code"] == "bad_input" and "does not exist" in m["message"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_model_writes_a_mano_pickle_as_plain_arrays(tmp_path):
+    """The add-on's way to a MANO model: the engine reads the pickle (restricted) and writes an .npz."""
+    import numpy as np
+
+    from engine.hand_model import load_hand_model
+    from test_hand_model_loading import official_mano_pickle
+
+    blob, fields = official_mano_pickle(seed=4)
+    (tmp_path / "MANO_LEFT.pkl").write_bytes(blob)
+    engine = Engine()
+    try:
+        out = tmp_path / "left ✋.npz"
+        engine.send({"id": "x", "cmd": "export_model", "args": {"source": str(tmp_path), "side": "left", "output": str(out)}})
+        msg = engine.next(rid="x", timeout=120)
+        assert msg["type"] == "result", msg
+        model = load_hand_model(tmp_path, side="left")
+        assert msg["result"] == {"files": {"model": str(out)}, "name": model.name, "side": "left",
+                                 "sha256": model.sha256, "format": "mano_pkl"}
+        with np.load(out, allow_pickle=False) as z:
+            np.testing.assert_array_equal(z["shapedirs"], model.shapedirs)  # the left-hand fix applied
+            np.testing.assert_array_equal(z["v_template"], model.v_template)
+            assert str(z["side"]) == "left" and str(z["source_sha256"]) == model.sha256
+        again = load_hand_model(out, side="left")
+        np.testing.assert_array_equal(again.J_regressor, model.J_regressor)
+        engine.send({"id": "y", "cmd": "export_model", "args": {"source": str(tmp_path), "side": "right",
+                                                                "output": str(tmp_path / "right.npz")}})
+        msg = engine.next(rid="y", timeout=120)
+        assert msg["type"] == "error" and msg["code"] == "bad_model_file" and "MANO_RIGHT.pkl" in msg["message"]
+        assert not (tmp_path / "right.npz").exists()
+    finally:
+        engine.close()

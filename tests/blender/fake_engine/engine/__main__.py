@@ -45,7 +45,7 @@ def main():
         if cmd == "hello":
             send({"id": rid, "type": "result", "result": {"protocol": 1, "engine_version": "fake", "python":
                   sys.version.split()[0], "versions": {"numpy": np.__version__},
-                  "capabilities": ["capture", "retailor", "cancel", "shutdown"]}})
+                  "capabilities": ["capture", "retailor", "export_model", "cancel", "shutdown"]}})
         elif cmd == "shutdown":
             send({"id": rid, "type": "result", "result": {}})
             return 0
