@@ -135,6 +135,9 @@ def run_retailor(options: RetailorOptions, progress: Callable[[int, int, str], N
                  should_stop: Callable[[], bool] | None = None) -> dict:
     """Runs the re-tailor described in the module docstring; returns the protocol's result dict."""
     from engine import capture
+    from engine.tailor import TailorConfig
+    from engine.tailor.clip import fit_clip
+    from engine.timing import StageTimer
 
     progress = progress or (lambda d, t, m="": None)
     should_stop = should_stop or (lambda: False)
@@ -157,7 +160,6 @@ def run_retailor(options: RetailorOptions, progress: Callable[[int, int, str], N
     smoothing = float(result.get("tailor_smoothing", capture.DEFAULT_SMOOTHING))
     camera_model = str(result["camera_model"])
     K = np.asarray(result["K"], np.float64)
-    TailorConfig, _ = capture._tailor()
     config = TailorConfig(iterations=iterations, camera_model=camera_model, temporal_weight=smoothing)
     new = {k: np.array(v) for k, v in result.items()}
     new["hand_model"] = np.asarray([str(m.path) for m in models])
@@ -174,7 +176,7 @@ def run_retailor(options: RetailorOptions, progress: Callable[[int, int, str], N
     ignored = int((any_lock & ~result["valid"]).sum())
     if ignored:
         log.warning("%d edited frame(s) have no hand in the footage (invalid): their edits are ignored", ignored)
-    timer = capture.StageTimer()
+    timer = StageTimer()
     sides = [str(s) for s in result["hand_side"].tolist()]
     total = int((result["valid"] & in_range).sum()) or 1
     done = 0
@@ -195,8 +197,8 @@ def run_retailor(options: RetailorOptions, progress: Callable[[int, int, str], N
                           keypoints_2d=np.asarray(result["keypoints_2d"][t, sl], np.float64),
                           confidence=np.asarray(result["confidence"][t, sl], np.float64), valid=refit[sl])
             base = done
-            fit = capture.fit_windows(model, arrays, K, config, locks, timer, should_stop,
-                                      lambda d, n, base=base: progress(min(total, base + d), total, f"re-tailoring the {side} hand"))
+            fit = fit_clip(model, arrays, K, config, locks, should_stop=should_stop, timer=timer,
+                           progress=lambda d, n, base=base: progress(min(total, base + d), total, f"re-tailoring the {side} hand"))
             ok = fit["fitted"]
             idx = np.arange(a, b)[ok]
             refitted[idx] = True
@@ -226,7 +228,8 @@ def run_retailor(options: RetailorOptions, progress: Callable[[int, int, str], N
 
 
 def main(argv: list[str], prog: str = "python -m engine retailor") -> int:
-    from engine.capture import ProgressBar, parse_frames
+    from engine.cli_args import log_to_stderr, parse_frames
+    from engine.progress import ProgressBar
 
     p = argparse.ArgumentParser(prog=prog, description="Refit a capture result with artist-edited values locked.")
     p.add_argument("result", help="capture result (.npz)")
@@ -239,17 +242,16 @@ def main(argv: list[str], prog: str = "python -m engine retailor") -> int:
                    "path the result records (file or folder; its sha256 must match)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     start, end = parse_frames(args.frames)
     joints = None if args.joints is None else [j.strip() for j in args.joints.split(",") if j.strip()]
     if args.iterations is not None and args.iterations < 0:
         raise InputError(f"--iterations must be >= 0 (got {args.iterations}).")
     options = RetailorOptions(args.result, args.edits, args.output, start, end, joints, args.iterations, args.hand_model)
-    bar = ProgressBar()
+    bar = ProgressBar(enabled=not args.quiet, unit="frame")
     t0 = time.perf_counter()
     try:
-        out = run_retailor(options, progress=None if args.quiet else bar)
+        out = run_retailor(options, progress=bar)
     finally:
         bar.close()
     print(f"{prog}: wrote {out['files']['result']} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)

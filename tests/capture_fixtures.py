@@ -157,12 +157,6 @@ class ScriptedTracker:
         return out
 
 
-class _Config(dict):
-    def __init__(self, **kw):
-        super().__init__(kw)
-        self.__dict__.update(kw)
-
-
 def fake_fit_init(arrays, model, camera_model, K, steady_shape):
     """Rest pose, the wrist 0.5 m in front of the camera: no networks."""
     n = arrays["keypoints_uvd"].shape[0]
@@ -185,10 +179,10 @@ def fake_tailor_fit(model, theta0, beta0, root0, kp, conf, valid, K, locks, conf
 
 
 def use_fake_fit(monkeypatch):
-    from engine import capture
+    from engine import capture, tailor
 
     monkeypatch.setattr(capture, "fit_init", fake_fit_init)
-    monkeypatch.setattr(capture, "_tailor", lambda: (_Config, fake_tailor_fit))
+    monkeypatch.setattr(tailor, "fit", fake_tailor_fit)
 
 
 def model_result(N: int = 6, invalid=(4,), seed: int = 1, smoothing: float = 0.0, model=None) -> dict:
