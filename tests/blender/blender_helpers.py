@@ -336,9 +336,9 @@ def make_curl_result(path, models: list, N: int = 48, seed: int = 2, constant_id
         arr[~valid] = np.nan
     scale[~valid] = np.nan
     write_npz_atomic(path, dict(
-        format_version=np.array(1), source=np.array("curl.mp4"), image_size=np.array(image_size), fps=np.array(fps),
+        format_version=np.array(2), source=np.array("curl.mp4"), image_size=np.array(image_size), fps=np.array(fps),
         frame_index=np.arange(N), camera_model=np.array("perspective"), K=K, distortion=np.zeros(5),
-        hand_model=np.array(models[0].path), hand_model_sha256=np.array(""),
+        hand_model=np.array([m.path for m in models]), hand_model_sha256=np.array([""] * T),
         hand_side=np.array([m.side for m in models]), valid=valid, theta=theta, beta=beta, root=root,
         hand_scale=scale, projection_scale=np.full((T, N), np.nan), keypoints_2d=kp2, confidence=conf,
         joints_3d=joints))
