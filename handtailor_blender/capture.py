@@ -18,7 +18,7 @@ import time
 import bpy
 import numpy as np
 
-from . import camera, keys, poses, rig
+from . import camera, keys, rig
 from .io import engine_client
 from .io.engine_client import EngineClient, EngineFailure
 from .io.results import ResultFileError, read_model, read_result, resolve_model_path

@@ -110,3 +110,40 @@ def test_frames_mirror_between_hands_and_bend_about_x():
             y2 = np.cos(0.3) * y + np.sin(0.3) * np.cross(x, y)
             assert (y2 - y) @ palmar > 0, (side, j)
     assert np.allclose(np.einsum("jab,jac->jbc", FR, FR), np.eye(3), atol=1e-12)  # orthonormal
+
+
+def test_documented_shapes():
+    """Each array function's output has the shape its docstring gives."""
+    from blender_helpers import _joint_layout
+    from handtailor_blender import retarget
+
+    rng = np.random.default_rng(0)
+    N, K, C = 7, 4, 3
+    frames = np.arange(N, dtype=float)
+    v = rng.normal(size=(N, C))
+    idx = np.array([0, 2, 4, 6])
+    s = reduce.fit_slopes(frames, v, idx)
+    assert s.shape == (K, C)
+    left, right = reduce.bezier_handles(frames[idx], v[idx], s)
+    assert left.shape == right.shape == (K, C, 2)
+    assert reduce.evaluate(frames[idx], v[idx], s, frames).shape == (N, C)
+    assert reduce.group_error("vector", v, v).shape == (N,)
+    J, tips = _joint_layout()
+    ends = anatomy.skeleton_ends(J, tips)
+    F = anatomy.bone_frames(J, ends, "right")
+    assert ends.shape == (16, 3) and F.shape == (16, 3, 3)
+    assert anatomy.flexion(np.stack([J] * N), np.stack([ends] * N), "right").shape == (N, 5)
+    R = poses.quat_to_rotmat(poses.quat_normalize(rng.normal(size=(N, 16, 4))))
+    theta = retarget.local_rotations(R, F)
+    assert theta.shape == (N, 16, 3, 3)
+    G = retarget.relative_frames(theta, F)
+    assert G.shape == (N, 16, 3, 3)
+    assert retarget.finger_bases(G, F, F, [1, 2, 13]).shape == (N, 3, 3, 3)
+    assert retarget.wrist_basis(R[:, 0], R[:, 1], F[0], F[1], F[2]).shape == (N, 3, 3)
+    assert retarget.to_channels(R[:, 0], "QUATERNION").shape == (N, 4)
+    assert retarget.to_channels(R[:, 0], "ZXY").shape == (N, 3)
+    assert poses.rotmat_to_euler(R, "XYZ").shape == (N, 16, 3)
+    assert poses.euler_to_rotmat(np.zeros((N, 16, 3)), "XYZ").shape == (N, 16, 3, 3)
+    assert poses.continuous_eulers(np.zeros((N, 16, 3))).shape == (N, 16, 3)
+    # a take whose rest equals the character's gives the take's own bases back
+    np.testing.assert_allclose(retarget.finger_bases(G, F, F, [5])[:, 0], R[:, 5], atol=1e-9)
