@@ -130,6 +130,13 @@ def _retarget(args) -> dict:
     return report.as_dict()
 
 
+def _log_keys(arms) -> None:
+    for arm in arms:
+        act = arm.animation_data.action
+        log.info("%s: keys %d -> %d (largest error %.3f deg, %.3f mm)", act.name, act.get("ht_keys_before", 0),
+                 act.get("ht_keys_after", 0), act.get("ht_max_error_deg", 0.0), act.get("ht_max_error_mm", 0.0))
+
+
 @contextlib.contextmanager
 def _stdout_to_stderr():
     """Blender and its exporters print to stdout; while they run it goes to stderr, so that stdout carries
@@ -197,6 +204,7 @@ def main(argv=None) -> int:
             result_path, arms = capture.capture(scene, settings, config, clip=clip, on_progress=progress,
                                                 timeout=args.timeout)
             log.info("captured %s -> %s", ", ".join(a.name for a in arms), result_path)
+            _log_keys(arms)
         else:
             bpy.ops.wm.open_mainfile(filepath=str(args.blend_in))
             scene = bpy.context.scene
@@ -207,9 +215,10 @@ def main(argv=None) -> int:
                 if not arms:
                     raise ValueError(f"{args.blend_in} holds no HandTailor rig {args.rig!r}")
                 fs, fe = _frames(args.frames)
-                retailor.retailor(scene, arms[0], config, frame_range=None if args.frames is None else (fs, fe),
-                                 joints=args.joints.split(",") if args.joints else None,
-                                 iterations=args.iterations, on_progress=progress)
+                _log_keys(retailor.retailor(scene, arms[0], config,
+                                            frame_range=None if args.frames is None else (fs, fe),
+                                            joints=args.joints.split(",") if args.joints else None,
+                                            iterations=args.iterations, on_progress=progress))
         if args.command in ("capture", "retailor"):
             args.blend.parent.mkdir(parents=True, exist_ok=True)
             takes.rebase_paths(str(args.blend.absolute()))  # sidecars beside the .blend: stored relative

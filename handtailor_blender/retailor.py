@@ -197,6 +197,8 @@ def apply_retailor(scene, plan: RetailorPlan, new_result_path: str) -> list:
                                  tolerance_deg=obj_action.get("ht_tolerance_deg", 0.0),
                                  tolerance_mm=obj_action.get("ht_tolerance_mm", 0.0), required=required)
         obj_action["ht_keys_before"], obj_action["ht_keys_after"] = stats.keys_before, stats.keys_after
+        obj_action["ht_max_error_deg"] = stats.max_error.get("deg", 0.0)
+        obj_action["ht_max_error_mm"] = stats.max_error.get("mm", 0.0)
         reduced = obj_action.get("ht_tolerance_deg", 0.0) > 0 or obj_action.get("ht_tolerance_mm", 0.0) > 0
         written = (keys.sample_table(arm, frames, table)[0] if reduced
                    else {k: np.asarray(v, np.float32) for k, v in table.items()})
