@@ -27,20 +27,26 @@ section() {  # section NAME VENV_SETUP_ARG PYTHON PYTEST_ARGS...
   echo
   echo "================================ test.sh: $name ================================"
   if bash scripts/setup_env.sh "$setup"; then
-    echo "test.sh: $("$py" -c 'import sys, bpy; print(f"bpy {bpy.app.version_string}, Python {sys.version.split()[0]}, {sys.prefix}")' 2>&1 | tail -1)"
+    "$py" -c 'import sys, bpy; print(f"test.sh: bpy {bpy.app.version_string}, Python {sys.version.split()[0]}, {sys.prefix}")' \
+      2>&1 | tail -1
     PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$py" -m pytest "$@"
     rc=$?
   else
     echo "test.sh: setting up the environment for $name failed" >&2
     rc=1
   fi
-  summary+=("$(printf '%-40s %s (%d s)' "$name" "$([ $rc -eq 0 ] && echo passed || echo "FAILED (exit $rc)")" $(($(date +%s) - start)))")
-  [ $rc -eq 0 ] || failed=1
+  local status=passed
+  [ $rc -eq 0 ] || { status="FAILED (exit $rc)"; failed=1; }
+  summary+=("$(printf '%-40s %s in %d s' "$name" "$status" $(($(date +%s) - start)))")
 }
 
 section "main suite (.venv)" test .venv/bin/python "$@"
 for b in $blenders; do
-  [ -f "tests/blender/bpy/$b.txt" ] || { echo "test.sh: no tests/blender/bpy/$b.txt" >&2; failed=1; continue; }
+  if [ ! -f "tests/blender/bpy/$b.txt" ]; then
+    summary+=("$(printf '%-40s %s' "$b" "FAILED: no tests/blender/bpy/$b.txt pins it")")
+    failed=1
+    continue
+  fi
   if [ $# -eq 0 ]; then
     section "add-on tests under $b (.venv-$b)" "$b" ".venv-$b/bin/python" tests/blender
   else
