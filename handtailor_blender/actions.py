@@ -11,7 +11,7 @@ chance (DESIGN.md, README "Blender versions"). What differs:
 - 5.0+: `bpy_extras.anim_utils.action_ensure_channelbag_for_slot`, `fcurves.new(..., group_name=)`, and
   `action.fcurves` is gone.
 
-The collections returned here (`fcurves_of`, `new_action`) behave alike in every version: `find(path,
+The collections returned here (`fcurves_of`, `new_action`, `own_fcurves`) behave alike in every version: `find(path,
 index=)`, iteration, `len`, and `new_fcurve` to add one.
 """
 
@@ -75,6 +75,34 @@ def assign_action(id_block, action) -> None:
     ad.action = action
     if is_slotted(action) and hasattr(ad, "action_slot") and len(action.slots):
         ad.action_slot = action.slots[0]
+
+
+def own_fcurves(id_block, name: str, id_type: str = "OBJECT"):
+    """(action, fcurves) of the action `id_block` already plays (its slot's, a slot made when it has none), or
+    of a new action `name` (no fake user) when it has none: keys added there are the user's own."""
+    ad = id_block.animation_data
+    if ad is None or ad.action is None:
+        action, fcurves = new_action(id_block, name, id_type)
+        action.use_fake_user = False
+        return action, fcurves
+    action = ad.action
+    if is_slotted(action):
+        if ad.action_slot is None:
+            ad.action_slot = action.slots.new(id_type=id_type, name=id_block.name)
+        return action, ensure_channelbag(action, ad.action_slot).fcurves
+    return action, action.fcurves
+
+
+def all_fcurves(action):
+    """Every fcurve of `action`: all layers, strips and slots of a slotted one, else the legacy list."""
+    layers = getattr(action, "layers", None)
+    if layers is not None and len(layers):
+        for layer in layers:
+            for strip in layer.strips:
+                for cb in strip.channelbags:
+                    yield from cb.fcurves
+    else:
+        yield from getattr(action, "fcurves", ())
 
 
 def fcurves_of(action):

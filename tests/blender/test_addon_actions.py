@@ -75,3 +75,20 @@ def test_foreign_and_empty_actions_read_without_error(blank):
     curves = actions.fcurves_of(ob.animation_data.action)
     assert sorted(fc.array_index for fc in curves if fc.data_path == "location") == [0, 1, 2]
     assert len(helpers.snapshot_keys()) == 3
+
+
+def test_own_fcurves_key_into_the_action_a_user_made(blank):
+    ob = bpy.data.objects.new("Prop", None)
+    bpy.context.scene.collection.objects.link(ob)
+    action, curves = actions.own_fcurves(ob, "Prop_action")  # none yet: a new one, no fake user
+    assert ob.animation_data.action == action and not action.use_fake_user
+    keys.set_keys(actions.new_fcurve(curves, "location", 2, "Object Transforms"), np.array([1.0, 5.0]),
+                  np.array([0.0, 2.0]))
+    ob.location = (1.0, 0.0, 0.0)
+    ob.keyframe_insert("location", index=0, frame=1)  # Blender's own key, same action
+    again, curves2 = actions.own_fcurves(ob, "unused")
+    assert again == action and "unused" not in bpy.data.actions
+    assert sorted(fc.array_index for fc in curves2) == [0, 2]
+    assert sorted(fc.array_index for fc in actions.all_fcurves(action)) == [0, 2]
+    bpy.context.scene.frame_set(5)
+    assert ob.location[2] == pytest.approx(2.0)
