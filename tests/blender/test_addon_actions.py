@@ -20,16 +20,22 @@ def _take(tmp_path, model, N=5):
     return result, arm, mesh, obj_action, key_action
 
 
-def test_take_channels_in_their_groups(blank, models_dir, tmp_path):
-    _, right, _ = models_dir
-    _, arm, _, obj_action, key_action = _take(tmp_path, right)
-    want = {(path, index): group for _, path, index, group, _, _ in keys.channel_specs("right")}
-    got = {(fc.data_path, fc.array_index): fc.group.name if fc.group else None
-           for a in (obj_action, key_action) for fc in actions.fcurves_of(a)}
-    assert got == want
-    # one group per name: every channel of a bone sits in that bone's single group
-    groups = [fc.group for fc in actions.fcurves_of(obj_action)]
-    assert len({g.name for g in groups}) == len({g.as_pointer() for g in groups}) == 2 + 16
+def test_new_fcurves_in_their_groups(blank, models_dir, tmp_path):
+    ob = bpy.data.objects.new("Rig", None)
+    bpy.context.scene.collection.objects.link(ob)
+    action, curves = actions.new_action(ob, "Rig_take", "OBJECT")
+    assert ob.animation_data.action == action and action.use_fake_user
+    made = [(f'pose.bones["{b}"].rotation_quaternion', i, b) for b in ("wrist.R", "index1.R") for i in range(4)]
+    made += [("location", i, "Object Transforms") for i in range(3)]
+    for path, index, group in made:
+        actions.new_fcurve(curves, path, index, group)
+    got = {(fc.data_path, fc.array_index): fc.group.name for fc in actions.fcurves_of(action)}
+    assert got == {(p, i): g for p, i, g in made}
+    groups = [fc.group for fc in actions.fcurves_of(action)]  # one group per name, shared by its channels
+    assert len({g.as_pointer() for g in groups}) == 3
+    # a take: every channel the add-on keys sits in a group
+    _, arm, _, obj_action, key_action = _take(tmp_path, models_dir[1])
+    assert all(fc.group is not None for a in (obj_action, key_action) for fc in actions.fcurves_of(a))
 
 
 def test_take_plays_after_save_and_reload(blank, models_dir, tmp_path):
@@ -82,8 +88,9 @@ def test_own_fcurves_key_into_the_action_a_user_made(blank):
     bpy.context.scene.collection.objects.link(ob)
     action, curves = actions.own_fcurves(ob, "Prop_action")  # none yet: a new one, no fake user
     assert ob.animation_data.action == action and not action.use_fake_user
-    keys.set_keys(actions.new_fcurve(curves, "location", 2, "Object Transforms"), np.array([1.0, 5.0]),
-                  np.array([0.0, 2.0]))
+    fc = actions.new_fcurve(curves, "location", 2, "Object Transforms")
+    for frame, value in ((1.0, 0.0), (5.0, 2.0)):
+        fc.keyframe_points.insert(frame, value)
     ob.location = (1.0, 0.0, 0.0)
     ob.keyframe_insert("location", index=0, frame=1)  # Blender's own key, same action
     again, curves2 = actions.own_fcurves(ob, "unused")
