@@ -6,8 +6,8 @@ location, the object's location ...) reduced together to `tolerance_deg` / `tole
 tolerance 0 keeps a key on every tracked frame. A rig whose identity is constant over the take (rig.py
 "identity rig") has no bone location or shape curves: the shape is in its rest skeleton and mesh.
 Untracked frames hide the hand: `["ht_visible"]` is keyed (constant interpolation) and drives the mesh's
-visibility, and each gap gets a timeline marker. Blender 4.4+ slotted actions (channelbags) and the 4.2
-legacy `action.fcurves` both work. Letters: M keyed frames, J=16.
+visibility, and each gap gets a timeline marker. Actions are made and read through actions.py (legacy 4.2
+actions, 4.4+ slotted ones). Letters: M keyed frames, J=16.
 """
 
 from __future__ import annotations
@@ -19,92 +19,18 @@ import bpy
 import numpy as np
 
 from . import camera, curves, poses, rig, takes
+from .actions import (all_fcurves, assign_action, fcurves_of, new_action,  # noqa: F401 (the add-on's API)
+                      new_fcurve, own_fcurves)
 from .io.results import CaptureResult, RigModel
 from .reduce import Reduced
 
-SLOTTED = bpy.app.version >= (4, 4, 0)
 INTERPOLATIONS = ("BEZIER", "LINEAR", "CONSTANT")
 ROTATION_MODES = ("QUATERNION", "XYZ")
 CONFIDENCE_TOLERANCE = 0.01  # confidence values kept within this when reducing
 REACH_M = 0.2  # hand reach used to express a scale error in mm
 
 # ------------------------------------------------------------------------------------- action plumbing
-
-
-def new_action(id_block, name: str, id_type: str):
-    """A fresh action assigned to id_block; returns (action, fcurve collection)."""
-    action = bpy.data.actions.new(name)
-    action.use_fake_user = True  # takes stay in the file when another take is active
-    ad = id_block.animation_data_create()
-    if SLOTTED:
-        from bpy_extras import anim_utils
-
-        slot = action.slots.new(id_type=id_type, name=id_block.name)
-        ad.action = action
-        ad.action_slot = slot
-        return action, anim_utils.action_ensure_channelbag_for_slot(action, slot).fcurves
-    ad.action = action
-    return action, action.fcurves
-
-
-def assign_action(id_block, action) -> None:
-    ad = id_block.animation_data_create()
-    ad.action = action
-    if SLOTTED and len(action.slots):
-        ad.action_slot = action.slots[0]
-
-
-def fcurves_of(action):
-    """The fcurve collection of a take action (its first slot's channelbag on 4.4+)."""
-    if SLOTTED and not getattr(action, "is_action_legacy", False):
-        from bpy_extras import anim_utils
-
-        if not len(action.slots):
-            return None
-        cb = anim_utils.action_get_channelbag_for_slot(action, action.slots[0])
-        return cb.fcurves if cb is not None else None
-    return action.fcurves
-
-
-def own_fcurves(id_block, name: str, id_type: str = "OBJECT"):
-    """(action, fcurves) of the action id_block already animates with (its slot's channelbag), or of a new
-    action `name` when it has none: keys added there are the user's own."""
-    ad = id_block.animation_data
-    if ad is None or ad.action is None:
-        action, fcs = new_action(id_block, name, id_type)
-        action.use_fake_user = False
-        return action, fcs
-    action = ad.action
-    if SLOTTED:
-        from bpy_extras import anim_utils
-
-        if ad.action_slot is None:
-            ad.action_slot = action.slots.new(id_type=id_type, name=id_block.name)
-        return action, anim_utils.action_ensure_channelbag_for_slot(action, ad.action_slot).fcurves
-    return action, action.fcurves
-
-
-def all_fcurves(action):
-    """Every fcurve of an action (all layers, strips and slots on 4.4+; the legacy list otherwise)."""
-    layers = getattr(action, "layers", None)
-    if layers is not None and len(layers):
-        for layer in layers:
-            for strip in layer.strips:
-                for cb in getattr(strip, "channelbags", ()):
-                    yield from cb.fcurves
-    elif hasattr(action, "fcurves"):
-        yield from action.fcurves
-
-
-def _new_fcurve(fcurves, data_path: str, index: int, group: str):
-    if SLOTTED:
-        return fcurves.new(data_path, index=index, group_name=group)
-    return fcurves.new(data_path, index=index, action_group=group)
-
-
-def new_fcurve(fcurves, data_path: str, index: int, group: str):
-    """A new fcurve in `group` (the one place that creates fcurves)."""
-    return _new_fcurve(fcurves, data_path, index, group)
+# Blender's animation API differs across versions: actions.py is the one place that knows how.
 
 
 def read_keys(fc) -> tuple[np.ndarray, np.ndarray]:

@@ -67,3 +67,12 @@ def test_fbx_round_trip(blank, tmp_path, models_dir, preset, shape):
         for fc in fcs:
             _, v = keys.read_keys(fc)
             assert np.ptp(v) < 1e-6 * max(1.0, abs(v).max())
+
+
+def test_export_options_this_blender_lacks_are_dropped(blank, caplog):
+    fbx = bpy.ops.export_scene.fbx
+    opts = {**ops_export.ROUND_TRIP, **ops_export.PRESETS["UNITY"]}
+    assert ops_export.supported_options(fbx, opts) == opts  # every tested Blender has them all
+    with caplog.at_level(logging.WARNING):
+        got = ops_export.supported_options(fbx, {**opts, "use_future_option": True})
+    assert got == opts and "use_future_option" in caplog.text
