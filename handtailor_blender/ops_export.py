@@ -46,10 +46,8 @@ def hand_rigs(scene) -> list:
     return [o for o in scene.objects if o.type == "ARMATURE" and "ht_side" in o]
 
 
-def _exported_fcurves(objects) -> list:
-    """Every fcurve of the active actions of `objects`, their children and the children's shape keys."""
-    from . import keys
-
+def _exported_actions(objects) -> list:
+    """The active actions of `objects`, their children and the children's shape keys."""
     ids = []
     for obj in objects:
         ids.append(obj)
@@ -57,13 +55,11 @@ def _exported_fcurves(objects) -> list:
             ids.append(child)
             if child.type == "MESH" and child.data.shape_keys is not None:
                 ids.append(child.data.shape_keys)
-    out, seen = [], set()
+    out = []
     for id_block in ids:
         ad = id_block.animation_data
-        if ad is None or ad.action is None or ad.action.name in seen:
-            continue
-        seen.add(ad.action.name)
-        out += list(keys.all_fcurves(ad.action))
+        if ad is not None and ad.action is not None and ad.action not in out:
+            out.append(ad.action)
     return out
 
 
@@ -71,7 +67,10 @@ def _exported_fcurves(objects) -> list:
 def _fbx_timing(scene, objects):
     """Shifts the exported keys one frame earlier (FBX time 0 = frame 1) and the scene range onto the
     animation's range; both come back exactly afterwards."""
-    fcs = [fc for fc in _exported_fcurves(objects) if len(fc.keyframe_points)]
+    from .actions import all_fcurves
+
+    actions = _exported_actions(objects)
+    fcs = [fc for a in actions for fc in all_fcurves(a) if len(fc.keyframe_points)]
     saved = []
     for fc in fcs:
         arrays = {}
@@ -91,11 +90,15 @@ def _fbx_timing(scene, objects):
                 b = a.copy()
                 b[0::2] -= 1.0
                 fc.keyframe_points.foreach_set(name, b)
+        for action in actions:  # the depsgraph evaluates its own copy of an action (Blender 4.2)
+            action.update_tag()
         yield
     finally:
         for fc, arrays in zip(fcs, saved):
             for name, a in arrays.items():
                 fc.keyframe_points.foreach_set(name, a)
+        for action in actions:
+            action.update_tag()
         scene.frame_start, scene.frame_end = rng[0], rng[1]
         scene.frame_set(rng[2])
 

@@ -90,6 +90,9 @@ def draw_retarget(layout, context):
     ht = context.scene.handtailor
     col = layout.column()
     col.prop(ht, "retarget_character")
+    char = ht.retarget_character
+    if char is not None and (char.type != "ARMATURE" or "ht_side" in char):
+        col.label(text="Choose the character's armature", icon="ERROR")
     col.prop(ht, "retarget_preset")
     col.prop(ht, "retarget_with_wrist")
     col.prop(ht, "retarget_tolerance")

@@ -16,10 +16,6 @@ RETARGET_PRESETS = [
 ]
 
 
-def _is_character(self, obj):
-    return obj.type == "ARMATURE" and "ht_side" not in obj
-
-
 class HandTailorBonePair(bpy.types.PropertyGroup):
     joint: StringProperty(name="Joint", description="The captured hand's joint (wrist, index1 ... thumb3)")
     bone: StringProperty(name="Bone", description="The character's bone that follows this joint (empty: none)")
@@ -99,7 +95,8 @@ class HandTailorSettings(bpy.types.PropertyGroup):
                                                       ("UNITY", "Unity", "Y up, -Z forward, meters"),
                                                       ("UNREAL", "Unreal", "Z up, X forward, centimeters")],
                                 default="BLENDER", description="The application the FBX is for (axes, units)")
-    retarget_character: PointerProperty(name="Character", type=bpy.types.Object, poll=_is_character,
+    # no poll function: with one, the bpy 4.2 module crashes on exit; the operator checks the choice
+    retarget_character: PointerProperty(name="Character", type=bpy.types.Object,
                                         description="The character's armature that gets the captured fingers")
     retarget_preset: EnumProperty(name="Bones", items=RETARGET_PRESETS, default="AUTO",
                                   description="How the character's hand bones are found")

@@ -65,22 +65,36 @@ def test_named_hands_follow_flexion(blank, tmp_path, open_right, preset):
     assert (med <= 10).all(), med
 
 
+RIGIFY_SCRIPT = """
+import os, sys
+import bpy
+import addon_utils
+bpy.ops.wm.read_factory_settings(use_empty=True)
+try:
+    addon_utils.enable("rigify", default_set=True, handle_error=None)
+    bpy.ops.object.armature_human_metarig_add()
+    bpy.ops.pose.rigify_generate()
+except Exception as exc:
+    print("RIGIFY-UNAVAILABLE", exc)
+    sys.stdout.flush()
+    os._exit(3)
+bpy.ops.object.mode_set(mode="OBJECT")
+bpy.ops.wm.save_as_mainfile(filepath=sys.argv[1])
+sys.stdout.flush()
+os._exit(0)  # an enabled Rigify keeps bpy 4.5 from exiting
+"""
+
+
 @pytest.fixture(scope="session")
 def rigify_blend(tmp_path_factory):
-    """Rigify's human metarig, generated under bpy once per session (skipped when Rigify will not enable)."""
-    bpy_ = pytest.importorskip("bpy")
-    import addon_utils
-
-    bpy_.ops.wm.read_factory_settings(use_empty=True)
-    try:
-        addon_utils.enable("rigify", default_set=True, handle_error=None)
-        bpy_.ops.object.armature_human_metarig_add()
-        bpy_.ops.pose.rigify_generate()
-    except (AttributeError, RuntimeError, ModuleNotFoundError) as exc:
-        pytest.skip(f"Rigify does not run under this bpy: {exc}")
-    bpy_.ops.object.mode_set(mode="OBJECT")
+    """Rigify's human metarig, generated under bpy once per session, in a process of its own (skipped when
+    Rigify will not run under this bpy)."""
     path = tmp_path_factory.mktemp("rigify") / "rigify.blend"
-    bpy_.ops.wm.save_as_mainfile(filepath=str(path))
+    proc = subprocess.run([sys.executable, "-c", RIGIFY_SCRIPT, str(path)], capture_output=True, text=True,
+                          timeout=600)
+    if proc.returncode == 3:
+        pytest.skip(f"Rigify does not run under this bpy: {proc.stdout.strip().splitlines()[-1]}")
+    assert proc.returncode == 0 and path.is_file(), proc.stderr[-2000:]
     return path
 
 
