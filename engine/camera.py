@@ -67,6 +67,12 @@ def project_weak_perspective(points, s, t):
     return points[..., :2] * s[..., None] + t
 
 
+def focal_length(K):
+    """The one focal length of a camera, in pixels: the mean of fx and fy (they are equal for square pixels
+    and for the nominal camera). K: (3, 3) numpy or JAX."""
+    return 0.5 * (K[0, 0] + K[1, 1])
+
+
 def intrinsics_matrix(fx, fy, cx, cy):
     """K = [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (pixels) as a (3, 3) float64 numpy array."""
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=np.float64)

@@ -220,7 +220,7 @@ class Pipeline:
     @staticmethod
     def tailor(model, init, kp_uvd, conf, K, mode, iterations, image_size) -> dict:
         """The tailor from the hand module's initialization (K None: weak perspective, nominal camera)."""
-        from engine.tailor.optimize import TailorConfig, fit
+        from engine.tailor import TailorConfig, fit
 
         cfg = TailorConfig(iterations=int(iterations), camera_model=mode)
         return fit(model, init["theta"], init["beta"], init["root"], kp_uvd[None, :, :2], conf[None],

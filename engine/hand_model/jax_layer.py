@@ -88,6 +88,17 @@ def quat_multiply(a: jax.Array, b: jax.Array) -> jax.Array:
     )
 
 
+def axis_angle_to_quat(axis_angle: jax.Array) -> jax.Array:
+    """Axis-angle (..., 3) -> unit quaternions (..., 4) (w, x, y, z); finite, with finite gradients, at 0."""
+    v = axis_angle
+    th2 = jnp.sum(v * v, axis=-1, keepdims=True)
+    small = th2 < 1e-12
+    th = jnp.sqrt(jnp.where(small, 1.0, th2))
+    w = jnp.where(small, 1.0 - th2 / 8.0, jnp.cos(0.5 * th))
+    k = jnp.where(small, 0.5 - th2 / 48.0, jnp.sin(0.5 * th) / th)
+    return jnp.concatenate([w, k * v], axis=-1)
+
+
 def quat_to_rotmat(quat: jax.Array) -> jax.Array:
     """Quaternions (..., 4) (w, x, y, z), normalized here -> rotation matrices (..., 3, 3)."""
     norm2 = jnp.sum(quat * quat, axis=-1, keepdims=True)
