@@ -55,7 +55,7 @@ def backproject_perspective(uv, z, K):
 
 
 def project_weak_perspective(points, s, t):
-    """Weak perspective (paper Eq. 3 / Eq. 16): u = s * x + t_u, v = s * y + t_v (depth dropped).
+    """Eq. 16: weak perspective (also Eq. 3), u = s * x + t_u, v = s * y + t_v (depth dropped).
 
     Args:
       points: (..., 3) points (meters, usually relative to the root joint).

@@ -433,10 +433,9 @@ def main(argv: list[str], prog: str = "python -m engine eval") -> int:
                     help="diagnostic: give the hand module and the tailor the ground-truth 2D keypoints instead of "
                          "the backbone's (depth and world landmarks stay the network's): the tailor's ceiling")
     ap.add_argument("--pck-px", type=float, default=10.0, help="2D PCK threshold in px (default 10)")
-    ap.add_argument("--backbone", choices=["mediapipe", "hourglass"], default="mediapipe",
-                    help="keypoint network (default mediapipe; hourglass needs --hourglass-weights)")
-    ap.add_argument("--hourglass-weights", metavar="FILE", default=None,
-                    help="hourglass.safetensors written by `python -m engine train run` (for --backbone hourglass)")
+    from engine.cli_args import add_backbone_arguments
+
+    add_backbone_arguments(ap)
     args = ap.parse_args(argv)
     try:
         iterations = [int(x) for x in str(args.iterations).split(",") if x.strip()]

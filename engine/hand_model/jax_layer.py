@@ -23,8 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from engine.hand_model.constants import MANO_PARENTS, MANO_TO_KEYPOINT
+from engine.hand_model.constants import JOINT_TO_KEYPOINT, MANO_PARENTS, MANO_TO_KEYPOINT, TIP_TO_KEYPOINT
 from engine.hand_model.loading import HandModel
+from engine.hand_model.rest import rest_keypoints
+from engine.hand_model.rotations import axis_angle_to_quat, quat_multiply, quat_to_rotmat  # noqa: F401  (re-exported)
 
 _PARENTS = tuple(int(p) for p in MANO_PARENTS)
 _TO_KEYPOINT = np.asarray(MANO_TO_KEYPOINT)
@@ -48,18 +50,17 @@ class JaxHandParams(NamedTuple):
 def prepare(model: HandModel, dtype=None) -> JaxHandParams:
     """Precomputes the posing arrays of `model`. dtype: None = JAX's default float (float64 under x64)."""
     dtype = dtype or jnp.result_type(float)
-    J0 = model.J_regressor @ model.v_template  # (16, 3)
-    Jdirs = np.einsum("jv,vcs->jcs", model.J_regressor, model.shapedirs)  # (16, 3, 10)
+    rest = rest_keypoints(model)  # rest joints and tips, affine in beta
     tips = np.asarray(model.tip_vertex_ids)
 
     def arr(x):
         return jnp.asarray(np.asarray(x), dtype=dtype)
 
     return JaxHandParams(
-        J0=arr(J0),
-        Jdirs=arr(Jdirs),
-        tip_template=arr(model.v_template[tips]),
-        tip_shapedirs=arr(model.shapedirs[tips]),
+        J0=arr(rest.k0[JOINT_TO_KEYPOINT]),  # (16, 3)
+        Jdirs=arr(rest.kdirs[JOINT_TO_KEYPOINT]),  # (16, 3, 10)
+        tip_template=arr(rest.k0[TIP_TO_KEYPOINT]),
+        tip_shapedirs=arr(rest.kdirs[TIP_TO_KEYPOINT]),
         tip_posedirs=arr(model.posedirs[tips]),
         tip_weights=arr(model.weights[tips]),
         v_template=arr(model.v_template),
@@ -71,43 +72,6 @@ def prepare(model: HandModel, dtype=None) -> JaxHandParams:
 
 # ------------------------------------------------------------------------------------------------
 # Rotations
-
-
-def quat_multiply(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Hamilton product a * b of (..., 4) quaternions (w, x, y, z): the rotation b, then a."""
-    aw, ax, ay, az = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
-    bw, bx, by, bz = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
-    return jnp.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        axis=-1,
-    )
-
-
-def axis_angle_to_quat(axis_angle: jax.Array) -> jax.Array:
-    """Axis-angle (..., 3) -> unit quaternions (..., 4) (w, x, y, z); finite, with finite gradients, at 0."""
-    v = axis_angle
-    th2 = jnp.sum(v * v, axis=-1, keepdims=True)
-    small = th2 < 1e-12
-    th = jnp.sqrt(jnp.where(small, 1.0, th2))
-    w = jnp.where(small, 1.0 - th2 / 8.0, jnp.cos(0.5 * th))
-    k = jnp.where(small, 0.5 - th2 / 48.0, jnp.sin(0.5 * th) / th)
-    return jnp.concatenate([w, k * v], axis=-1)
-
-
-def quat_to_rotmat(quat: jax.Array) -> jax.Array:
-    """Quaternions (..., 4) (w, x, y, z), normalized here -> rotation matrices (..., 3, 3)."""
-    norm2 = jnp.sum(quat * quat, axis=-1, keepdims=True)
-    q = quat * jax.lax.rsqrt(jnp.maximum(norm2, jnp.finfo(quat.dtype).tiny))
-    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
-    row0 = jnp.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], axis=-1)
-    row1 = jnp.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], axis=-1)
-    row2 = jnp.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=-1)
-    return jnp.stack([row0, row1, row2], axis=-2)
 
 
 def rotmat_to_quat(rotmat: jax.Array) -> jax.Array:

@@ -22,22 +22,13 @@ from torch import nn
 
 from engine.hand_model.constants import MANO_TO_KEYPOINT, N_JOINTS
 from engine.hand_model.loading import HandModel
+from engine.hand_model.rotations import axis_angle_to_quat, quat_multiply, quat_to_rotmat  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------
 # Rotations (torch)
-
-
-def quat_to_rotmat(quat: torch.Tensor) -> torch.Tensor:
-    """Quaternions (..., 4) (w, x, y, z), normalized here -> rotation matrices (..., 3, 3)."""
-    q = quat / quat.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(quat.dtype).tiny)
-    w, x, y, z = q.unbind(-1)
-    row0 = torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], dim=-1)
-    row1 = torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], dim=-1)
-    row2 = torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], dim=-1)
-    return torch.stack([row0, row1, row2], dim=-2)
 
 
 def rotmat_to_quat(rotmat: torch.Tensor) -> torch.Tensor:
@@ -94,30 +85,6 @@ def rotmat_to_axis_angle(rotmat: torch.Tensor) -> torch.Tensor:
     small = s < 1e-12
     scale = torch.where(small, torch.full_like(s, 2.0), angle / torch.where(small, torch.ones_like(s), s))
     return q[..., 1:] * scale[..., None]
-
-
-def axis_angle_to_quat(axis_angle: torch.Tensor) -> torch.Tensor:
-    """Axis-angle (..., 3) -> quaternions (..., 4) (w, x, y, z)."""
-    angle = axis_angle.norm(dim=-1, keepdim=True)
-    half = 0.5 * angle
-    small = angle < 1e-8
-    scale = torch.where(small, 0.5 - angle * angle / 48.0, torch.sin(half) / torch.where(small, torch.ones_like(angle), angle))
-    return torch.cat([torch.cos(half), axis_angle * scale], dim=-1)
-
-
-def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Hamilton product a * b of (..., 4) quaternions (w, x, y, z): the rotation b, then a."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        dim=-1,
-    )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -37,8 +37,8 @@ Parameters and their handling (decided here, once):
   is then placed under a nominal pinhole camera (`engine.camera.nominal_K`) at depth f / projection_scale
   (f: `engine.camera.focal_length`), and the Adam iterations finish the fit under that camera (DESIGN.md),
   so project_perspective(joints_3d, K) lands on the fitted 2D positions. At that depth the pinhole E_J
-  equals Eq. 16's to first order in the hand's depth extent; Eq. 16's E_J itself
-  (`energies.joint_energy_weak_perspective`) is what Eq. 17 minimizes in closed form. Without
+  equals the weak-perspective one (Eq. 16's projection, `camera.project_weak_perspective`) to first order in
+  the hand's depth extent, and that one is what Eq. 17 minimizes in closed form. Without
   `projection_scale0` the hand keeps hand_scale0 (the model's size) and all of Eq. 17's s goes to
   projection_scale; with it, hand_scale = s / projection_scale0 compensates the hand module's size.
 
