@@ -26,7 +26,8 @@ import numpy as np
 from engine.hand_model.constants import JOINT_TO_KEYPOINT, MANO_PARENTS, MANO_TO_KEYPOINT, TIP_TO_KEYPOINT
 from engine.hand_model.loading import HandModel
 from engine.hand_model.rest import rest_keypoints
-from engine.hand_model.rotations import axis_angle_to_quat, quat_multiply, quat_to_rotmat  # noqa: F401  (re-exported)
+from engine.hand_model.rotations import (  # noqa: F401  (re-exported)
+    axis_angle_to_quat, quat_multiply, quat_to_rotmat, rotmat_to_quat)
 
 _PARENTS = tuple(int(p) for p in MANO_PARENTS)
 _TO_KEYPOINT = np.asarray(MANO_TO_KEYPOINT)
@@ -72,35 +73,6 @@ def prepare(model: HandModel, dtype=None) -> JaxHandParams:
 
 # ------------------------------------------------------------------------------------------------
 # Rotations
-
-
-def rotmat_to_quat(rotmat: jax.Array) -> jax.Array:
-    """Rotation matrices (..., 3, 3) -> unit quaternions (..., 4) (w, x, y, z) with w >= 0.
-
-    Shepperd's method: the candidate with the largest denominator is picked, so it is stable everywhere.
-    """
-    m = rotmat
-    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
-    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
-    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
-    t = jnp.stack(
-        [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], axis=-1
-    )  # (..., 4): 4w^2, 4x^2, 4y^2, 4z^2
-    cands = jnp.stack(
-        [
-            jnp.stack([t[..., 0], m21 - m12, m02 - m20, m10 - m01], axis=-1),
-            jnp.stack([m21 - m12, t[..., 1], m10 + m01, m02 + m20], axis=-1),
-            jnp.stack([m02 - m20, m10 + m01, t[..., 2], m21 + m12], axis=-1),
-            jnp.stack([m10 - m01, m02 + m20, m21 + m12, t[..., 3]], axis=-1),
-        ],
-        axis=-2,
-    )  # (..., 4 candidates, 4)
-    best = jnp.argmax(t, axis=-1)
-    cand = jnp.take_along_axis(cands, best[..., None, None], axis=-2)[..., 0, :]
-    t_best = jnp.take_along_axis(t, best[..., None], axis=-1)
-    q = cand * (0.5 * jax.lax.rsqrt(jnp.maximum(t_best, jnp.finfo(t.dtype).tiny)))
-    q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
-    return jnp.where(q[..., :1] < 0, -q, q)
 
 
 def axis_angle_to_rotmat(axis_angle: jax.Array) -> jax.Array:

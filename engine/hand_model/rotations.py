@@ -73,3 +73,30 @@ def axis_angle_to_quat(axis_angle):
     w = xp.where(small, 1.0 - th2 / 8.0, xp.cos(0.5 * th))
     k = xp.where(small, 0.5 - th2 / 48.0, xp.sin(0.5 * th) / th)
     return xp.cat([w, k * v], -1)
+
+
+def rotmat_to_quat(rotmat):
+    """Rotation matrices (..., 3, 3) -> unit quaternions (..., 4) (w, x, y, z) with w >= 0.
+
+    Shepperd's method: the candidate with the largest denominator is picked, so it is stable everywhere.
+    """
+    xp = _ops(rotmat)
+    m = rotmat
+    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
+    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
+    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
+    t = [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22]  # 4w^2, 4x^2, ...
+    cands = [
+        xp.stack([t[0], m21 - m12, m02 - m20, m10 - m01], -1),
+        xp.stack([m21 - m12, t[1], m10 + m01, m02 + m20], -1),
+        xp.stack([m02 - m20, m10 + m01, t[2], m21 + m12], -1),
+        xp.stack([m10 - m01, m02 + m20, m21 + m12, t[3]], -1),
+    ]
+    t_best, cand = t[0], cands[0]
+    for i in (1, 2, 3):  # the largest t (the first of equal ones)
+        pick = t[i] > t_best
+        t_best = xp.where(pick, t[i], t_best)
+        cand = xp.where(pick[..., None], cands[i], cand)
+    q = cand * (0.5 * xp.rsqrt(xp.clamp_min(t_best, xp.tiny)))[..., None]
+    q = q / xp.sqrt((q * q).sum(-1))[..., None]
+    return xp.where(q[..., :1] < 0, -q, q)

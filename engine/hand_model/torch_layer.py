@@ -22,40 +22,14 @@ from torch import nn
 
 from engine.hand_model.constants import MANO_TO_KEYPOINT, N_JOINTS
 from engine.hand_model.loading import HandModel
-from engine.hand_model.rotations import axis_angle_to_quat, quat_multiply, quat_to_rotmat  # noqa: F401  (re-exported)
+from engine.hand_model.rotations import (  # noqa: F401  (re-exported)
+    axis_angle_to_quat, quat_multiply, quat_to_rotmat, rotmat_to_quat)
 
 log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------
 # Rotations (torch)
-
-
-def rotmat_to_quat(rotmat: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices (..., 3, 3) -> unit quaternions (..., 4) (w, x, y, z), w >= 0 (Shepperd)."""
-    m = rotmat
-    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
-    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
-    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
-    t = torch.stack(
-        [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], dim=-1
-    )
-    cands = torch.stack(
-        [
-            torch.stack([t[..., 0], m21 - m12, m02 - m20, m10 - m01], dim=-1),
-            torch.stack([m21 - m12, t[..., 1], m10 + m01, m02 + m20], dim=-1),
-            torch.stack([m02 - m20, m10 + m01, t[..., 2], m21 + m12], dim=-1),
-            torch.stack([m10 - m01, m02 + m20, m21 + m12, t[..., 3]], dim=-1),
-        ],
-        dim=-2,
-    )
-    best = t.argmax(dim=-1)
-    index = best[..., None, None].expand(*best.shape, 1, 4)
-    cand = torch.gather(cands, -2, index)[..., 0, :]
-    t_best = torch.gather(t, -1, best[..., None])
-    q = cand * (0.5 * torch.rsqrt(t_best.clamp_min(torch.finfo(t.dtype).tiny)))
-    q = q / q.norm(dim=-1, keepdim=True)
-    return torch.where(q[..., :1] < 0, -q, q)
 
 
 def axis_angle_to_rotmat(axis_angle: torch.Tensor) -> torch.Tensor:
