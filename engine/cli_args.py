@@ -35,6 +35,16 @@ def parse_intrinsics(text: str | None) -> tuple[float, ...] | None:
     return vals
 
 
+def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
+    """--backbone and --hourglass-weights (engine.hand_module.BACKBONES), for every command that tracks hands."""
+    from engine.hand_module import BACKBONES
+
+    parser.add_argument("--backbone", choices=BACKBONES, default=BACKBONES[0],
+                        help="keypoint network (default mediapipe; hourglass needs --hourglass-weights)")
+    parser.add_argument("--hourglass-weights", metavar="FILE", default=None,
+                        help="hourglass.safetensors written by `python -m engine train run` (for --backbone hourglass)")
+
+
 def log_to_stderr() -> None:
     """INFO logs on stderr, unless the program set up logging itself."""
     if not logging.getLogger().handlers:
@@ -61,10 +71,7 @@ def capture_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--overlay", help="also write a video of the fitted mesh over the footage (.mp4)")
     p.add_argument("--threads", type=int, default=DEFAULT_TORCH_THREADS,
                    help=f"torch threads for the networks (default {DEFAULT_TORCH_THREADS}; 0 = torch's default)")
-    p.add_argument("--backbone", choices=["mediapipe", "hourglass"], default="mediapipe",
-                   help="keypoint network (default mediapipe; hourglass needs --hourglass-weights)")
-    p.add_argument("--hourglass-weights", metavar="FILE", default=None,
-                   help="hourglass.safetensors written by `python -m engine train run` (for --backbone hourglass)")
+    add_backbone_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 

@@ -184,8 +184,10 @@ def validate_args(cmd: str, args: dict, id: str | None = None) -> dict:
                 raise ProtocolError("bad_request", "capture: intrinsics must be [fx,fy,cx,cy] or [fx,fy,cx,cy,k1,k2,p1,p2,k3] numbers", id)
         if out["hands"] not in (1, 2):
             raise ProtocolError("bad_request", f"capture: hands must be 1 or 2 (got {out['hands']})", id)
-        if out["backbone"] not in ("mediapipe", "hourglass"):
-            raise ProtocolError("bad_request", f"capture: backbone must be \"mediapipe\" or \"hourglass\" (got {out['backbone']!r})", id)
+        from engine.hand_module import BACKBONES
+
+        if out["backbone"] not in BACKBONES:
+            raise ProtocolError("bad_request", f"capture: backbone must be one of {list(BACKBONES)} (got {out['backbone']!r})", id)
     if cmd == "export_model" and out["side"] not in ("right", "left"):
         raise ProtocolError("bad_request", f"export_model: side must be \"right\" or \"left\" (got {out['side']!r})", id)
     if cmd == "retailor" and out["joints"] is not None and not all(isinstance(j, str) for j in out["joints"]):

@@ -223,10 +223,11 @@ def _rig_model(arm):
 
 
 def prepare_retailor(scene, arm, *, frame_range: tuple[int, int] | None = None, joints: list[str] | None = None,
-                     iterations: int = 20) -> RetailorPlan:
+                     iterations: int = 20, hand_model: str | None = None) -> RetailorPlan:
     """Collects the edited keys of the rig's take (and its sibling hands from the same capture) into an
     EDITS.npz and the engine's retailor args. Locks accumulate over re-tailors: once edited, a key stays
-    locked."""
+    locked. `hand_model` (the preferences' model) is where the engine looks for the capture's hand model
+    when it is no longer at the path the result records (used only when its content matches)."""
     ad = arm.animation_data
     if not ad or not ad.action or not ad.action.get("ht_result"):
         raise ResultFileError(f"{arm.name} has no HandTailor take to re-tailor: capture first")
@@ -288,7 +289,7 @@ def prepare_retailor(scene, arm, *, frame_range: tuple[int, int] | None = None, 
                 lock_theta, lock_beta, lock_root, lock_scale)
     fs, fe = frame_range if frame_range else (None, None)
     args = dict(result=result_path, edits=edits_path, output=output_path, frame_start=fs, frame_end=fe,
-                joints=joints, iterations=iterations)
+                joints=joints, iterations=iterations, hand_model=hand_model)
     return RetailorPlan(result_path, edits_path, output_path, rigs, args, n_edited)
 
 
@@ -384,9 +385,10 @@ def restore_backup(arm) -> bool:
 
 
 def retailor(scene, arm, config: EngineConfig, *, frame_range=None, joints=None, iterations=20,
-             on_progress=None, timeout=None) -> list:
+             on_progress=None, timeout=None, hand_model: str | None = None) -> list:
     """Synchronous re-tailor (headless path)."""
-    plan = prepare_retailor(scene, arm, frame_range=frame_range, joints=joints, iterations=iterations)
+    plan = prepare_retailor(scene, arm, frame_range=frame_range, joints=joints, iterations=iterations,
+                            hand_model=hand_model)
     client = start_engine(config)
     try:
         res = run_job(client, "retailor", plan.args, config, on_progress=on_progress, timeout=timeout)

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from engine.errors import InputError
-from engine.hand_module import blazepalm, crops
+from engine.hand_module import BACKBONES, blazepalm, crops
 from engine.hand_module.crops import Roi
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,6 @@ log = logging.getLogger(__name__)
 PALM_SIZE = blazepalm.INPUT_SIZE
 CROP_SIZE = 224
 ASSOCIATION_IOU = 0.5
-BACKBONES = ("mediapipe", "hourglass")
 RETRY_ZOOM = 2.0
 DUPLICATE_BOX_OVERLAP = 0.65
 

@@ -55,7 +55,7 @@ LAMBDA_EQ7 = (1.0, 1.0, 0.1)
 
 # --------------------------------------------------------------------------------------------------- losses
 def loss_theta(out: dict, batch: dict) -> tuple[torch.Tensor, dict]:
-    """Eq. 6 on a batch: out from HourglassNet / HandModuleNet (needs joints_norm), batch from HandCropDataset.
+    """Eq. 6: L_theta on a batch, out from HourglassNet / HandModuleNet (needs joints_norm), batch from HandCropDataset.
 
     Returns (scalar L_theta, dict of the terms as floats)."""
     from engine.hand_module.hourglass import lift_crop_torch
