@@ -44,6 +44,7 @@ class Member:
     dtype: np.dtype
     nbytes: int
     fortran_order: bool
+    stored: int  # bytes of array data the zip entry says it holds (less than nbytes: truncated)
 
 
 def read_members(zf: zipfile.ZipFile) -> dict[str, Member]:
@@ -68,10 +69,8 @@ def read_members(zf: zipfile.ZipFile) -> dict[str, Member]:
         if dtype.hasobject:
             raise NpzError(f"member {key!r} is a pickled object array: refusing to unpickle it")
         nbytes = math.prod(shape) * dtype.itemsize
-        if info.file_size < header_bytes + nbytes:
-            raise NpzError(f"member {key!r} declares {nbytes:,} bytes of array data but holds "
-                           f"{info.file_size - header_bytes:,}", "truncated")
-        members[key] = Member(key, tuple(int(s) for s in shape), dtype, nbytes, bool(fortran))
+        members[key] = Member(key, tuple(int(s) for s in shape), dtype, nbytes, bool(fortran),
+                              info.file_size - header_bytes)
     return members
 
 
@@ -95,6 +94,10 @@ def load(source: str | os.PathLike | bytes, *, max_bytes: int,
                     "nothing was decompressed")
             if check is not None:
                 check(members)
+            for m in members.values():
+                if m.stored < m.nbytes:
+                    raise NpzError(f"member {m.key!r} declares {m.nbytes:,} bytes of array data but holds "
+                                   f"{max(m.stored, 0):,}: the file is truncated", "truncated")
             out = {}
             for key in members:
                 with zf.open(f"{key}.npy") as fh:

@@ -91,10 +91,10 @@ def start_engine(config: EngineConfig) -> EngineClient:
 
 def run_job(client: EngineClient, cmd: str, args: dict, config: EngineConfig, on_progress=None,
             timeout: float | None = None) -> dict:
-    """Synchronous: hello (once) then `cmd`; returns the result dict; EngineFailure otherwise."""
+    """Synchronous: hello (once, protocol checked) then `cmd`; returns the result dict; EngineFailure otherwise."""
     if not client.hello:
-        client.hello = client.request("hello", {}, hang_timeout=config.hello_timeout).wait(
-            timeout=config.hello_timeout + 5)
+        client.hello = engine_client.check_hello(client.request("hello", {}, hang_timeout=config.hello_timeout).wait(
+            timeout=config.hello_timeout + 5))
     return client.request(cmd, args, hang_timeout=config.hang_timeout).wait(timeout=timeout, on_progress=on_progress)
 
 
