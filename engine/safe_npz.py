@@ -75,16 +75,22 @@ def read_members(zf: zipfile.ZipFile) -> dict[str, Member]:
 
 
 def load(source: str | os.PathLike | bytes, *, max_bytes: int,
-         check: Callable[[Mapping[str, Member]], None] | None = None) -> dict[str, np.ndarray]:
-    """Reads every array of an `.npz` (a path or its bytes) once its declared sizes passed the checks.
+         check: Callable[[Mapping[str, Member]], None] | None = None,
+         keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Reads the arrays of an `.npz` (a path or its bytes) once their declared sizes passed the checks.
 
-    max_bytes: limit on the declared array data of all members together. check(members): the caller's
-    format check on the declared shapes and dtypes (raise to refuse). Raises NpzError for anything wrong
-    with the archive itself; exceptions raised by `check` pass through.
+    max_bytes: limit on the declared array data of the members read. check(members): the caller's format
+    check on the declared shapes and dtypes of all members (raise to refuse). keys: read only these
+    members (those present). Raises NpzError for anything wrong with the archive itself; exceptions
+    raised by `check` pass through.
     """
     try:
         with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as zf:
             members = read_members(zf)
+            if check is not None:
+                check(members)
+            if keys is not None:
+                members = {k: m for k, m in members.items() if k in keys}
             total = sum(m.nbytes for m in members.values())
             if total > max_bytes:
                 biggest = max(members.values(), key=lambda m: m.nbytes)
@@ -92,8 +98,6 @@ def load(source: str | os.PathLike | bytes, *, max_bytes: int,
                     f"its arrays declare {total:,} bytes in all ({biggest.key!r}: shape {biggest.shape}, "
                     f"{biggest.nbytes:,} bytes), more than the {max_bytes:,} this kind of file may hold; "
                     "nothing was decompressed")
-            if check is not None:
-                check(members)
             for m in members.values():
                 if m.stored < m.nbytes:
                     raise NpzError(f"member {m.key!r} declares {m.nbytes:,} bytes of array data but holds "
