@@ -6,6 +6,7 @@ same kind. Used by the engine server (before a job starts) and by capture / reta
 - An existing file may be replaced only by an output of the same kind:
   * "result" (capture and retailor outputs): a HandTailor capture result, recognized from the names of
     its `.npz` members (nothing is decompressed);
+  * "model" (export_model's output): a hand model `.npz` (from its member names);
   * "overlay" (capture's overlay video): the overlay recorded by the capture result being replaced
     beside it (`overlay_sha256` in that result: the sha256 of the video it was written with). Any other
     existing video (footage, an unrelated clip, an overlay of another result) is kept.
@@ -25,6 +26,8 @@ from engine.errors import OutputError
 
 #: Member names every capture result holds (format 1 and later), as `.npy` members of the archive.
 _RESULT_MEMBERS = ("format_version.npy", "frame_index.npy", "valid.npy", "theta.npy")
+#: Member names every hand model .npz holds (engine.hand_model.validation's required fields).
+_MODEL_MEMBERS = ("v_template.npy", "f.npy", "J_regressor.npy", "weights.npy", "kintree_table.npy", "shapedirs.npy")
 #: The result key recording the overlay video written with it (sha256 of the file, hex).
 OVERLAY_SHA_KEY = "overlay_sha256"
 
@@ -60,14 +63,18 @@ def check_not_inputs(outputs: Mapping[str, str | None], inputs: Mapping[str, str
                     f"Choose another file name for the {out_name}.")
 
 
-def is_capture_result(path: str | os.PathLike) -> bool:
-    """True for an `.npz` holding a HandTailor capture result's arrays (checked from the member names)."""
+def _has_members(path: str | os.PathLike, members: tuple[str, ...]) -> bool:
     try:
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
     except (OSError, zipfile.BadZipFile, ValueError):
         return False
-    return all(m in names for m in _RESULT_MEMBERS)
+    return all(m in names for m in members)
+
+
+def is_capture_result(path: str | os.PathLike) -> bool:
+    """True for an `.npz` holding a HandTailor capture result's arrays (checked from the member names)."""
+    return _has_members(path, _RESULT_MEMBERS)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -97,7 +104,7 @@ def recorded_overlay_sha(result_path: str | os.PathLike) -> str | None:
 def check_replaceable(path: str | os.PathLike, kind: str, *, result_path: str | os.PathLike | None = None) -> None:
     """Refuses to write `path` when a file is there that is not an earlier output of this `kind`.
 
-    kind: "result" or "overlay" (then `result_path` is the result written with it). Raises OutputError."""
+    kind: "result", "model" or "overlay" (then `result_path` is the result written with it). Raises OutputError."""
     p = pathlib.Path(path)
     if not p.exists() or p.is_dir():
         return  # nothing to lose (a folder is refused by the writers with their own message)
@@ -106,6 +113,12 @@ def check_replaceable(path: str | os.PathLike, kind: str, *, result_path: str | 
             return
         raise OutputError(
             f"{str(p)!r} exists and is not a HandTailor capture result: refusing to replace it. "
+            "Choose another output file name, or move that file away.")
+    if kind == "model":
+        if _has_members(p, _MODEL_MEMBERS):
+            return
+        raise OutputError(
+            f"{str(p)!r} exists and is not a hand model .npz: refusing to replace it. "
             "Choose another output file name, or move that file away.")
     if kind == "overlay":
         recorded = recorded_overlay_sha(result_path) if result_path else None

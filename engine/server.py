@@ -46,6 +46,7 @@ READ_CHUNK = 1 << 16
 PATH_ARGS = {
     "capture": ("source", "output", "overlay", "hand_model", "hourglass_weights"),
     "retailor": ("result", "edits", "output", "hand_model"),
+    "export_model": ("source", "output"),
 }
 PACKAGES = ("numpy", "scipy", "opencv-python-headless", "torch", "jax", "jaxlib", "smplx", "optax")
 
@@ -53,8 +54,37 @@ PACKAGES = ("numpy", "scipy", "opencv-python-headless", "torch", "jax", "jaxlib"
 # ------------------------------------------------------------------------------------------ child side
 
 
-def _child_main(cmd: str, args: dict, conn) -> None:
-    """Entry point of a job's child process: runs the job, sends ('progress'|'result'|'error', ...)."""
+def run_capture_job(args: dict, progress) -> dict:
+    from engine import capture
+
+    return capture.run_capture(capture.CaptureOptions.from_protocol(args), progress=progress)
+
+
+def run_retailor_job(args: dict, progress) -> dict:
+    from engine import retailor
+
+    return retailor.run_retailor(retailor.RetailorOptions.from_protocol(args), progress=progress)
+
+
+def run_export_model_job(args: dict, progress) -> dict:
+    from engine.hand_model import load_hand_model
+    from engine.hand_model.export import export_npz
+    from engine.results import check_output_path
+
+    out = check_output_path(args["output"])
+    model = load_hand_model(args.get("source"), side=args["side"])
+    written = export_npz(model, out)
+    progress(1, 1, "exported")
+    return {"files": {"model": str(written)}, "name": model.name, "side": model.side, "sha256": model.sha256,
+            "format": model.format}
+
+
+# command -> the function a job's child process runs: fn(args, progress) -> the result dict
+JOBS = {"capture": run_capture_job, "retailor": run_retailor_job, "export_model": run_export_model_job}
+
+
+def _child_main(job, args: dict, conn) -> None:
+    """Entry point of a job's child process: runs `job(args, progress)`, sends ('progress'|'result'|'error', ...)."""
     # stdout is the protocol channel of the parent: nothing in the child may write to it.
     try:
         os.dup2(2, 1)
@@ -73,29 +103,7 @@ def _child_main(cmd: str, args: dict, conn) -> None:
             conn.send(("progress", int(done), int(total), str(message)))
 
     try:
-        if cmd == "capture":
-            from engine import capture
-
-            out = capture.run_capture(capture.CaptureOptions.from_protocol(args), progress=progress)
-        elif cmd == "retailor":
-            from engine import retailor
-
-            out = retailor.run_retailor(retailor.RetailorOptions.from_protocol(args), progress=progress)
-        elif cmd == "_sleep":  # test hook: a job that needs no networks
-            total = int(args.get("steps", 100))
-            for i in range(total):
-                progress(i, total, "sleeping")
-                time.sleep(float(args.get("step_s", 0.05)))
-            path = args.get("output")
-            if path:
-                from engine.results import atomic_savez
-                import numpy as np
-
-                atomic_savez(path, {"x": np.zeros(3)})
-            out = {"files": {"result": path}}
-        else:
-            raise ValueError(f"unknown job {cmd!r}")
-        conn.send(("result", out))
+        conn.send(("result", job(args, progress)))
     except EngineError as exc:
         conn.send(("error", exc.code if exc.code in protocol.ERROR_CODES else "internal", str(exc)))
     except KeyboardInterrupt:
@@ -126,7 +134,7 @@ def _stat_key(p: pathlib.Path):
 
 
 class Job:
-    def __init__(self, server: "Server", request: protocol.Request, ctx):
+    def __init__(self, server: "Server", request: protocol.Request, ctx, job):
         self.server = server
         self.request = request
         self.outputs = _output_paths(request.cmd, request.args)
@@ -134,7 +142,7 @@ class Job:
         parent_conn, child_conn = ctx.Pipe(duplex=False)
         self.conn = parent_conn
         self.process = ctx.Process(
-            target=_child_main, args=(request.cmd, request.args, child_conn), name=f"engine-job-{request.id}", daemon=True
+            target=_child_main, args=(job, request.args, child_conn), name=f"engine-job-{request.id}", daemon=True
         )
         self.cancelled = False
         self.finished = threading.Event()
@@ -153,8 +161,8 @@ class Job:
             if self.finished.is_set() or (self.cancelled and not from_cancel):
                 return
             self.finished.set()
+        self.server.job_done(self)  # first: a client answered may start its next job at once
         self.server.send(reply)
-        self.server.job_done(self)
 
     def _watch(self) -> None:
         rid = self.id
@@ -269,12 +277,16 @@ def read_lines(fd: int, limit: int = protocol.MAX_LINE_BYTES, chunk: int = READ_
 
 class Server:
     """Reads requests from `inp` (a file descriptor, read by `read_lines`), writes replies to `out` (a text
-    stream), one JSON object a line."""
+    stream), one JSON object a line.
 
-    def __init__(self, inp: int, out, mp_context: str = "spawn", base: str | os.PathLike | None = None,
-                 max_jobs: int = DEFAULT_MAX_JOBS):
+    `jobs`: command -> the function its child process runs (default `JOBS`); `base`: the folder relative
+    paths are resolved against (default: the current folder); `max_jobs`: jobs running at once."""
+
+    def __init__(self, inp: int, out, mp_context: str = "spawn", jobs: dict | None = None,
+                 base: str | os.PathLike | None = None, max_jobs: int = DEFAULT_MAX_JOBS):
         self.inp = inp
         self.out = out
+        self.job_functions = dict(JOBS if jobs is None else jobs)
         self.base = pathlib.Path(base if base is not None else os.getcwd()).expanduser().absolute()
         self.max_jobs = int(max_jobs)
         self.write_lock = threading.Lock()
@@ -351,7 +363,7 @@ class Server:
             self.cancel_all()
             self.send(protocol.result(req.id, {}))
             return False
-        elif req.cmd in protocol.JOB_COMMANDS or req.cmd == "_sleep":
+        elif req.cmd in self.job_functions:
             self.start_job(req)
         return True
 
@@ -372,7 +384,7 @@ class Server:
                     raise protocol.ProtocolError(
                         "bad_request", f"{sorted(map(str, clash))} is being written by job {other.id!r}; wait or cancel it", req.id
                     )
-            self.jobs[req.id] = Job(self, req, self.ctx)
+            self.jobs[req.id] = Job(self, req, self.ctx, self.job_functions[req.cmd])
 
     def resolve_paths(self, req: protocol.Request) -> protocol.Request:
         """The request with its path arguments made absolute against the base folder."""
@@ -403,6 +415,9 @@ class Server:
                                          {"capture result": a.get("result"), "edits file": a.get("edits"),
                                           "hand model": a.get("hand_model")})
                 outputs.check_replaceable(a["output"], "result")
+            elif req.cmd == "export_model":
+                outputs.check_not_inputs({"output": a.get("output")}, {"hand model": a.get("source")})
+                outputs.check_replaceable(a["output"], "model")
         except OutputError as exc:
             raise protocol.ProtocolError(exc.code, str(exc), req.id) from None
 
@@ -433,29 +448,28 @@ def main(argv: list[str], prog: str = "python -m engine serve") -> int:
     parser.add_argument("--base", metavar="DIR", help="folder that relative paths in requests are resolved against "
                         "(default: the folder the engine is started in; hello reports it as base_dir)")
     parser.add_argument("--max-jobs", type=int, default=DEFAULT_MAX_JOBS,
-                        help=f"jobs (capture, retailor) run at once; more get the error 'busy' (default {DEFAULT_MAX_JOBS})")
-    parser.add_argument("--test-hooks", action="store_true", help=argparse.SUPPRESS)
+                        help=f"jobs run at once; more get the error 'busy' (default {DEFAULT_MAX_JOBS})")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr, format="engine %(levelname)s %(name)s: %(message)s")
-    if args.test_hooks:
-        protocol.ARG_SPECS["_sleep"] = {
-            "steps": ((int,), 100, False),
-            "step_s": ((int, float), 0.05, False),
-            "output": ((str, None), None, False),
-        }
-        protocol.COMMANDS = protocol.COMMANDS + ("_sleep",)
     if args.max_jobs < 1:
         parser.error(f"--max-jobs must be at least 1 (got {args.max_jobs})")
     base = pathlib.Path(args.base).expanduser().absolute() if args.base else pathlib.Path.cwd()
     if not base.is_dir():
         parser.error(f"--base {str(base)!r} is not a folder")
+    return serve_stdio(args.log_level, base=base, max_jobs=args.max_jobs)
+
+
+def serve_stdio(log_level: str = "INFO", jobs: dict | None = None, base: str | os.PathLike | None = None,
+                max_jobs: int = DEFAULT_MAX_JOBS) -> int:
+    """Serves the protocol on this process's stdin/stdout until EOF, `shutdown` or SIGTERM; returns the exit code."""
+    logging.basicConfig(level=log_level, stream=sys.stderr, format="engine %(levelname)s %(name)s: %(message)s")
     # Replies must not be mangled by the platform's text encoding or line endings.
     out = open(sys.stdout.fileno(), "w", encoding="utf-8", newline="\n", closefd=False)
     sys.stdout = sys.stderr  # nothing else may write to the protocol channel
     signal.signal(signal.SIGTERM, _terminate_like_shutdown)
+    server = Server(sys.stdin.fileno(), out, jobs=jobs, base=base, max_jobs=max_jobs)
     log.info("engine protocol %d ready (pid %d; paths relative to %s; at most %d jobs)", protocol.PROTOCOL_VERSION,
-             os.getpid(), base, args.max_jobs)
-    return Server(sys.stdin.fileno(), out, base=base, max_jobs=args.max_jobs).serve_forever()
+             os.getpid(), server.base, server.max_jobs)
+    return server.serve_forever()
 
 
 def _terminate_like_shutdown(signum, frame):
