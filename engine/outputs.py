@@ -12,6 +12,9 @@ same kind. Used by the engine server (before a job starts) and by capture / reta
     existing video (footage, an unrelated clip, an overlay of another result) is kept.
 - `resolve(path, base)`: the server resolves relative paths against a stated base (`serve --base`,
   reported by `hello` as `base_dir`), never against wherever the engine happens to run.
+- `Staged`: a job's finished outputs wait in temp files beside their destinations and are published
+  together when the whole job has finished (one rename each, with Ctrl-C / SIGTERM held off for those
+  few renames); a job that stops earlier removes its temp files and leaves the earlier outputs as they were.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
+import signal
+import threading
 import zipfile
 from typing import Mapping
 
@@ -128,3 +133,58 @@ def check_replaceable(path: str | os.PathLike, kind: str, *, result_path: str | 
             f"overlay {str(p)!r} exists and is not the overlay video of the capture result it goes with: "
             "refusing to replace it. Choose another file name for the overlay, or move that file away.")
     raise ValueError(f"unknown output kind {kind!r}")
+
+
+class Staged:
+    """Finished outputs of a job in temp files beside their destinations (see the module docstring)."""
+
+    def __init__(self):
+        self.files: list[tuple[pathlib.Path, pathlib.Path]] = []
+
+    def add(self, temp: str | os.PathLike, final: str | os.PathLike) -> None:
+        self.files.append((pathlib.Path(temp), pathlib.Path(final)))
+
+    def publish(self) -> None:
+        """Renames every temp file onto its destination, in the order added."""
+        held = threading.current_thread() is threading.main_thread()
+        if held:  # an interrupt between two renames would publish half a job
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            for temp, final in self.files:
+                os.replace(temp, final)
+            self.files = []
+        finally:
+            if held:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def discard(self) -> None:
+        for temp, _ in self.files:
+            try:
+                temp.unlink()
+            except OSError:
+                pass
+        self.files = []
+
+
+def check_capture_paths(options):
+    """A capture's (result path, overlay path or None) for its CaptureOptions, absolute, refused before any
+    work when they cannot be written, name an input, or would replace a file that is not an earlier output
+    of their kind."""
+    from engine import results as results_io
+
+    output, overlay = options.output, options.overlay
+    out_path = results_io.check_output_path(output)
+    overlay_path = None
+    if overlay:
+        overlay_path = results_io.check_output_path(overlay, suffix=pathlib.Path(overlay).suffix.lower() or ".mp4")
+        if overlay_path.suffix.lower() not in (".mp4", ".mov", ".avi", ".mkv"):
+            raise OutputError(f"overlay {str(overlay_path)!r} must be a video file name (.mp4).")
+        if same_file(overlay_path, out_path):
+            raise OutputError("the overlay and the result must be different files.")
+    check_not_inputs({"output": str(out_path), "overlay": overlay_path and str(overlay_path)},
+                     {"footage": options.source, "hand model": options.hand_model,
+                      "hourglass weights": options.hourglass_weights})
+    check_replaceable(out_path, "result")
+    if overlay_path:
+        check_replaceable(overlay_path, "overlay", result_path=out_path)
+    return out_path, overlay_path

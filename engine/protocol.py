@@ -33,7 +33,9 @@ Commands
                    "hand_model": path|null, "iterations": 20, "smoothing": float, "steady_shape": bool,
                    "mirrored": bool, "overlay": path|null, "batch_size": int,
                    "backbone": "mediapipe"|"hourglass" (optional, default "mediapipe"),
-                   "hourglass_weights": path|null (optional; needed by "hourglass", else bad_model_file)}
+                   "hourglass_weights": path|null (optional; needed by "hourglass", else bad_model_file),
+                   "fps": number|null (optional: the frame rate of footage that has none, e.g. an image
+                   folder; the add-on sends its scene's; null: 24; a video's own rate always wins)}
              -> result {"files": {"result": path, "overlay": path|null}, "frames": int,
                         "valid_frames": [int per track], "hand_side": [str per track],
                         "corrupt_frames": [footage frame numbers that could not be decoded]}
@@ -140,6 +142,7 @@ ARG_SPECS: dict[str, dict[str, tuple]] = {
         "batch_size": (_INT + (None,), None, False),
         "backbone": (_STR, "mediapipe", False),
         "hourglass_weights": (_STR + (None,), None, False),
+        "fps": (_NUM + (None,), None, False),
     },
     "retailor": {
         "result": (_STR, None, True),

@@ -115,8 +115,12 @@ def check_output_path(path: str | os.PathLike, suffix: str = ".npz") -> pathlib.
     return p
 
 
-def atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], compress: bool = True) -> pathlib.Path:
-    """Writes `arrays` to `path` (.npz) atomically: temp file in the same folder, fsync, os.replace."""
+def atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], compress: bool = True, *,
+                 publish: bool = True) -> pathlib.Path:
+    """Writes `arrays` to `path` (.npz) atomically: temp file in the same folder, fsync, os.replace.
+
+    publish=False: stops before the rename and returns the finished temp file (`.{stem}.*.tmp.npz` beside
+    `path`): a job with several outputs publishes them together (engine.outputs.Staged)."""
     p = check_output_path(path, suffix=pathlib.Path(path).suffix.lower() or ".npz")
     for k, v in arrays.items():
         if np.asarray(v).dtype == object:
@@ -128,6 +132,8 @@ def atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], comp
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, _file_mode(p))  # mkstemp makes 0600; a result is an ordinary file
+        if not publish:
+            return pathlib.Path(tmp)
         os.replace(tmp, p)
     except OSError as exc:
         _unlink_quietly(tmp)
@@ -195,11 +201,12 @@ def _normalize_result(data: Mapping[str, object]) -> dict[str, np.ndarray]:
     return out
 
 
-def write_result(path: str | os.PathLike, data: Mapping[str, object]) -> pathlib.Path:
-    """Validates `data` (DESIGN.md's result table) and writes it atomically; returns the path written."""
+def write_result(path: str | os.PathLike, data: Mapping[str, object], *, publish: bool = True) -> pathlib.Path:
+    """Validates `data` (DESIGN.md's result table) and writes it atomically; returns the path written
+    (publish=False: the finished temp file, see atomic_savez)."""
     arrays = _normalize_result(data)
     validate_result(arrays, what="the result being written")
-    return atomic_savez(path, arrays)
+    return atomic_savez(path, arrays, publish=publish)
 
 
 def write_edits(path: str | os.PathLike, edits: Mapping[str, object], result: Mapping[str, np.ndarray] | None = None) -> pathlib.Path:
