@@ -4,28 +4,27 @@ the headless path refuses an engine speaking another protocol, as the UI path do
 from __future__ import annotations
 
 import io
-import pathlib
 import sys
 import zipfile
 
+import numpy as np
 import pytest
 
 from handtailor_blender.io import engine_client
 from handtailor_blender.io.engine_client import EngineClient, EngineFailure
 from handtailor_blender.io.results import ResultFileError, read_result
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))
-
-from capture_fixtures import fake_result  # noqa: E402
-
 
 @pytest.fixture
-def result_bytes(tmp_path) -> bytes:
-    from engine.results import write_result
+def result_bytes(tmp_path, models_dir) -> bytes:
+    """A whole capture result, compressed (as the engine writes them), 2 tracks x 40 frames."""
+    import blender_helpers as helpers
 
-    d = fake_result(T=2, N=40)
-    return write_result(tmp_path / "whole.npz", d).read_bytes()
+    _, right, left = models_dir
+    plain = helpers.make_result(tmp_path / "plain.npz", [right, left], N=40)
+    with np.load(plain) as z:
+        np.savez_compressed(tmp_path / "whole.npz", **{k: z[k] for k in z.files})
+    return (tmp_path / "whole.npz").read_bytes()
 
 
 def _damaged(result_bytes: bytes, how: str) -> bytes:
