@@ -71,6 +71,9 @@ def capture_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--overlay", help="also write a video of the fitted mesh over the footage (.mp4)")
     p.add_argument("--threads", type=int, default=DEFAULT_TORCH_THREADS,
                    help=f"torch threads for the networks (default {DEFAULT_TORCH_THREADS}; 0 = torch's default)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate of footage that has none, e.g. a folder of images (default 24, Blender's "
+                        "default scene rate); a video's own rate always wins")
     add_backbone_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -85,6 +88,7 @@ def capture_options(args: argparse.Namespace):
         source=args.source, output=args.output, frame_start=start, frame_end=end, stride=args.stride,
         hands=args.hands, intrinsics=parse_intrinsics(args.intrinsics), hand_model=args.hand_model,
         iterations=args.iterations, smoothing=args.smoothing, steady_shape=args.steady_shape,
-        mirrored=args.mirrored, overlay=args.overlay, batch_size=args.batch_size, threads=args.threads or None,
-        backbone=args.backbone, hourglass_weights=args.hourglass_weights,
+        mirrored=args.mirrored, overlay=args.overlay, batch_size=args.batch_size,
+        threads=None if args.threads == 0 else args.threads, backbone=args.backbone,
+        hourglass_weights=args.hourglass_weights, fps=args.fps,
     )

@@ -109,6 +109,17 @@ def child_env() -> dict:
 # ------------------------------------------------------------------------------------------ the client
 
 
+def check_hello(hello: dict) -> dict:
+    """The one protocol rule, for every path that says hello (UI, headless, check): the engine's hello
+    must carry this add-on's PROTOCOL_VERSION. Returns `hello`; EngineFailure('protocol_error') otherwise."""
+    proto = hello.get("protocol") if isinstance(hello, dict) else None
+    if proto != PROTOCOL_VERSION:
+        raise EngineFailure("protocol_error",
+                            f"the engine speaks protocol {proto}, this add-on speaks {PROTOCOL_VERSION}: "
+                            "update the add-on or the engine so they match")
+    return hello
+
+
 class EngineJob:
     """One request in flight. `poll()` returns the new progress events; `result` / `error` when done."""
 
@@ -234,12 +245,11 @@ class EngineClient:
             client.kill()
             raise EngineFailure("engine_start_failed" if exc.code != "engine_missing" else exc.code,
                                 f"the engine did not start: {exc.args[0]}") from None
-        proto = client.hello.get("protocol")
-        if proto != PROTOCOL_VERSION:
+        try:
+            check_hello(client.hello)
+        except EngineFailure:
             client.close()
-            raise EngineFailure("protocol_error",
-                                f"the engine speaks protocol {proto}, this add-on speaks {PROTOCOL_VERSION}: "
-                                "update the add-on or the engine so they match")
+            raise
         return client
 
     @property
