@@ -45,7 +45,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import pathlib
 import queue as queue_mod
@@ -53,12 +52,9 @@ import re
 import shutil
 import signal
 import sys
-import time
-from multiprocessing.managers import SyncManager
 
-from engine.errors import EngineError, InputError, OutputError
-
-log = logging.getLogger("engine.batch")
+from engine.batch_workers import LocalWorkers, RayWorkers, import_ray, source_sha256
+from engine.errors import InputError, OutputError
 
 MANIFEST = "manifest.jsonl"
 PARTIAL = ".batch-partial"
@@ -68,10 +64,6 @@ LIST_SUFFIXES = (".txt",)
 NOT_FROM_CAPTURE = ("help", "source", "output", "overlay", "quiet")
 # CaptureOptions fields that do not shape the result: per-clip paths, and the thread count
 NOT_HASHED = ("source", "output", "overlay", "threads")
-
-
-class RayNotInstalled(EngineError):
-    code = "ray_not_installed"
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -107,186 +99,11 @@ def output_name(source: pathlib.Path) -> str:
     return f"{stem[:60]}-{hashlib.sha256(str(source).encode('utf-8')).hexdigest()[:8]}"
 
 
-def source_sha256(source: str | os.PathLike) -> str | None:
-    """sha256 of a video file's bytes, or of an image folder's file names and bytes; None if unreadable."""
-    p = pathlib.Path(source)
-    h = hashlib.sha256()
-    try:
-        files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
-        for f in files:
-            if p.is_dir():
-                h.update(f.name.encode("utf-8") + b"\0")
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-    except OSError:
-        return None
-    return h.hexdigest()
-
-
 def options_sha256(options) -> str:
     """sha256 of the CaptureOptions that shape a result (paths and threads left out; overlay as yes/no)."""
     d = {k: v for k, v in dataclasses.asdict(options).items() if k not in NOT_HASHED}
     d["overlay"] = bool(options.overlay)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode("utf-8")).hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------- worker
-
-
-def limit_threads(threads: int) -> None:
-    """Caps the thread pools of one worker (torch, OpenMP/BLAS, OpenCV, XLA). XLA reads its flags when JAX
-    first starts a backend, so this runs before the capture imports JAX."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    if "jax" not in sys.modules and "intra_op_parallelism_threads" not in os.environ.get("XLA_FLAGS", ""):
-        eigen = "false" if threads == 1 else "true"
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   f" --xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={threads}").strip()
-    import cv2
-    import torch
-
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
-
-
-def run_clip(job: dict, progress_queue) -> dict:
-    """One clip, in a worker: `run_capture` into the clip's partial folder. Never raises for a clip's own
-    failure: returns {"status": "ok", "files", "frames", ...} or {"status": "error", "code", "message"}."""
-    from engine.capture import run_capture
-
-    t0 = time.perf_counter()
-    index, options = job["index"], job["options"]
-    _send(progress_queue, ("start", index, os.getpid()))
-    last = [0.0]
-
-    def progress(done: int, total: int, message: str = "") -> None:
-        now = time.monotonic()
-        if now - last[0] >= 0.5 or done >= total:
-            last[0] = now
-            _send(progress_queue, ("progress", index, done / max(total, 1)))
-
-    try:
-        limit_threads(job["threads"])
-        pathlib.Path(options.output).parent.mkdir(parents=True, exist_ok=True)
-        digest = source_sha256(options.source)
-        out = run_capture(options, progress=progress)
-        return {"status": "ok", "files": out["files"], "frames": out["frames"], "source_sha256": digest,
-                "seconds": time.perf_counter() - t0}
-    except EngineError as exc:
-        return {"status": "error", "code": exc.code, "message": str(exc), "seconds": time.perf_counter() - t0}
-    except Exception as exc:  # noqa: BLE001 - one clip's bug must not stop the others; the log has the traceback
-        log.exception("capture of %s failed", options.source)
-        return {"status": "error", "code": "internal", "message": f"{type(exc).__name__}: {exc}",
-                "seconds": time.perf_counter() - t0}
-
-
-def _send(q, item) -> None:
-    try:
-        q.put(item)
-    except Exception:  # noqa: BLE001 - progress is a display only; the capture goes on without it
-        pass
-
-
-def _ignore_interrupts() -> None:
-    """Workers leave Ctrl-C to the parent, which stops them (a terminal sends SIGINT to the whole group)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-# ------------------------------------------------------------------------------------------------ pools
-
-
-class LocalWorkers:
-    """Worker processes on this machine (spawn: nothing inherited from the parent but the job)."""
-
-    def __init__(self, workers: int | None, threads: int):
-        ctx = multiprocessing.get_context("spawn")
-        self.workers = workers or os.cpu_count() or 1
-        self._manager = SyncManager(ctx=ctx)
-        self._manager.start(_ignore_interrupts)
-        self.queue = self._manager.Queue()
-        self._pool = ctx.Pool(self.workers, initializer=_ignore_interrupts)
-
-    def submit(self, job: dict) -> cf.Future:
-        fut: cf.Future = cf.Future()
-
-        def settle(setter, value):
-            with contextlib.suppress(cf.InvalidStateError):  # lost() may have settled it already
-                setter(value)
-
-        self._pool.apply_async(run_clip, (job, self.queue), callback=lambda v: settle(fut.set_result, v),
-                               error_callback=lambda e: settle(fut.set_exception, e))
-        return fut
-
-    def lost(self, pids: set[int]) -> set[int]:
-        """Worker pids that died (a crash, the OOM killer): multiprocessing.Pool would wait for them forever."""
-        dead = set()
-        for pid in pids:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                dead.add(pid)
-        return dead
-
-    def stop(self) -> None:
-        self._pool.terminate()
-        self._pool.join()
-        self._manager.shutdown()
-
-    def close(self) -> None:
-        self._pool.close()
-        self._pool.join()
-        self._manager.shutdown()
-
-
-def import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise RayNotInstalled(
-            "--ray needs Ray, an optional extra of the engine: run `pip install -e '.[cluster]'` in the HandTailor "
-            "folder (installs the pinned Ray), or leave out --ray to use local worker processes.") from None
-    return ray
-
-
-class RayWorkers:
-    """Ray tasks: `local` starts a private single-machine instance (no dashboard, no usage stats), an
-    address joins a running cluster, whose nodes need the engine and its model files (README)."""
-
-    def __init__(self, address: str, workers: int | None, threads: int):
-        ray = self._ray = import_ray()
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        try:
-            if address == "local":
-                ray.init(include_dashboard=False, logging_level=logging.WARNING)
-            else:
-                ray.init(address=address, logging_level=logging.WARNING)
-        except Exception as exc:  # noqa: BLE001 - Ray raises several kinds; the user needs the address and why
-            raise EngineError(f"cannot start or join Ray at {address!r}: {exc}. Check the address "
-                              "(`ray status` on the head node) or use --ray local.", code="ray_unavailable") from None
-        from ray.util.queue import Queue
-
-        self.queue = Queue()
-        self._task = ray.remote(run_clip).options(num_cpus=threads)
-        self.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
-        self._refs: list = []
-
-    def submit(self, job: dict) -> cf.Future:
-        ref = self._task.remote(job, self.queue)
-        self._refs.append(ref)
-        return ref.future()
-
-    def lost(self, pids: set[int]) -> set[int]:
-        return set()  # Ray reports a dead worker as the task's error
-
-    def stop(self) -> None:
-        for ref in self._refs:
-            with contextlib.suppress(Exception):
-                self._ray.cancel(ref, force=True)
-        self._ray.shutdown()
-
-    def close(self) -> None:
-        self._ray.shutdown()
 
 
 # --------------------------------------------------------------------------------------------- manifest
@@ -374,20 +191,20 @@ def _reusable(clip: Clip, options_hash: str, previous: list[dict], outdir: pathl
 
 def run_batch(clips: list[Clip], options_hash: str, outdir: pathlib.Path, pool, manifest: Manifest,
               threads: int, bar, report) -> dict:
-    """Submits the clips (at most pool.workers at a time), publishes each finished clip and appends its line."""
+    """Submits the clips (at most pool.workers at a time), publishes each finished clip and appends its line.
+
+    When a worker process dies, every clip running in the pool then fails with it; each is retried once,
+    alone (one clip at a time while any retry is pending or running), so the clip that kills its worker
+    fails and the others finish."""
     counts = {"ok": 0, "error": 0}
-    pending = list(reversed(clips))
+    pending = list(reversed(clips))  # next clip last
     running: dict[cf.Future, Clip] = {}
-    started: dict[int, int] = {}  # clip index -> worker pid
+    retried: set[int] = set()
     fraction: dict[int, float] = {}
     frames = [0]
     finished = 0.0
 
-    def finish(clip: Clip, fut: cf.Future) -> None:
-        try:
-            out = fut.result()
-        except Exception as exc:  # noqa: BLE001 - a dead worker or a Ray failure: this clip's error
-            out = {"status": "error", "code": "internal", "message": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+    def finish(clip: Clip, out: dict) -> None:
         if out["status"] == "ok":
             with _uninterrupted():
                 files = out["files"]
@@ -405,40 +222,44 @@ def run_batch(clips: list[Clip], options_hash: str, outdir: pathlib.Path, pool, 
             manifest.append(line)
         counts[line["status"]] += 1
         report(line)
+        bar.set_postfix_str(f"{frames[0]} frames, {counts['error']} failed")
 
     while pending or running:
-        while pending and len(running) < pool.workers:
+        isolate = any(c.index in retried for c in [*running.values(), *pending[-1:]])
+        while pending and len(running) < (1 if isolate else pool.workers):
             clip = pending.pop()
             running[pool.submit({"index": clip.index, "options": clip.options, "threads": threads})] = clip
+            isolate = isolate or clip.index in retried
         done, _ = cf.wait(running, timeout=0.25, return_when=cf.FIRST_COMPLETED)
-        _drain(pool.queue, started, fraction)
-        dead = pool.lost({started[c.index] for c in running.values() if c.index in started})
-        for fut, clip in running.items():
-            if started.get(clip.index) in dead and not fut.done():
-                with contextlib.suppress(cf.InvalidStateError):
-                    fut.set_exception(RuntimeError(f"the worker process {started[clip.index]} died during this "
-                                                   "clip (crash or out of memory)"))
-                done.add(fut)
+        _drain(pool.queue, fraction)
         for fut in done:
             clip = running.pop(fut)
             fraction.pop(clip.index, None)
-            finish(clip, fut)
+            try:
+                out = fut.result()
+            except Exception as exc:  # noqa: BLE001 - the pool failed this clip: a dead worker, a Ray failure
+                died = pool.worker_died(exc)
+                if died and clip.index not in retried:
+                    retried.add(clip.index)
+                    pending.append(clip)
+                    bar.write(f"retry   {clip.source}: a worker process died while it ran; retrying it alone", file=sys.stderr)
+                    continue
+                what = "its worker process died (a crash, or out of memory)" if died else \
+                    f"{type(exc).__name__}: {exc}".splitlines()[0]
+                out = {"status": "error", "code": "internal", "message": what}
+            finish(clip, out)
             finished += 1
         bar.update(round(finished + sum(fraction.values()), 2) - bar.n)
-        bar.set_postfix_str(f"{frames[0]} frames, {counts['error']} failed", refresh=False)
     return counts
 
 
-def _drain(q, started: dict, fraction: dict) -> None:
+def _drain(q, fraction: dict) -> None:
     while True:
         try:
-            msg = q.get_nowait()
+            index, frac = q.get_nowait()
         except (queue_mod.Empty, EOFError, OSError):
             return
-        if msg[0] == "start":
-            started[msg[1]] = msg[2]
-        elif msg[0] == "progress":
-            fraction[msg[1]] = min(float(msg[2]), 0.99)
+        fraction[index] = min(float(frac), 0.99)
 
 
 # --------------------------------------------------------------------------------------------------- CLI
