@@ -10,6 +10,7 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -155,6 +156,44 @@ def test_ray_local_gives_the_same_results_as_local_workers(clips, local_run, tmp
         else:
             assert other["error"]["code"] == line["error"]["code"]
     assert survivors(marker) == []  # ray.shutdown() took the local instance down
+
+
+@pytest.mark.slow
+def test_ray_address_joins_a_running_cluster(clips, local_run, tmp_path):
+    """`ray start --head` (a one-node cluster, as on a real head node), then `--ray ADDRESS` from a driver."""
+    pytest.importorskip("ray", reason="Ray is in the test extras; install with pip install -e '.[test]'")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    marker = uuid.uuid4().hex
+    # a token of this test's own: the cluster accepts only its driver (Ray's token authentication)
+    env = dict(os.environ, HANDTAILOR_BATCH_TEST=marker, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token",
+               RAY_AUTH_TOKEN=uuid.uuid4().hex)
+    ray_cli = pathlib.Path(sys.executable).with_name("ray")
+    head = subprocess.Popen([str(ray_cli), "start", "--head", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false", "--block"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in head.stdout:  # the head is up when it says so
+            if "Ray runtime started" in line:
+                break
+        else:
+            pytest.fail(f"ray start --head ended (exit {head.wait()})")
+        out = tmp_path / "cluster"
+        proc = subprocess.run([sys.executable, "-m", "engine", "batch", str(clips["good"][0]), str(clips["broken"]),
+                               "-o", str(out), "--ray", f"127.0.0.1:{port}"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=900)
+    finally:
+        head.terminate()  # --block: the head takes its processes down with it
+        head.communicate(timeout=120)
+    assert proc.returncode == batch.EXIT_SOME_FAILED, proc.stderr
+    lines = {line["source"]: line for line in manifest(out)}
+    assert lines[str(clips["broken"])]["error"]["code"] == "bad_input"
+    mine = lines[str(clips["good"][0])]
+    (local,) = [line for line in local_run["lines"] if line["source"] == mine["source"]]
+    np.testing.assert_allclose(results.read_result(out / mine["result"])["theta"],
+                               results.read_result(local_run["out"] / local["result"])["theta"], atol=1e-5, rtol=0)
+    assert survivors(marker) == []
 
 
 @pytest.mark.slow
