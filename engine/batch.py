@@ -7,10 +7,11 @@ or as Ray tasks.
 INPUT: video files, image folders (one clip each) or text files (.txt) listing them, one per line (blank
 lines and lines starting with # are skipped; relative paths are relative to the list's folder).
 
-One code path for both pools: the parent makes each clip's `CaptureOptions` (capture's own parser and
-conversion), submits `run_clip(job, queue)` and collects `concurrent.futures.Future`s. A pool is only where
-the task runs: `LocalWorkers` (multiprocessing, spawn; `--workers`, default: the cores) or `RayWorkers`
-(`--ray local` starts a private Ray instance, `--ray ADDRESS` joins a cluster; default: the cluster's CPUs).
+One code path for both pools: the parent makes each clip's `CaptureOptions` (the capture options' one
+definition and conversion, engine/cli_args.py), submits `run_clip(job, queue)` and collects
+`concurrent.futures.Future`s. A pool (engine/batch_workers.py) is only where the task runs: `LocalWorkers`
+(processes, spawn; `--workers`, default: the cores) or `RayWorkers` (`--ray local` starts a private Ray
+instance, `--ray ADDRESS` joins a cluster; default: the cluster's CPUs).
 Each task limits torch, OpenMP, OpenCV and XLA to the capture's `--threads` (default 1), so N workers do not
 oversubscribe the cores.
 
@@ -60,8 +61,6 @@ MANIFEST = "manifest.jsonl"
 PARTIAL = ".batch-partial"
 EXIT_SOME_FAILED = 1
 LIST_SUFFIXES = (".txt",)
-# capture's own options that batch replaces: one source and one output per clip, an overlay flag, its bar
-NOT_FROM_CAPTURE = ("help", "source", "output", "overlay", "quiet")
 # CaptureOptions fields that do not shape the result: per-clip paths, and the thread count
 NOT_HASHED = ("source", "output", "overlay", "threads")
 
@@ -266,7 +265,7 @@ def _drain(q, fraction: dict) -> None:
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    from engine import capture
+    from engine import cli_args
 
     p = argparse.ArgumentParser(prog=prog, description="Capture many clips: one result per clip and a manifest, on "
                                 "local worker processes or a Ray cluster.")
@@ -279,18 +278,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                    "from the same footage with the same options")
     p.add_argument("--overlay", action="store_true", help="also write OUTDIR/<clip>.overlay.mp4 (the fitted mesh over the footage)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    group = p.add_argument_group("capture options (as for `python -m engine capture`)")
-    # capture's own definitions, not a copy: argparse's `parents=` mechanism, minus what batch sets per clip
-    for action in capture.build_parser("capture")._actions:
-        if action.dest not in NOT_FROM_CAPTURE:
-            group._add_action(action)
+    cli_args.add_capture_options(p.add_argument_group("capture options (as for `python -m engine capture`)"))
     return p
 
 
 def main(argv: list[str], prog: str = "python -m engine batch") -> int:
     from tqdm import tqdm
 
-    from engine import capture
+    from engine import cli_args
 
     args = build_parser(prog).parse_args(argv)
     if not logging.getLogger().handlers:
@@ -303,7 +298,7 @@ def main(argv: list[str], prog: str = "python -m engine batch") -> int:
     if outdir.exists() and not outdir.is_dir():
         raise OutputError(f"-o {str(outdir)!r} is a file; give a folder for the results.")
     sources = expand_inputs(args.inputs)
-    base = capture.options_from_args(argparse.Namespace(**{**vars(args), "source": "", "output": "", "overlay": None}))
+    base = cli_args.capture_options(argparse.Namespace(**{**vars(args), "source": "", "output": "", "overlay": None}))
     options_hash = options_sha256(dataclasses.replace(base, overlay="x" if args.overlay else None))
     threads = base.threads or max(1, (os.cpu_count() or 1) // (args.workers or 1))
     try:

@@ -5,6 +5,7 @@ Every subprocess carries a marker in its environment, so a test can see that no 
 manager outlived the batch (/proc/PID/environ of every process still running).
 """
 
+import argparse
 import json
 import os
 import pathlib
@@ -19,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine import batch, capture, results
+from engine import batch, capture, cli_args, results
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "dex-retargeting_human_hand_video.mp4"
@@ -311,9 +312,13 @@ def test_an_existing_batch_is_not_overwritten_without_resume(tmp_path):
     assert (out / "manifest.jsonl").read_text() == '{"source": "/x.mp4", "status": "ok"}\n'
 
 
-def test_batch_takes_capture_options_from_capture_itself():
+def test_capture_and_batch_share_one_definition_of_the_capture_options():
+    ref = argparse.ArgumentParser()
+    cli_args.add_capture_options(ref)
+    shared = vars(ref.parse_args([]))
+    in_batch = vars(batch.build_parser("batch").parse_args(["x.mp4", "-o", "out"]))
+    in_capture = vars(cli_args.capture_parser("capture").parse_args(["x.mp4", "-o", "r.npz"]))
+    assert shared.items() <= in_batch.items() and shared.items() <= in_capture.items()
     args = batch.build_parser("batch").parse_args(["x.mp4", "-o", "out", "--iterations", "7", "--frames", "0:9",
                                                    "--hands", "2", "--overlay"])
     assert (args.iterations, args.frames, args.hands, args.overlay) == (7, "0:9", 2, True)
-    capture_dests = {a.dest for a in capture.build_parser("capture")._actions} - set(batch.NOT_FROM_CAPTURE)
-    assert capture_dests <= {a.dest for a in batch.build_parser("batch")._actions}
