@@ -165,11 +165,11 @@ class RayWorkers:
     address joins a running cluster, whose nodes need the engine and its model files (README)."""
 
     def __init__(self, address: str, workers: int | None, threads: int):
-        ray = self._ray = import_ray()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray = self._ray = import_ray()
         try:
             if address == "local":
-                ray.init(include_dashboard=False, logging_level=logging.WARNING)
+                ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
             else:
                 ray.init(address=address, logging_level=logging.WARNING)
         except Exception as exc:  # noqa: BLE001 - Ray raises several kinds; the user needs the address and why
@@ -177,7 +177,7 @@ class RayWorkers:
                               "(`ray status` on the head node) or use --ray local.", code="ray_unavailable") from None
         from ray.util.queue import Queue
 
-        self.queue = Queue()
+        self.queue = Queue(actor_options={"num_cpus": 0})  # takes no CPU from the clips
         # no retries by Ray: a clip whose worker died is retried once, alone, by the batch (same policy as local)
         self._task = ray.remote(run_clip).options(num_cpus=threads, max_retries=0)
         self.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
