@@ -25,7 +25,8 @@ folders never collide; a rerun finds the same names):
       source is absolute; result/overlay are relative to OUTDIR (null when absent); error is null or
       {"code", "message"} with a protocol error code (engine.protocol.ERROR_CODES); source_sha256 hashes the
       footage (a video's bytes; an image folder's file names and bytes); options_sha256 the capture options
-      that shape the result (not the paths or the thread count).
+      that shape the result (not the clip's own source/output/overlay paths, nor the thread count; a
+      --hand-model counts by its path, not its bytes).
 
 Workers write into OUTDIR/.batch-partial/<name>/; the parent moves a finished clip's files into OUTDIR and
 then appends its line. Ctrl-C (or SIGTERM) stops the workers and removes .batch-partial: an interrupted

@@ -20,6 +20,7 @@ import time
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.managers import SyncManager
 
+from engine import protocol
 from engine.errors import EngineError
 
 log = logging.getLogger("engine.batch")
@@ -88,8 +89,9 @@ def run_clip(job: dict, progress_queue) -> dict:
         out = run_capture(options, progress=progress)
         return {"status": "ok", "files": out["files"], "frames": out["frames"], "source_sha256": digest,
                 "seconds": time.perf_counter() - t0}
-    except EngineError as exc:
-        return {"status": "error", "code": exc.code, "message": str(exc), "seconds": time.perf_counter() - t0}
+    except EngineError as exc:  # the manifest speaks the protocol's error codes, as the server does
+        err = protocol.error(None, exc.code, str(exc))
+        return {"status": "error", "code": err["code"], "message": err["message"], "seconds": time.perf_counter() - t0}
     except Exception as exc:  # noqa: BLE001 - one clip's bug must not stop the others; the log has the traceback
         log.exception("capture of %s failed", options.source)
         return {"status": "error", "code": "internal", "message": f"{type(exc).__name__}: {exc}",
