@@ -16,6 +16,7 @@ COMMANDS = {
     "model": ("engine.hand_model.cli", "inspect and render hand model files"),
     "keypoints": ("engine.hand_module.cli", "2D keypoints + world landmarks for images"),
     "capture": ("engine.capture", "footage -> capture result (.npz)"),
+    "batch": ("engine.batch", "many clips -> results + manifest, on local workers or a Ray cluster"),
     "retailor": ("engine.retailor", "refit a capture result with artist edits locked"),
     "serve": ("engine.server", "JSON-lines engine protocol on stdin/stdout (for the Blender add-on)"),
     "bench": ("engine.bench", "benchmarks: tailor, capture"),

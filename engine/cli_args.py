@@ -1,4 +1,4 @@
-"""Argument parsing shared by the commands (capture, retailor, bench capture, the demo)."""
+"""Argument parsing shared by the commands (capture, batch, retailor, bench capture, the demo)."""
 
 from __future__ import annotations
 
@@ -53,11 +53,20 @@ def log_to_stderr() -> None:
 
 def capture_parser(prog: str) -> argparse.ArgumentParser:
     """`python -m engine capture`'s arguments (`capture_options` turns them into CaptureOptions)."""
-    from engine.capture import DEFAULT_BATCH_SIZE, DEFAULT_ITERATIONS, DEFAULT_SMOOTHING, DEFAULT_TORCH_THREADS
-
     p = argparse.ArgumentParser(prog=prog, description="Capture hand motion from footage into a result file (.npz).")
     p.add_argument("source", help="video file (any codec OpenCV reads) or a folder of images (sorted by name)")
     p.add_argument("-o", "--output", required=True, help="result file to write (.npz)")
+    add_capture_options(p)
+    p.add_argument("--overlay", help="also write a video of the fitted mesh over the footage (.mp4)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def add_capture_options(p) -> None:
+    """The options of a capture other than its source, output, overlay and progress bar, on a parser or an
+    argument group: `capture` and `batch` (which applies them to every clip) share this one definition."""
+    from engine.capture import DEFAULT_BATCH_SIZE, DEFAULT_ITERATIONS, DEFAULT_SMOOTHING, DEFAULT_TORCH_THREADS
+
     p.add_argument("--frames", help="frame range A:B, 0-based, inclusive (default: all)")
     p.add_argument("--stride", type=int, default=1, help="use every Nth frame (default 1)")
     p.add_argument("--hands", type=int, choices=(1, 2), default=1, help="hands to capture (default 1)")
@@ -68,15 +77,12 @@ def capture_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"frames decoded and tracked per batch (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--steady-shape", action="store_true", help="one hand shape for the whole clip")
     p.add_argument("--mirrored", action="store_true", help="the footage is mirrored (selfie camera)")
-    p.add_argument("--overlay", help="also write a video of the fitted mesh over the footage (.mp4)")
     p.add_argument("--threads", type=int, default=DEFAULT_TORCH_THREADS,
                    help=f"torch threads for the networks (default {DEFAULT_TORCH_THREADS}; 0 = torch's default)")
     p.add_argument("--fps", type=float, default=None,
                    help="frame rate of footage that has none, e.g. a folder of images (default 24, Blender's "
                         "default scene rate); a video's own rate always wins")
     add_backbone_arguments(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
 
 
 def capture_options(args: argparse.Namespace):
