@@ -78,6 +78,8 @@ class CaptureOptions:
     threads: int | None = DEFAULT_TORCH_THREADS  # torch intra-op threads for the networks (None: torch's default)
     backbone: str = "mediapipe"  # keypoint network: "mediapipe" | "hourglass" (engine.hand_module.tracking)
     hourglass_weights: str | None = None  # hourglass.safetensors (needed by backbone "hourglass")
+    runtime: str | None = None  # network runtime (engine.hand_module.runtimes; None: the fastest for the device)
+    workers: int | None = None  # concurrent tracking segments (None: one per core, at most 2)
 
     def __post_init__(self):
         self.iterations = DEFAULT_ITERATIONS if self.iterations is None else int(self.iterations)
@@ -105,6 +107,12 @@ class CaptureOptions:
         from engine.hand_module.tracking import check_backbone
 
         check_backbone(self.backbone, self.hourglass_weights)  # before any footage is read
+        from engine.hand_module.runtimes import check_runtime
+
+        self.runtime = check_runtime(self.runtime, self.device)
+        self.workers = default_workers() if self.workers is None else int(self.workers)
+        if self.workers < 1:
+            raise InputError(f"workers must be >= 1 (got {self.workers}).")
 
     @classmethod
     def from_protocol(cls, args: dict) -> "CaptureOptions":
@@ -579,6 +587,11 @@ class TimedTracker:
         self.tracker.reset()
 
 
+def default_workers() -> int:
+    """Concurrent tracking segments: one per core, at most 2 (measured on 2 cores; see engine.hand_module.segments)."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
 def make_tracker(options: CaptureOptions):
     import torch
 
@@ -592,7 +605,8 @@ def make_tracker(options: CaptureOptions):
         fx, fy, cx, cy = options.intrinsics[:4]
         K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
     return TimedTracker(HandTracker(max_hands=options.hands, mirrored=options.mirrored, device=options.device,
-                                    backbone=options.backbone, hourglass_weights=options.hourglass_weights, K=K))
+                                    backbone=options.backbone, hourglass_weights=options.hourglass_weights, K=K,
+                                    runtime=options.runtime, workers=options.workers))
 
 
 def run_capture(options: CaptureOptions, progress: ProgressFn | None = None, should_stop: StopFn | None = None,
@@ -787,6 +801,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                    help="keypoint network (default mediapipe; hourglass needs --hourglass-weights)")
     p.add_argument("--hourglass-weights", metavar="FILE", default=None,
                    help="hourglass.safetensors written by `python -m engine train run` (for --backbone hourglass)")
+    p.add_argument("--runtime", choices=["openvino", "litert", "torch"], default=None,
+                   help="network runtime (default: openvino on CPU, torch on other devices)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="frames tracked as this many concurrent segments (default: one per core, at most 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -798,7 +816,7 @@ def options_from_args(args: argparse.Namespace) -> CaptureOptions:
         hands=args.hands, intrinsics=parse_intrinsics(args.intrinsics), hand_model=args.hand_model,
         iterations=args.iterations, smoothing=args.smoothing, steady_shape=args.steady_shape,
         mirrored=args.mirrored, overlay=args.overlay, batch_size=args.batch_size, threads=args.threads or None,
-        backbone=args.backbone, hourglass_weights=args.hourglass_weights,
+        backbone=args.backbone, hourglass_weights=args.hourglass_weights, runtime=args.runtime, workers=args.workers,
     )
 
 

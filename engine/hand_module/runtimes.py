@@ -23,6 +23,7 @@ per thread, torch shares its modules (torch's own thread setting applies).
 
 from __future__ import annotations
 
+import pathlib
 import threading
 from typing import NamedTuple
 
@@ -30,6 +31,7 @@ import numpy as np
 
 from engine.errors import InputError
 
+MODEL_DIR = pathlib.Path(__file__).resolve().parents[2] / "models" / "mediapipe"
 RUNTIMES = ("openvino", "litert", "torch")
 LANDMARK_TFLITE = "hand_landmark_full.tflite"
 PALM_TFLITE = "palm_detection_full.tflite"
@@ -157,8 +159,6 @@ class OpenVinoNetworks(HandNetworks):
         import openvino as ov
         from openvino.preprocess import PrePostProcessor
 
-        from engine.hand_module.landmarks import MODEL_DIR
-
         core = ov.Core()
         config = {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": int(streams),
                   "INFERENCE_NUM_THREADS": int(streams) * max(1, int(threads)), "ENABLE_CPU_PINNING": False}
@@ -200,8 +200,6 @@ class LiteRtNetworks(HandNetworks):
     runtime = "litert"
 
     def __init__(self, threads: int = 1):
-        from engine.hand_module.landmarks import MODEL_DIR
-
         self.threads = max(1, int(threads))
         self._paths = {"landmarks": _model_file(MODEL_DIR / LANDMARK_TFLITE), "palm": _model_file(MODEL_DIR / PALM_TFLITE)}
         self._local = threading.local()
