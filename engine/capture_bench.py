@@ -147,12 +147,17 @@ def time_tracker(tracker, info, options: capture.CaptureOptions) -> tuple[float,
     return spent, n
 
 
-def reference_fps(info, options: capture.CaptureOptions, threads: tuple[int, ...]) -> dict[int, float]:
-    """The reference's fps on the selected frames, per LiteRT thread count."""
+def reference_fps(info, options: capture.CaptureOptions, threads: tuple[int, ...],
+                  cpu_ms: dict | None = None) -> dict[int, float]:
+    """The reference's fps on the selected frames, per LiteRT thread count (`cpu_ms` receives the process
+    CPU milliseconds per frame, decoding included, as "mediapipe_tN")."""
     out = {}
     for th in threads:
+        c0 = time.process_time()
         spent, n = time_tracker(mediapipe_tracker(options.hands, options.mirrored, th), info, options)
         out[th] = n / spent if spent > 0 else float("nan")
+        if cpu_ms is not None:
+            cpu_ms.setdefault(f"mediapipe_t{th}", []).append(1000 * (time.process_time() - c0) / max(n, 1))
     return out
 
 
@@ -239,18 +244,20 @@ def _run_bench(tmp, source, frames, hands, batch_size, iterations, smoothing, me
                                   hands=hands, batch_size=batch_size, iterations=iterations, smoothing=smoothing,
                                   threads=threads, runtime=runtime, workers=workers)
     info = video.probe(source)
-    runs, ref_runs = [], {th: [] for th in mp_threads}
+    runs, ref_runs, cpu_ms = [], {th: [] for th in mp_threads}, {"ours": []}
     for r in range(repeats):  # ours, then the reference, alternating: load drifts hit both alike
         if r:
             _clear_jax_caches()  # every run of ours pays the tailor's first call, as a user's capture does
         recorder = RecordingTracker(capture.make_tracker(opts))
         stats: dict = {}
+        c0 = time.process_time()
         capture.run_capture(opts, tracker=recorder, stats=stats)
+        cpu_ms["ours"].append(1000 * (time.process_time() - c0) / stats["frames"])
         if not r:  # the capture's own footprint: before the reference and the no-hand runs add theirs
             peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         runs.append((stats, recorder))
         if mediapipe and _litert_available():
-            for th, fps in reference_fps(info, opts, mp_threads).items():
+            for th, fps in reference_fps(info, opts, mp_threads, cpu_ms).items():
                 ref_runs[th].append(fps)
     fps_runs = [s["frames"] / s["seconds_total"] for s, _ in runs]
     stats, recorder = runs[int(np.argsort(fps_runs)[len(fps_runs) // 2])]  # the median run's details
@@ -258,6 +265,9 @@ def _run_bench(tmp, source, frames, hands, batch_size, iterations, smoothing, me
     report["fps"] = float(np.median(fps_runs))
     if repeats > 1:
         report["fps_runs"] = fps_runs
+    # CPU time per frame (all threads; the reference's includes its decoding, which is not timed in its
+    # fps): steadier than wall time on a shared machine
+    report["cpu_ms_per_frame"] = {k: float(np.median(v)) for k, v in cpu_ms.items() if v}
     report["runtime"] = recorder.tracker_attr("runtime")
     report["workers"] = recorder.tracker_attr("workers")
     if mediapipe and not _litert_available():
