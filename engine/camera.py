@@ -67,6 +67,11 @@ def project_weak_perspective(points, s, t):
     return points[..., :2] * s[..., None] + t
 
 
+def intrinsics_matrix(fx, fy, cx, cy):
+    """K = [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (pixels) as a (3, 3) float64 numpy array."""
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=np.float64)
+
+
 def nominal_K(image_size, focal_px=None):
     """The nominal pinhole camera used when the intrinsics are unknown (weak perspective, DESIGN.md).
 
@@ -82,7 +87,7 @@ def nominal_K(image_size, focal_px=None):
     f = max(w, h) if focal_px is None else float(focal_px)
     if not (np.isfinite(f) and f > 0):
         raise InputError(f"focal length must be a positive number of pixels, got {focal_px!r}")
-    return np.array([[f, 0.0, w / 2.0], [0.0, f, h / 2.0], [0.0, 0.0, 1.0]], dtype=np.float64)
+    return intrinsics_matrix(f, f, w / 2.0, h / 2.0)
 
 
 def undistort_points(uv, K, dist):

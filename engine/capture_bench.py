@@ -45,6 +45,7 @@ import numpy as np
 
 from engine import capture, video
 from engine.hand_module.runtimes import RUNTIMES
+from engine.tailor.clip import FIT_CHUNK
 
 log = logging.getLogger("engine.capture_bench")
 
@@ -335,7 +336,7 @@ def _capture_figures(stats, recorder, opts, tmp, hands, iterations, smoothing) -
         # the first tailor call includes the XLA compile (cached on disk after the first run ever)
         steady = float(np.median(calls[1:]))
         report["tailor_first_call_s"] = calls[0]
-        report["tailor_steady_ms_per_frame"] = 1000.0 * steady / capture.FIT_CHUNK
+        report["tailor_steady_ms_per_frame"] = 1000.0 * steady / FIT_CHUNK
         report["fps_without_compile"] = n / max(secs - calls[0] + steady, 1e-9)
     keypoint_s = stages.get("detect", 0.0) + stages.get("keypoints", 0.0)
     report["keypoints_fps"] = n / keypoint_s if keypoint_s > 0 else float("nan")
@@ -370,7 +371,7 @@ def _torch_threads():
 
 
 def main(argv: list[str], prog: str = "python -m engine bench capture") -> int:
-    from engine.capture import parse_frames
+    from engine.cli_args import parse_frames
 
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     p.add_argument("source", nargs="?", default=str(SAMPLE), help="footage (default: the bundled sample clip)")

@@ -67,12 +67,14 @@ def capture_in_blender(source: str, frames: str | None, out: pathlib.Path) -> di
 def capture_engine_only(source: str, frames: str | None, out: pathlib.Path) -> dict[str, pathlib.Path]:
     """Engine only (no bpy): the result and the overlay video."""
     from engine import capture
+    from engine.cli_args import parse_frames
+    from engine.progress import ProgressBar
 
     paths = {"result": out / "sample_result.npz", "overlay": out / "sample_overlay.mp4"}
-    start, end = capture.parse_frames(frames)
+    start, end = parse_frames(frames)
     options = capture.CaptureOptions(source=source, output=str(paths["result"]), frame_start=start,
                                       frame_end=end, overlay=str(paths["overlay"]))
-    bar = capture.ProgressBar()
+    bar = ProgressBar(unit="frame")
     try:
         capture.run_capture(options, progress=bar)
     finally:

@@ -28,6 +28,12 @@ class ModelFileError(EngineError):
     code = "bad_model_file"
 
 
+class HandModelMismatch(EngineError):
+    """No hand model at hand is the one a capture result was fitted with (path and sha256 disagree)."""
+
+    code = "hand_model_mismatch"
+
+
 class NoHandError(EngineError):
     """The footage holds no detectable hand."""
 

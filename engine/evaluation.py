@@ -2,7 +2,8 @@
 
     python -m engine eval DIR [--json] [--out report.md] [--both] [--iterations 20 | 10,20,50,100]
         [--hand-model PATH] [--left {model,flip}] [--limit N] [--pck-px 10] [--oracle-2d]
-        [--backbone mediapipe|hourglass [--hourglass-weights FILE]]
+        [--backbone mediapipe|hourglass [--hourglass-weights FILE]] [--fit-3d] [--per-hand FILE.jsonl]
+        [--detections FILE] [--save-detections FILE]
 
 DIR holds images and `annotations_normalized.json` (format: `../shared/data/README.md`): one record per hand
 instance with `image`, `hand`, `K` | null, `joints_3d_m` | null, `joints_2d_px` | null, `visible` | null.
@@ -35,7 +36,32 @@ after an untimed warm-up call and leaving out the first hand (JIT compilation), 
 and that value's AUCs / errors: paper Table 3), `failed` / `error_list` (which hands and why), `mode`, and
 with --both `modes` (one such object per camera model; the top level is the perspective one).
 
-A hand instance whose image gives no detection near it is a failure: counted in `failures`, listed in the
+Diagnostics per stage (issue 14): `mpjpe_rigid_mm` (rotation + translation alignment, no scale: what is left
+once global orientation and position are forgiven, but not size), `px_error_median` (median over the visible
+keypoints of all hands), `fit_residual_px` (hand_module / tailored: mean px distance of the stage's projected
+keypoints to the 2D keypoints it was fitted to, the detections or with --oracle-2d the ground truth: how well
+the fitted hand can follow them at all). `--fit-3d` adds the stages `model_floor` (the hand model fitted
+directly to the 3D ground truth: pose, shape, scale, translation; engine.model_floor) and `model_floor_beta0`
+(the same at beta = 0): how close the model can get at all. `--per-hand FILE.jsonl` writes one JSON line per
+hand and camera model with every stage's figures (engine.evaluation_report.hand_row).
+
+Matching (which detection is the annotated hand): a detection counts only when it is the annotated hand: its
+side (MediaPipe's handedness, for unmirrored images) is the record's `hand`, and the box of its keypoints
+overlaps the box of the ground-truth 2D keypoints (visible ones where at least 5 are) with IoU >=
+`MATCH_MIN_IOU`; of several, the best overlap. A frame where only another hand is found is a failure (reason
+"wrong hand ..."), never a detection. Without 2D ground truth (no 2D, no 3D + K) only the side is checked.
+
+Keypoint-level input (no image network): `--detections FILE` (by default `DIR/detections.json` when the set
+has one, e.g. `scripts/make_mismatch_set.py`'s synthetic sets) gives each image's keypoint-stage outputs
+(`save_detections` format: per image its size and hands with side, presence, keypoints_uvd (21x3 px),
+confidence (21) and world_landmarks (21x3 m)); the hand module and the tailor then run exactly as on images.
+`--save-detections FILE` stores the keypoint stage's outputs of a run in that format (re-evaluate without the
+networks). Under `--left flip` stored detections are mirrored (u -> W-1-u, world x -> -x, side swapped).
+
+Pixels follow DESIGN.md: pixel centres at integers, a horizontal flip maps u to W-1-u (the keypoint stage
+converts MediaPipe's normalized x to u = x*W - 0.5).
+
+A hand instance whose image gives no detection of it is a failure: counted in `failures`, listed in the
 report, left out of the stage metrics (which are over the `n - failures` evaluated hands). A numerical error
 in the hand module or the tailor on one hand is logged and counted in `errors` (that hand then has a backbone
 result only); a setup problem (missing weights, unreadable image) stops the run with its error.
@@ -48,22 +74,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import pathlib
 import sys
 import time
 from dataclasses import dataclass, field
-
 import numpy as np
 
-from engine import metrics
 from engine.errors import EngineError, InputError, NoHandError, OutputError
+from engine.evaluation_report import STAGES, hand_row, markdown_report, stage_metrics, summarize
 from engine.groundtruth import Record, load_annotations
+from engine.stored_detections import DETECTIONS, detection_json, load_detections, mirror_detection, save_detections
 
 log = logging.getLogger(__name__)
 
-STAGES = ("backbone", "hand_module", "tailored")
+__all__ = ["evaluate", "main", "Pipeline", "match_detection", "flip_K", "unflip_prediction", "stage_metrics",
+           "summarize", "markdown_report", "STAGES", "MODES", "load_detections", "save_detections"]
+
 MODES = ("perspective", "weak_perspective")
+MATCH_MIN_IOU = 0.3  # a detection's keypoint box must overlap the annotated hand's this much (IoU)
 
 
 # ------------------------------------------------------------------------------------- the pipeline
@@ -79,11 +107,14 @@ class Prediction:
 class HandResult:
     record: Record
     mode: str
-    failed: bool = False  # no hand found: counted in `failures`
+    failed: bool = False  # no hand found, or only other hands: counted in `failures`
     reason: str = ""
     error: str = ""  # a pipeline error after the keypoint stage (later stages missing): counted in `errors`
     stages: dict = field(default_factory=dict)  # stage name -> Prediction ("tailored@N" for sweeps)
     tailor_ms: dict = field(default_factory=dict)  # iterations -> ms for this hand
+    fitted_to: np.ndarray | None = None  # (21, 2) px: the 2D keypoints the hand module and tailor were given
+    fitted_conf: np.ndarray | None = None  # (21,) their weights
+    match: dict | None = None  # how the detection was matched (iou, side)
 
 
 def _project(xyz: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -96,26 +127,31 @@ class Pipeline:
     """The capture pipeline's parts, run on single images (models loaded once)."""
 
     def __init__(self, hand_model_path: str | None = None, left: str = "model", oracle_2d: bool = False,
-                 backbone: str = "mediapipe", hourglass_weights: str | None = None):
+                 backbone: str = "mediapipe", hourglass_weights: str | None = None, fit_3d: bool = False,
+                 detections: dict | None = None):
         from engine.hand_model import load_hand_model
         from engine.hand_module.tracking import check_backbone
 
-        check_backbone(backbone, hourglass_weights)  # before any image is read
-        self.backbone, self.hourglass_weights = backbone, hourglass_weights
-
-        self.left, self.oracle_2d = left, oracle_2d
+        if detections is None:
+            check_backbone(backbone, hourglass_weights)  # before any image is read
+        self.backbone, self.hourglass_weights = ("stored" if detections is not None else backbone), hourglass_weights
+        self.left, self.oracle_2d, self.fit_3d = left, oracle_2d, fit_3d
+        self.stored = detections  # image name -> {"size": (W, H), "hands": [...], "hands_flipped": [...]?}
+        self.saved: dict = {}  # what `--save-detections` writes
         self.models = {"right": load_hand_model(hand_model_path, side="right")}
         if left == "model":
             self.models["left"] = load_hand_model(hand_model_path, side="left")
         self._tracker = None
         self._detections: dict = {}
+        self._floor_params: dict = {}
 
     # -- keypoints
-    def detect(self, image_path: pathlib.Path, flip: bool, K: np.ndarray | None = None) -> list:
-        """All hands the keypoint stage finds in one image (static: a fresh detection, no tracking state).
-
-        K (3, 3) of the (possibly flipped) image: the hourglass backbone's Eq. 5 lifting; MediaPipe ignores it.
-        """
+    def detect(self, image_path: pathlib.Path, flip: bool, K: np.ndarray | None = None) -> tuple:
+        """All hands the keypoint stage finds in one image (static: a fresh detection, no tracking state):
+        (detections, width, height). K (3, 3) of the (possibly flipped) image: the hourglass backbone's Eq. 5
+        lifting; MediaPipe ignores it."""
+        if self.stored is not None:
+            return self._stored(image_path, flip)
         if self.backbone == "mediapipe":
             K = None
         key = (str(image_path), flip, None if K is None else np.asarray(K, np.float64).tobytes())
@@ -128,10 +164,24 @@ class Pipeline:
             rgb = np.ascontiguousarray(bgr[:, :, ::-1])
             if flip:
                 rgb = np.ascontiguousarray(rgb[:, ::-1])
-            self._detections[key] = (self._run_tracker(rgb, K), rgb.shape[1], rgb.shape[0])
+            dets = self._run_tracker(rgb, K)
+            self._detections[key] = (dets, rgb.shape[1], rgb.shape[0])
+            entry = self.saved.setdefault(image_path.name, {"size": [rgb.shape[1], rgb.shape[0]]})
+            entry["hands_flipped" if flip else "hands"] = [detection_json(d) for d in dets]
             if len(self._detections) > 8:  # records of one image are consecutive in practice
                 self._detections.pop(next(iter(self._detections)))
         return self._detections[key]
+
+    def _stored(self, image_path: pathlib.Path, flip: bool) -> tuple:
+        entry = self.stored.get(image_path.name)
+        if entry is None:
+            raise InputError(f"the detections file has no entry for image {image_path.name}")
+        width, height = entry["size"]
+        if flip and "hands_flipped" in entry:
+            return entry["hands_flipped"], width, height
+        if flip:
+            return [mirror_detection(d, width) for d in entry["hands"]], width, height
+        return entry["hands"], width, height
 
     def _run_tracker(self, rgb: np.ndarray, K: np.ndarray | None = None) -> list:
         from engine.hand_module.tracking import HandTracker
@@ -151,14 +201,16 @@ class Pipeline:
         flip = rec.hand == "left" and self.left == "flip"
         side = "right" if flip else rec.hand
         K = None
+        dets, width, height = self.detect(rec.image, flip, None)
         if mode == "perspective":
             K = rec.K.copy()
             if flip:
-                K = flip_K(K, image_width(rec.image))
-        dets, width, height = self.detect(rec.image, flip, K)
-        obs = match_detection(dets, rec, width, flip)
+                K = flip_K(K, width)
+            if self.backbone == "hourglass":
+                dets, width, height = self.detect(rec.image, flip, K)
+        obs, res.match, why = match_detection(dets, rec, width, flip)
         if obs is None:
-            res.failed, res.reason = True, f"no hand detected near the {rec.hand} hand ({len(dets)} found)"
+            res.failed, res.reason = True, why
             return res
         kp_uvd = np.asarray(obs.keypoints_uvd, np.float64)
         conf = np.asarray(obs.confidence, np.float64)
@@ -176,7 +228,9 @@ class Pipeline:
             kp_uvd = kp_uvd.copy()
             kp_uvd[:, :2] = gt
             conf = np.ones_like(conf)
-
+        res.fitted_to, res.fitted_conf = unflip(kp_uvd[:, :2].copy(), None)[0], conf.copy()
+        if self.fit_3d and rec.joints_3d is not None:
+            self._floor(res, rec, flip)
         try:
             self._fit_stages(res, kp_uvd, conf, world, mode, K, self.models[side], (width, height), iterations, unflip)
         except EngineError as exc:
@@ -188,6 +242,23 @@ class Pipeline:
             log.exception("%s (%s hand, %s): pipeline error", rec.image.name, rec.hand, mode)
             res.error = f"{type(exc).__name__}: {exc}"
         return res
+
+    def _floor(self, res: HandResult, rec: Record, flip: bool) -> None:
+        """The model fitted to the 3D ground truth (`--fit-3d`), projected with the record's K for px."""
+        from engine.hand_model import jax_layer
+        from engine.model_floor import fit_joints_3d
+
+        side = "right" if flip else rec.hand
+        model = self.models[side]
+        if side not in self._floor_params:
+            import jax.numpy as jnp
+
+            self._floor_params[side] = jax_layer.prepare(model, jnp.float32)
+        mirror = np.array([-1.0, 1.0, 1.0]) if flip else np.ones(3)
+        for name, free in (("model_floor", True), ("model_floor_beta0", False)):
+            fit = fit_joints_3d(model, rec.joints_3d * mirror, free_beta=free, params=self._floor_params[side])
+            xyz = fit["joints_3d"] * mirror
+            res.stages[name] = Prediction(_project(xyz, rec.K) if rec.K is not None else None, xyz)
 
     def _fit_stages(self, res, kp_uvd, conf, world, mode, K, model, image_size, iterations, unflip) -> None:
         width, height = image_size
@@ -228,16 +299,6 @@ class Pipeline:
                    hand_scale0=init["hand_scale"], projection_scale0=init["projection_scale"], image_size=image_size)
 
 
-def image_width(path: pathlib.Path) -> int:
-    """An image's width in pixels (header only where OpenCV allows; InputError when unreadable)."""
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise InputError(f"cannot read image {path}")
-    return int(img.shape[1])
-
-
 def flip_K(K: np.ndarray, width: int) -> np.ndarray:
     """The intrinsics of the horizontally mirrored image: (3, 3) -> (3, 3) (cx -> width - 1 - cx)."""
     K = np.array(K, np.float64)
@@ -257,142 +318,75 @@ def unflip_prediction(uv, xyz, width: int):
     return uv, xyz
 
 
+def _box(uv: np.ndarray) -> np.ndarray:
+    """(K, 2) -> (4,) x0, y0, x1, y1."""
+    return np.concatenate([uv.min(0), uv.max(0)])
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two axis-aligned boxes (4,) x0, y0, x1, y1 (0 when either is empty)."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
 def match_detection(dets: list, rec: Record, width: int, flip: bool):
-    """The detection that belongs to a ground-truth hand, or None.
+    """The detection that IS the annotated hand, or None: -> (detection | None, match info dict, reason).
 
-    With 2D ground truth: the detection whose keypoints are nearest (mean px distance) to it, accepted when
-    that distance is below the ground-truth hand's bounding-box diagonal. Without: the detection of the
-    same side (MediaPipe's handedness), else the most confident one.
+    A detection counts when its side is the record's (the mirrored side under `flip`; a detection without a
+    side passes this check) and, where the record has 2D ground truth, the box of its keypoints overlaps the
+    ground-truth hand's box (of the visible keypoints where at least 5 are) with IoU >= MATCH_MIN_IOU; the best
+    overlap wins. Anything else found in the image is another hand: a failure, not a match.
     """
-    if not dets:
-        return None
-    gt = rec.joints_2d
-    if gt is not None:
-        if flip:
-            gt = gt.copy()
-            gt[:, 0] = width - 1 - gt[:, 0]
-        diag = float(np.linalg.norm(gt.max(0) - gt.min(0)))
-        dists = [float(np.linalg.norm(np.asarray(d.keypoints_uvd)[:, :2] - gt, axis=1).mean()) for d in dets]
-        best = int(np.argmin(dists))
-        return dets[best] if dists[best] < max(diag, 1.0) else None
     side = "right" if flip else rec.hand
-    same = [d for d in dets if getattr(d, "side", None) == side]
-    pool = same or dets
-    return max(pool, key=lambda d: float(getattr(d, "presence", 0.0)))
-
-
-# ------------------------------------------------------------------------------------------ metrics
-def stage_metrics(results: list[HandResult], stage: str, pck_px: float) -> dict:
-    """Aggregates one stage over the evaluated hands (see the module docstring for each field)."""
-    uv_p, uv_g, m2 = [], [], []
-    x_p, x_g, m3 = [], [], []
-    for r in results:
-        if r.failed or stage not in r.stages:
-            continue
-        p = r.stages[stage]
-        rec = r.record
-        if p.uv is not None and rec.joints_2d is not None and np.isfinite(p.uv).all():
-            uv_p.append(p.uv), uv_g.append(rec.joints_2d), m2.append(rec.visible)
-        if p.xyz is not None and rec.joints_3d is not None and np.isfinite(p.xyz).all():
-            x_p.append(p.xyz), x_g.append(rec.joints_3d), m3.append(rec.visible)
-    out = dict(px_error=None, pck_2d=None, mpjpe_mm=None, pa_mpjpe_mm=None, pck_3d=None, auc_20_50=None,
-               auc_5_20=None, n_2d=len(uv_p), n_3d=len(x_p))
-    if uv_p:
-        e2 = metrics.joint_errors_2d(np.stack(uv_p), np.stack(uv_g))
-        m = np.stack(m2)
-        out["px_error"] = _num(metrics.masked_mean(e2, m))
-        out["pck_2d"] = _num(metrics.pck(e2, pck_px, m))
-    if x_p:
-        P, G, m = np.stack(x_p), np.stack(x_g), np.stack(m3)
-        er = metrics.joint_errors_3d(P, G, "root")
-        ea = metrics.joint_errors_3d(P, G, "procrustes")
-        out["mpjpe_mm"] = _num(1000 * metrics.masked_mean(er, m))
-        out["pa_mpjpe_mm"] = _num(1000 * metrics.masked_mean(ea, m))
-        out["pck_3d"] = _num(metrics.pck(er, 0.020, m))
-        out["auc_20_50"] = _num(metrics.auc(er, 0.020, 0.050, m))
-        out["auc_5_20"] = _num(metrics.auc(er, 0.005, 0.020, m))
-    return out
-
-
-def _num(x: float, nd: int = 4):
-    return None if x is None or not math.isfinite(x) else round(float(x), nd)
-
-
-def summarize(results: list[HandResult], iterations: list[int], pck_px: float) -> dict:
-    """The JSON object of one camera mode: n, failures, stages (+ the tailor sweep when several iterations)."""
-    n = len(results)
-    failures = sum(r.failed for r in results)
-    main_it = iterations[-1] if len(iterations) == 1 else (20 if 20 in iterations else iterations[0])
-    for r in results:
-        if f"tailored@{main_it}" in r.stages:
-            r.stages["tailored"] = r.stages[f"tailored@{main_it}"]
-    stages = {s: stage_metrics(results, s, pck_px) for s in STAGES}
-    ok = [r for r in results if not r.failed]
-    errors = [dict(image=r.record.image.name, hand=r.record.hand, error=r.error) for r in results if r.error]
-    out = dict(n=n, failures=failures, stages=stages, evaluated=len(ok), errors=len(errors), tailor_iterations=main_it)
-    sweep = []
-    for it in iterations:
-        ms = [r.tailor_ms[it] for r in ok if it in r.tailor_ms]
-        m = stage_metrics(results, f"tailored@{it}", pck_px)
-        sweep.append(dict(iterations=it, ms_per_hand=_num(float(np.median(ms[1:] or ms)), 2) if ms else None,
-                          auc_20_50=m["auc_20_50"], auc_5_20=m["auc_5_20"], mpjpe_mm=m["mpjpe_mm"],
-                          pa_mpjpe_mm=m["pa_mpjpe_mm"], px_error=m["px_error"]))
-    out["tailor_sweep"] = sweep
-    a, b = stages["tailored"]["auc_5_20"], stages["hand_module"]["auc_5_20"]
-    out["tailor_gain_auc_5_20"] = None if a is None or b is None else round(a - b, 4)
-    out["failed"] = [dict(image=r.record.image.name, hand=r.record.hand, reason=r.reason) for r in results if r.failed]
-    out["error_list"] = errors
-    return out
-
-
-# ------------------------------------------------------------------------------------------- report
-def markdown_report(folder: pathlib.Path, report: dict, pck_px: float) -> str:
-    """The human-readable report (`--out`)."""
-    lines = [f"# Evaluation of {folder}", "", f"Keypoint backbone: {report.get('backbone', 'mediapipe')}.", ""]
-    modes = report.get("modes") or {report.get("mode", "auto"): report}
-    for mode, rep in modes.items():
-        lines += [f"## Camera: {mode}", "",
-                  f"{rep['n']} hands, {rep['failures']} failures (no hand detected), {rep['evaluated']} evaluated, "
-                  f"{rep['errors']} pipeline errors; "
-                  f"tailor {rep['tailor_iterations']} iterations.", "",
-                  "| stage | px error | PCK2D@%gpx | MPJPE mm | PA-MPJPE mm | PCK3D@20mm | AUC 20-50 | AUC 5-20 |" % pck_px,
-                  "|---|---|---|---|---|---|---|---|"]
-        for s in STAGES:
-            m = rep["stages"][s]
-            cells = [m[k] for k in ("px_error", "pck_2d", "mpjpe_mm", "pa_mpjpe_mm", "pck_3d", "auc_20_50", "auc_5_20")]
-            lines.append(f"| {s} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |")
-        lines += ["", f"Tailor gain (AUC 5-20 after - before): {rep['tailor_gain_auc_5_20']}", ""]
-        if len(rep["tailor_sweep"]) > 1:
-            lines += ["| iterations | ms / hand | AUC 20-50 | AUC 5-20 | MPJPE mm | px error |", "|---|---|---|---|---|---|"]
-            for row in rep["tailor_sweep"]:
-                lines.append("| {} | {} | {} | {} | {} | {} |".format(*(
-                    "-" if row[k] is None else row[k]
-                    for k in ("iterations", "ms_per_hand", "auc_20_50", "auc_5_20", "mpjpe_mm", "px_error"))))
-            lines.append("")
-        if rep["failed"]:
-            lines += ["Failures:", ""] + [f"- {f['image']} ({f['hand']}): {f['reason']}" for f in rep["failed"]] + [""]
-        if rep["error_list"]:
-            lines += ["Pipeline errors (backbone evaluated, later stages missing):", ""]
-            lines += [f"- {e['image']} ({e['hand']}): {e['error']}" for e in rep["error_list"]] + [""]
-    lines += ["Metrics: 3D errors root-aligned at the wrist (backbone: MediaPipe's hand-centred world landmarks); "
-              "PA = similarity Procrustes; AUC over 20 uniformly spaced thresholds (ends included), trapezoidal "
-              "area / range; PCK per keypoint then averaged (Zimmermann & Brox). Visible keypoints only where the set "
-              "has visibility.", ""]
-    return "\n".join(lines)
+    if not dets:
+        return None, None, f"no hand detected (the annotated {rec.hand} hand is missed)"
+    same = [d for d in dets if getattr(d, "side", None) in (side, None)]
+    gt = rec.joints_2d
+    if gt is None:
+        if not same:
+            return None, dict(iou=None, side=dets[0].side), (
+                f"wrong hand: {len(dets)} hand(s) found, none is a {rec.hand} hand")
+        best = max(same, key=lambda d: float(getattr(d, "presence", 0.0)))
+        return best, dict(iou=None, side=getattr(best, "side", None)), ""
+    gt = gt.copy()
+    if flip:
+        gt[:, 0] = width - 1 - gt[:, 0]
+    vis = rec.visible if rec.visible is not None and rec.visible.sum() >= 5 else np.ones(len(gt), bool)
+    gt_box = _box(gt[vis])
+    ious = [box_iou(_box(np.asarray(d.keypoints_uvd)[:, :2]), gt_box) for d in dets]
+    cand = [(i, ious[i]) for i in range(len(dets)) if dets[i] in same or getattr(dets[i], "side", None) is None]
+    cand = [(i, iou) for i, iou in cand if iou >= MATCH_MIN_IOU]
+    if cand:
+        i, iou = max(cand, key=lambda t: t[1])
+        return dets[i], dict(iou=round(iou, 3), side=getattr(dets[i], "side", None)), ""
+    k = int(np.argmax(ious))
+    info = dict(iou=round(ious[k], 3), side=getattr(dets[k], "side", None))
+    return None, info, (f"wrong hand: {len(dets)} hand(s) found, none is the annotated {rec.hand} hand "
+                        f"(best box overlap {ious[k]:.2f}, {getattr(dets[k], 'side', None)} hand)")
 
 
 # --------------------------------------------------------------------------------------------- main
 def evaluate(folder: pathlib.Path, both: bool = False, iterations=(20,), hand_model: str | None = None,
              left: str = "model", limit: int | None = None, pck_px: float = 10.0, pipeline=None,
-             oracle_2d: bool = False, backbone: str = "mediapipe", hourglass_weights: str | None = None) -> dict:
-    """Runs the evaluation; returns the report dict (what `--json` prints)."""
+             oracle_2d: bool = False, backbone: str = "mediapipe", hourglass_weights: str | None = None,
+             fit_3d: bool = False, detections: pathlib.Path | None = None, per_hand: list | None = None) -> dict:
+    """Runs the evaluation; returns the report dict (what `--json` prints). `per_hand`: a list that receives
+    one row per hand and camera mode (`hand_row`)."""
     records = load_annotations(folder)
     if limit:
         records = records[:limit]
     if not records:
         raise InputError(f"{folder}/annotations_normalized.json holds no records")
     iterations = sorted({int(i) for i in iterations})
-    pipe = pipeline or Pipeline(hand_model, left, oracle_2d, backbone, hourglass_weights)
+    if pipeline is None:
+        stored = load_detections(detections) if detections is not None else None
+        if stored is not None:
+            log.info("keypoint-stage outputs from %s (no image network)", detections)
+        pipeline = Pipeline(hand_model, left, oracle_2d, backbone, hourglass_weights, fit_3d, stored)
+    pipe = pipeline
     runs: dict[str, list[HandResult]] = {}
     for i, rec in enumerate(records):
         modes = (["perspective"] if rec.K is not None else []) + ["weak_perspective"] if both else \
@@ -408,10 +402,13 @@ def evaluate(folder: pathlib.Path, both: bool = False, iterations=(20,), hand_mo
         primary["mode"] = "perspective" if "perspective" in per else "weak_perspective"
         primary["modes"] = per
         primary["backbone"] = getattr(pipe, "backbone", backbone)
-        return primary
-    rep = summarize(runs["auto"], iterations, pck_px)
-    rep["mode"] = "perspective where K is given, weak perspective otherwise"
-    rep["backbone"] = getattr(pipe, "backbone", backbone)
+        rep = primary
+    else:
+        rep = summarize(runs["auto"], iterations, pck_px)
+        rep["mode"] = "perspective where K is given, weak perspective otherwise"
+        rep["backbone"] = getattr(pipe, "backbone", backbone)
+    if per_hand is not None:
+        per_hand.extend(hand_row(r) for rs in runs.values() for r in rs)
     return rep
 
 
@@ -432,6 +429,16 @@ def main(argv: list[str], prog: str = "python -m engine eval") -> int:
     ap.add_argument("--oracle-2d", action="store_true",
                     help="diagnostic: give the hand module and the tailor the ground-truth 2D keypoints instead of "
                          "the backbone's (depth and world landmarks stay the network's): the tailor's ceiling")
+    ap.add_argument("--fit-3d", action="store_true",
+                    help="diagnostic: also fit the hand model directly to the 3D ground truth (pose, shape, scale, "
+                         "translation) and report that floor as the stages model_floor / model_floor_beta0")
+    ap.add_argument("--per-hand", type=pathlib.Path, metavar="FILE.jsonl",
+                    help="write each hand's figures (every stage, every swept iteration count) as JSON lines")
+    ap.add_argument("--detections", type=pathlib.Path, metavar="FILE",
+                    help=f"keypoint-stage outputs to use instead of running the image network (default: "
+                         f"DIR/{DETECTIONS} when the set has one)")
+    ap.add_argument("--save-detections", type=pathlib.Path, metavar="FILE",
+                    help="store the keypoint stage's outputs of this run (for --detections)")
     ap.add_argument("--pck-px", type=float, default=10.0, help="2D PCK threshold in px (default 10)")
     ap.add_argument("--backbone", choices=["mediapipe", "hourglass"], default="mediapipe",
                     help="keypoint network (default mediapipe; hourglass needs --hourglass-weights)")
@@ -446,15 +453,36 @@ def main(argv: list[str], prog: str = "python -m engine eval") -> int:
         raise InputError("--iterations needs at least one non-negative integer")
     if not args.dir.is_dir():
         raise InputError(f"{args.dir} is not a folder")
+    detections = args.detections
+    if detections is None and (args.dir / DETECTIONS).is_file():
+        detections = args.dir / DETECTIONS
+    if detections is not None and not pathlib.Path(detections).is_file():
+        raise InputError(f"--detections: {detections} is not a file")
+    if detections is not None and args.save_detections:
+        raise InputError("--save-detections stores the image network's outputs; it makes no sense with --detections")
     from engine.hand_module.tracking import check_backbone
 
-    check_backbone(args.backbone, args.hourglass_weights)  # fail before any work
+    if detections is None:
+        check_backbone(args.backbone, args.hourglass_weights)  # fail before any work
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
         logging.getLogger("jax").setLevel(logging.WARNING)  # no backend-probing chatter in the log
+    rows: list = []
+    pipe = None
+    if detections is None:
+        pipe = Pipeline(args.hand_model, args.left, args.oracle_2d, args.backbone, args.hourglass_weights, args.fit_3d)
     report = evaluate(args.dir, args.both, iterations, args.hand_model, args.left, args.limit, args.pck_px,
-                      oracle_2d=args.oracle_2d, backbone=args.backbone, hourglass_weights=args.hourglass_weights)
+                      pipeline=pipe, oracle_2d=args.oracle_2d, backbone=args.backbone,
+                      hourglass_weights=args.hourglass_weights, fit_3d=args.fit_3d, detections=detections,
+                      per_hand=rows)
     report["oracle_2d"] = bool(args.oracle_2d)
+    if args.save_detections and pipe is not None:
+        save_detections(args.save_detections, pipe.saved)
+    if args.per_hand:
+        try:
+            args.per_hand.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        except OSError as exc:
+            raise OutputError(f"cannot write the per-hand figures to {args.per_hand}: {exc}") from exc
     if args.out:
         try:
             args.out.write_text(markdown_report(args.dir, report, args.pck_px))

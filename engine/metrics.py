@@ -18,12 +18,13 @@ import numpy as np
 DEFAULT_AUC_STEPS = 20
 
 
-def procrustes_align(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+def procrustes_align(pred: np.ndarray, gt: np.ndarray, scale: bool = True) -> np.ndarray:
     """Similarity-aligns each prediction onto its ground truth (Umeyama: scale, rotation, translation).
 
     Args:
         pred: (B, K, 3) or (K, 3) predicted points.
         gt: (B, K, 3) or (K, 3) ground-truth points.
+        scale: False gives the rigid alignment (rotation + translation, scale 1: Kabsch).
     Returns:
         (B, K, 3) or (K, 3): s * R @ pred + t minimising the squared distance to gt, R a proper rotation
         (det +1: reflections are not allowed).
@@ -47,8 +48,8 @@ def procrustes_align(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     e = np.ones_like(sig)
     e[:, -1] = d
     rot = u @ (e[:, :, None] * vt)  # (B, 3, 3)
-    scale = (sig * e).sum(axis=1) / np.maximum(var_p, 1e-300)  # (B,)
-    aligned = scale[:, None, None] * np.einsum("bij,bkj->bki", rot, p0) + mu_g
+    s = (sig * e).sum(axis=1) / np.maximum(var_p, 1e-300) if scale else np.ones(len(p0))  # (B,)
+    aligned = s[:, None, None] * np.einsum("bij,bkj->bki", rot, p0) + mu_g
     return aligned[0] if single else aligned
 
 
@@ -72,7 +73,7 @@ def joint_errors_3d(pred: np.ndarray, gt: np.ndarray, align: str = "root", root:
         pred: (B, K, 3) predicted joints.
         gt: (B, K, 3) ground-truth joints.
         align: "root" (translate both so the root keypoint coincides), "procrustes" (similarity transform of
-            pred onto gt) or "none".
+            pred onto gt), "rigid" (rotation + translation, no scale) or "none".
         root: root keypoint for align="root".
     Returns:
         (B, K) distances, in the inputs' unit.
@@ -81,10 +82,10 @@ def joint_errors_3d(pred: np.ndarray, gt: np.ndarray, align: str = "root", root:
     gt = np.asarray(gt, dtype=np.float64)
     if align == "root":
         pred, gt = root_align(pred, root), root_align(gt, root)
-    elif align == "procrustes":
-        pred = procrustes_align(pred, gt)
+    elif align in ("procrustes", "rigid"):
+        pred = procrustes_align(pred, gt, scale=align == "procrustes")
     elif align != "none":
-        raise ValueError(f"align must be 'root', 'procrustes' or 'none', not {align!r}")
+        raise ValueError(f"align must be 'root', 'procrustes', 'rigid' or 'none', not {align!r}")
     return np.linalg.norm(pred - gt, axis=-1)
 
 

@@ -16,7 +16,7 @@ Replies (each carries the request's "id")
 
 Commands
     hello    -> result {"protocol": 1, "engine_version": str, "python": str, "versions": {package: version},
-                        "capabilities": ["capture", "retailor", "cancel", "shutdown"]}
+                        "capabilities": ["capture", "retailor", "export_model", "cancel", "shutdown"]}
                 A client refuses an engine whose "protocol" differs from the one it speaks.
     capture  args {"source": path, "output": path.npz, "frame_start": int|null, "frame_end": int|null
                    (inclusive), "stride": 1, "hands": 1|2, "intrinsics": [fx,fy,cx,cy(,k1,k2,p1,p2,k3)]|null,
@@ -28,12 +28,23 @@ Commands
                         "valid_frames": [int per track], "hand_side": [str per track],
                         "corrupt_frames": [footage frame numbers that could not be decoded]}
     retailor args {"result": path, "edits": path, "output": path, "frame_start": int|null,
-                   "frame_end": int|null, "joints": [MANO joint names]|null, "iterations": int}
+                   "frame_end": int|null, "joints": [MANO joint names]|null, "iterations": int,
+                   "hand_model": path|null (where to look for the capture's hand model when it is no longer
+                   at the path the result records; used only when its sha256 matches the result's)}
              -> result {"files": {"result": path}}
+                Every track is refit with the model it was fitted with (the result's hand_model /
+                hand_model_sha256); when none at hand matches: error hand_model_mismatch, nothing written.
+    export_model args {"source": path|null (a hand model file or a folder; null: the shipped model),
+                   "side": "right"|"left", "output": path.npz}
+             -> result {"files": {"model": path}, "name": str, "side": str, "sha256": str (of the source
+                        file), "format": "npz"|"mano_pkl"}
+                Writes the model as plain arrays (.npz, no pickle: v_template, f, J_regressor, weights,
+                kintree_table, shapedirs, posedirs, tip_vertex_ids, name, side, source_sha256), read by
+                the add-on: a MANO .pkl is only ever opened by the engine's restricted unpickler.
     cancel   args {"target": id} -> result {"cancelled": bool}; the target job (when still running) ends
                    within a second with error code "cancelled" and leaves no file behind.
     shutdown -> result {}; running jobs end with "cancelled", then the engine exits 0.
-    capture and retailor run as jobs in child processes (so that a cancel can stop even a JAX compile);
+    capture, retailor and export_model run as jobs in child processes (so that a cancel can stop even a JAX compile);
     the engine answers other requests while they run.
 
 Error codes (stable; clients match on them)
@@ -41,6 +52,7 @@ Error codes (stable; clients match on them)
     unknown_command   "cmd" is not one of the commands above
     bad_input         footage / result / edits file missing or unreadable, bad option values
     bad_model_file    hand model file refused or broken
+    hand_model_mismatch  no hand model at hand is the one the result was fitted with (retailor)
     no_hand           no hand found in the footage
     unwritable_output the output path cannot be written
     cancelled         the job was cancelled
@@ -55,14 +67,15 @@ import math
 from typing import Any
 
 PROTOCOL_VERSION = 1
-COMMANDS = ("hello", "capture", "retailor", "cancel", "shutdown")
-JOB_COMMANDS = ("capture", "retailor")
-CAPABILITIES = ["capture", "retailor", "cancel", "shutdown"]
+COMMANDS = ("hello", "capture", "retailor", "export_model", "cancel", "shutdown")
+JOB_COMMANDS = ("capture", "retailor", "export_model")
+CAPABILITIES = ["capture", "retailor", "export_model", "cancel", "shutdown"]
 ERROR_CODES = (
     "bad_request",
     "unknown_command",
     "bad_input",
     "bad_model_file",
+    "hand_model_mismatch",
     "no_hand",
     "unwritable_output",
     "cancelled",
@@ -122,6 +135,12 @@ ARG_SPECS: dict[str, dict[str, tuple]] = {
         "frame_end": (_INT + (None,), None, False),
         "joints": ((list, None), None, False),
         "iterations": (_INT + (None,), None, False),
+        "hand_model": (_STR + (None,), None, False),
+    },
+    "export_model": {
+        "source": (_STR + (None,), None, False),
+        "side": (_STR, None, True),
+        "output": (_STR, None, True),
     },
 }
 
@@ -167,6 +186,8 @@ def validate_args(cmd: str, args: dict, id: str | None = None) -> dict:
             raise ProtocolError("bad_request", f"capture: hands must be 1 or 2 (got {out['hands']})", id)
         if out["backbone"] not in ("mediapipe", "hourglass"):
             raise ProtocolError("bad_request", f"capture: backbone must be \"mediapipe\" or \"hourglass\" (got {out['backbone']!r})", id)
+    if cmd == "export_model" and out["side"] not in ("right", "left"):
+        raise ProtocolError("bad_request", f"export_model: side must be \"right\" or \"left\" (got {out['side']!r})", id)
     if cmd == "retailor" and out["joints"] is not None and not all(isinstance(j, str) for j in out["joints"]):
         raise ProtocolError("bad_request", "retailor: joints must be a list of MANO joint names", id)
     return out

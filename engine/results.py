@@ -1,13 +1,17 @@
-"""The capture result and the re-tailor edits files (`.npz`), exactly DESIGN.md's table, format_version 1.
+"""The capture result and the re-tailor edits files (`.npz`), exactly DESIGN.md's table, format_version 2.
 
 Writing is atomic: the arrays go to a temporary file in the destination folder, are flushed to disk and
 then `os.replace`d onto the destination, so a reader (or a cancelled job) never sees a half-written file.
 Every file loads with `numpy.load(path, allow_pickle=False)`: no object arrays, strings are fixed-width
 unicode. Readers refuse a `format_version` newer than `FORMAT_VERSION`.
 
+Version 2 records the hand model per track: `hand_model` (T,) (the model file's path) and
+`hand_model_sha256` (T,) (its content hash), so re-tailor refits every track with the model it was fitted
+with. Version 1 files held one () entry, track 0's: `read_result` upgrades them (`upgrade_v1`).
+
 Result arrays (T hand tracks, N frames):
     format_version (), source (), image_size (2,), fps (), frame_index (N,), camera_model (),
-    K (3,3), distortion (5,), hand_model (), hand_model_sha256 (), hand_side (T,), valid (T,N),
+    K (3,3), distortion (5,), hand_model (T,), hand_model_sha256 (T,), hand_side (T,), valid (T,N),
     theta (T,N,16,4), beta (T,N,10), root (T,N,3), hand_scale (T,N), projection_scale (T,N),
     keypoints_2d (T,N,21,2), confidence (T,N,21), joints_3d (T,N,21,3)
 Extra keys written by this engine (readers may ignore them): engine_version (), frame_decoded (N,) bool
@@ -33,7 +37,7 @@ import numpy as np
 
 from engine.errors import InputError, OutputError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CAMERA_MODELS = ("perspective", "weak_perspective")
 HAND_SIDES = ("left", "right")
 
@@ -47,8 +51,8 @@ RESULT_SHAPES: dict[str, tuple] = {
     "camera_model": (),
     "K": (3, 3),
     "distortion": (5,),
-    "hand_model": (),
-    "hand_model_sha256": (),
+    "hand_model": ("T",),
+    "hand_model_sha256": ("T",),
     "hand_side": ("T",),
     "valid": ("T", "N"),
     "theta": ("T", "N", 16, 4),
@@ -141,7 +145,26 @@ def _unlink_quietly(path) -> None:
         pass
 
 
+def upgrade_v1(d: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A format 1 result as format 2: its one hand_model / hand_model_sha256 entry was track 0's model.
+
+    Tracks of track 0's side get that entry. A track of the other side gets track 0's path but an empty
+    sha256 (format 1 did not record which model it was fitted with: re-tailor says so)."""
+    out = dict(d)
+    if "hand_model" not in d or np.asarray(d["hand_model"]).ndim != 0:
+        return out
+    sides = np.asarray(d.get("hand_side", np.zeros(0, np.str_))).reshape(-1)
+    same = sides == (sides[0] if sides.size else "")
+    path = str(np.asarray(d["hand_model"]))
+    sha = str(np.asarray(d.get("hand_model_sha256", "")))
+    out["hand_model"] = np.asarray([path] * sides.size, np.str_).reshape(sides.size)
+    out["hand_model_sha256"] = np.asarray([sha if s else "" for s in same], np.str_).reshape(sides.size)
+    out["format_version"] = np.asarray(FORMAT_VERSION, np.int64)
+    return out
+
+
 def _normalize_result(data: Mapping[str, object]) -> dict[str, np.ndarray]:
+    data = upgrade_v1(data)
     out: dict[str, np.ndarray] = {}
     for k, v in data.items():
         a = np.asarray(v)
@@ -283,8 +306,10 @@ def validate_result(d: Mapping[str, np.ndarray], what: str = "capture result") -
 
 
 def read_result(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Loads and validates a capture result; raises InputError naming what is wrong."""
+    """Loads and validates a capture result (format 1 upgraded to 2); raises InputError naming what is wrong."""
     d = _load_npz(path, "capture result")
+    _check_version(d, f"capture result {str(path)!r}", required=True)
+    d = upgrade_v1(d)
     validate_result(d, what=f"capture result {str(path)!r}")
     return d
 

@@ -12,6 +12,11 @@ Re-tailor: the artist edited some keys in Blender; refit everything else around 
 3. Frames outside the refit that carry locked edits get joints_3d recomputed (the model posed by the
    merged values), so the file stays consistent. Invalid frames (no hand seen) stay invalid: there is no
    evidence to fit; edits on them are reported and ignored.
+
+Each track is refit with the hand model it was fitted with (`track_models`): the result records its path
+and sha256 per track; the model is looked for at that path, then at --hand-model (a file or a folder), then
+among the shipped models, and used only when its sha256 matches. When none matches, nothing is written and
+the error `hand_model_mismatch` says what was found where.
 """
 
 from __future__ import annotations
@@ -74,17 +79,72 @@ def pose_joints(model, theta, beta, root, hand_scale) -> np.ndarray:
     return np.asarray(jax_layer.keypoints(params, rot, jnp.asarray(beta), jnp.asarray(root), jnp.asarray(hand_scale)), np.float64)
 
 
+def track_models(result: dict, hand_model: str | None = None) -> list:
+    """The hand model of every track of `result` (format 2: hand_model (T,), hand_model_sha256 (T,)).
+
+    Candidates, in order: the recorded path, `hand_model` (file or folder; the track's side picks in a
+    folder), the shipped model of the track's side. The first whose sha256 equals the recorded one is used.
+    A format 1 result recorded no model for a track of the other side than track 0 (empty sha256): it gets
+    `hand_model` when given, else the shipped model when track 0 used the shipped model (format 1 captures
+    loaded both sides from one option). Raises HandModelMismatch naming each candidate and its sha256."""
+    from engine.errors import EngineError, HandModelMismatch
+    from engine.hand_model import default_model_path, load_hand_model
+
+    sides = [str(s) for s in np.asarray(result["hand_side"]).reshape(-1)]
+    paths = [str(p) for p in np.asarray(result["hand_model"]).reshape(-1)]
+    shas = [str(s) for s in np.asarray(result["hand_model_sha256"]).reshape(-1)]
+    shipped = {side: str(default_model_path(side)) for side in ("right", "left")}
+    models = []
+    for t, side in enumerate(sides):
+        want = shas[t]
+        if not want:  # format 1, the other side: the capture's option is not recorded
+            if hand_model:
+                models.append(load_hand_model(hand_model, side=side))
+                continue
+            first = load_hand_model(shipped[sides[0]], side=sides[0])
+            if shas[0] == first.sha256:
+                models.append(load_hand_model(None, side=side))
+                continue
+            raise HandModelMismatch(
+                f"hand model mismatch: this format 1 result does not record the hand model of track {t} ({side}) "
+                f"and track 0 was not fitted with the shipped model; pass the hand model the capture used "
+                f"(--hand-model FILE_OR_FOLDER, protocol: hand_model).")
+        tried = []
+        for candidate in (paths[t], hand_model, shipped[side]):
+            if not candidate or candidate in (c for c, _ in tried):
+                continue
+            try:
+                model = load_hand_model(candidate, side=side)
+            except EngineError as exc:
+                tried.append((candidate, f"not usable: {exc}"))
+                continue
+            if model.sha256 == want:
+                models.append(model)
+                break
+            tried.append((candidate, f"{model.path} has sha256 {model.sha256[:12]}..."))
+        else:
+            found = "; ".join(f"{c}: {why}" for c, why in tried)
+            raise HandModelMismatch(
+                f"hand model mismatch: track {t} ({side}) was fitted with {paths[t] or 'an unnamed model'} "
+                f"(sha256 {want[:12]}...), and no model at hand has that content ({found}). Pass the model "
+                f"the capture used (--hand-model FILE_OR_FOLDER, protocol: hand_model); nothing was written.")
+    return models
+
+
 def run_retailor(options: RetailorOptions, progress: Callable[[int, int, str], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> dict:
     """Runs the re-tailor described in the module docstring; returns the protocol's result dict."""
     from engine import capture
-    from engine.hand_model import load_hand_model
+    from engine.tailor import TailorConfig
+    from engine.tailor.clip import fit_clip
+    from engine.timing import StageTimer
 
     progress = progress or (lambda d, t, m="": None)
     should_stop = should_stop or (lambda: False)
     out_path = results_io.check_output_path(options.output)
     result = results_io.read_result(options.result)
     edits = results_io.read_edits(options.edits, result)
+    models = track_models(result, options.hand_model)
     T, N = result["valid"].shape
     refit_joints = joint_mask(options.joints)
     fi = result["frame_index"]
@@ -100,9 +160,10 @@ def run_retailor(options: RetailorOptions, progress: Callable[[int, int, str], N
     smoothing = float(result.get("tailor_smoothing", capture.DEFAULT_SMOOTHING))
     camera_model = str(result["camera_model"])
     K = np.asarray(result["K"], np.float64)
-    TailorConfig, _ = capture._tailor()
     config = TailorConfig(iterations=iterations, camera_model=camera_model, temporal_weight=smoothing)
     new = {k: np.array(v) for k, v in result.items()}
+    new["hand_model"] = np.asarray([str(m.path) for m in models])
+    new["hand_model_sha256"] = np.asarray([str(m.sha256) for m in models])
     locks_all = {k: np.asarray(edits[k], bool) for k in results_io.EDIT_LOCK_SHAPES}
     # 1. locked edits replace the result's values (bit for bit)
     for key, lock_key in results_io.EDIT_LOCK_FOR.items():
@@ -115,12 +176,12 @@ def run_retailor(options: RetailorOptions, progress: Callable[[int, int, str], N
     ignored = int((any_lock & ~result["valid"]).sum())
     if ignored:
         log.warning("%d edited frame(s) have no hand in the footage (invalid): their edits are ignored", ignored)
-    timer = capture.StageTimer()
+    timer = StageTimer()
     sides = [str(s) for s in result["hand_side"].tolist()]
     total = int((result["valid"] & in_range).sum()) or 1
     done = 0
     for t, side in enumerate(sides):
-        model = load_hand_model(options.hand_model, side=side)
+        model = models[t]
         valid = result["valid"][t]
         refit = valid & in_range
         rows = np.flatnonzero(refit)
@@ -136,8 +197,8 @@ def run_retailor(options: RetailorOptions, progress: Callable[[int, int, str], N
                           keypoints_2d=np.asarray(result["keypoints_2d"][t, sl], np.float64),
                           confidence=np.asarray(result["confidence"][t, sl], np.float64), valid=refit[sl])
             base = done
-            fit = capture.fit_windows(model, arrays, K, config, locks, timer, should_stop,
-                                      lambda d, n, base=base: progress(min(total, base + d), total, f"re-tailoring the {side} hand"))
+            fit = fit_clip(model, arrays, K, config, locks, should_stop=should_stop, timer=timer,
+                           progress=lambda d, n, base=base: progress(min(total, base + d), total, f"re-tailoring the {side} hand"))
             ok = fit["fitted"]
             idx = np.arange(a, b)[ok]
             refitted[idx] = True
@@ -167,7 +228,8 @@ def run_retailor(options: RetailorOptions, progress: Callable[[int, int, str], N
 
 
 def main(argv: list[str], prog: str = "python -m engine retailor") -> int:
-    from engine.capture import ProgressBar, parse_frames
+    from engine.cli_args import log_to_stderr, parse_frames
+    from engine.progress import ProgressBar
 
     p = argparse.ArgumentParser(prog=prog, description="Refit a capture result with artist-edited values locked.")
     p.add_argument("result", help="capture result (.npz)")
@@ -176,20 +238,20 @@ def main(argv: list[str], prog: str = "python -m engine retailor") -> int:
     p.add_argument("--frames", help="refit only footage frames A:B (inclusive)")
     p.add_argument("--joints", help="refit only these MANO joints (comma-separated names, e.g. index1,index2)")
     p.add_argument("--iterations", type=int, help="tailor iterations (default: the capture's)")
-    p.add_argument("--hand-model", help="hand model file or MANO folder (default: the shipped open hand model)")
+    p.add_argument("--hand-model", help="where to find the hand model the capture used, when it is no longer at the "
+                   "path the result records (file or folder; its sha256 must match)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     start, end = parse_frames(args.frames)
     joints = None if args.joints is None else [j.strip() for j in args.joints.split(",") if j.strip()]
     if args.iterations is not None and args.iterations < 0:
         raise InputError(f"--iterations must be >= 0 (got {args.iterations}).")
     options = RetailorOptions(args.result, args.edits, args.output, start, end, joints, args.iterations, args.hand_model)
-    bar = ProgressBar()
+    bar = ProgressBar(enabled=not args.quiet, unit="frame")
     t0 = time.perf_counter()
     try:
-        out = run_retailor(options, progress=None if args.quiet else bar)
+        out = run_retailor(options, progress=bar)
     finally:
         bar.close()
     print(f"{prog}: wrote {out['files']['result']} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)

@@ -34,8 +34,37 @@ PACKAGES = ("numpy", "scipy", "opencv-python-headless", "torch", "jax", "jaxlib"
 # ------------------------------------------------------------------------------------------ child side
 
 
-def _child_main(cmd: str, args: dict, conn) -> None:
-    """Entry point of a job's child process: runs the job, sends ('progress'|'result'|'error', ...)."""
+def run_capture_job(args: dict, progress) -> dict:
+    from engine import capture
+
+    return capture.run_capture(capture.CaptureOptions.from_protocol(args), progress=progress)
+
+
+def run_retailor_job(args: dict, progress) -> dict:
+    from engine import retailor
+
+    return retailor.run_retailor(retailor.RetailorOptions.from_protocol(args), progress=progress)
+
+
+def run_export_model_job(args: dict, progress) -> dict:
+    from engine.hand_model import load_hand_model
+    from engine.hand_model.export import export_npz
+    from engine.results import check_output_path
+
+    out = check_output_path(args["output"])
+    model = load_hand_model(args.get("source"), side=args["side"])
+    written = export_npz(model, out)
+    progress(1, 1, "exported")
+    return {"files": {"model": str(written)}, "name": model.name, "side": model.side, "sha256": model.sha256,
+            "format": model.format}
+
+
+# command -> the function a job's child process runs: fn(args, progress) -> the result dict
+JOBS = {"capture": run_capture_job, "retailor": run_retailor_job, "export_model": run_export_model_job}
+
+
+def _child_main(job, args: dict, conn) -> None:
+    """Entry point of a job's child process: runs `job(args, progress)`, sends ('progress'|'result'|'error', ...)."""
     # stdout is the protocol channel of the parent: nothing in the child may write to it.
     try:
         os.dup2(2, 1)
@@ -54,29 +83,7 @@ def _child_main(cmd: str, args: dict, conn) -> None:
             conn.send(("progress", int(done), int(total), str(message)))
 
     try:
-        if cmd == "capture":
-            from engine import capture
-
-            out = capture.run_capture(capture.CaptureOptions.from_protocol(args), progress=progress)
-        elif cmd == "retailor":
-            from engine import retailor
-
-            out = retailor.run_retailor(retailor.RetailorOptions.from_protocol(args), progress=progress)
-        elif cmd == "_sleep":  # test hook: a job that needs no networks
-            total = int(args.get("steps", 100))
-            for i in range(total):
-                progress(i, total, "sleeping")
-                time.sleep(float(args.get("step_s", 0.05)))
-            path = args.get("output")
-            if path:
-                from engine.results import atomic_savez
-                import numpy as np
-
-                atomic_savez(path, {"x": np.zeros(3)})
-            out = {"files": {"result": path}}
-        else:
-            raise ValueError(f"unknown job {cmd!r}")
-        conn.send(("result", out))
+        conn.send(("result", job(args, progress)))
     except EngineError as exc:
         conn.send(("error", exc.code if exc.code in protocol.ERROR_CODES else "internal", str(exc)))
     except KeyboardInterrupt:
@@ -107,7 +114,7 @@ def _stat_key(p: pathlib.Path):
 
 
 class Job:
-    def __init__(self, server: "Server", request: protocol.Request, ctx):
+    def __init__(self, server: "Server", request: protocol.Request, ctx, job):
         self.server = server
         self.request = request
         self.outputs = _output_paths(request.cmd, request.args)
@@ -115,7 +122,7 @@ class Job:
         parent_conn, child_conn = ctx.Pipe(duplex=False)
         self.conn = parent_conn
         self.process = ctx.Process(
-            target=_child_main, args=(request.cmd, request.args, child_conn), name=f"engine-job-{request.id}", daemon=True
+            target=_child_main, args=(job, request.args, child_conn), name=f"engine-job-{request.id}", daemon=True
         )
         self.cancelled = False
         self.finished = threading.Event()
@@ -207,11 +214,14 @@ def _terminate(process) -> None:
 
 
 class Server:
-    """Reads requests from `inp`, writes replies to `out` (text streams), one JSON object a line."""
+    """Reads requests from `inp`, writes replies to `out` (text streams), one JSON object a line.
 
-    def __init__(self, inp, out, mp_context: str = "spawn"):
+    `jobs`: command -> the function its child process runs (default `JOBS`)."""
+
+    def __init__(self, inp, out, mp_context: str = "spawn", jobs: dict | None = None):
         self.inp = inp
         self.out = out
+        self.job_functions = dict(JOBS if jobs is None else jobs)
         self.write_lock = threading.Lock()
         self.jobs: dict[str, Job] = {}
         self.jobs_lock = threading.Lock()
@@ -280,7 +290,7 @@ class Server:
             self.cancel_all()
             self.send(protocol.result(req.id, {}))
             return False
-        elif req.cmd in protocol.JOB_COMMANDS or req.cmd == "_sleep":
+        elif req.cmd in self.job_functions:
             self.start_job(req)
         return True
 
@@ -295,7 +305,7 @@ class Server:
                     raise protocol.ProtocolError(
                         "bad_request", f"{sorted(map(str, clash))} is being written by job {other.id!r}; wait or cancel it", req.id
                     )
-            self.jobs[req.id] = Job(self, req, self.ctx)
+            self.jobs[req.id] = Job(self, req, self.ctx, self.job_functions[req.cmd])
 
     def cancel_all(self) -> None:
         with self.jobs_lock:
@@ -321,19 +331,16 @@ def main(argv: list[str], prog: str = "python -m engine serve") -> int:
         description="JSON-lines engine protocol on stdin/stdout for the Blender add-on (see engine/protocol.py).",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    parser.add_argument("--test-hooks", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr, format="engine %(levelname)s %(name)s: %(message)s")
-    if args.test_hooks:
-        protocol.ARG_SPECS["_sleep"] = {
-            "steps": ((int,), 100, False),
-            "step_s": ((int, float), 0.05, False),
-            "output": ((str, None), None, False),
-        }
-        protocol.COMMANDS = protocol.COMMANDS + ("_sleep",)
+    return serve_stdio(args.log_level)
+
+
+def serve_stdio(log_level: str = "INFO", jobs: dict | None = None) -> int:
+    """Serves the protocol on this process's stdin/stdout until EOF or `shutdown`; returns the exit code."""
+    logging.basicConfig(level=log_level, stream=sys.stderr, format="engine %(levelname)s %(name)s: %(message)s")
     # Replies must not be mangled by the platform's text encoding or line endings.
     out = open(sys.stdout.fileno(), "w", encoding="utf-8", newline="\n", closefd=False)
     inp = open(sys.stdin.fileno(), "r", encoding="utf-8", errors="replace", newline=None, closefd=False)
     sys.stdout = sys.stderr  # nothing else may write to the protocol channel
     log.info("engine protocol %d ready (pid %d)", protocol.PROTOCOL_VERSION, os.getpid())
-    return Server(inp, out).serve_forever()
+    return Server(inp, out, jobs=jobs).serve_forever()

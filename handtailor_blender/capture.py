@@ -139,8 +139,9 @@ def apply_result(scene, result_path: str, *, clip=None, interpolation: str = "LI
     failure while building removes everything this call created."""
     result = read_result(result_path)
     fallback = _fallback_model_dir(config)
-    models = [load_rig_model(resolve_model_path(hand_model or result.hand_model, side, fallback), side, config)
-              for side in result.hand_side]
+    models = [load_rig_model(resolve_model_path(result.hand_model[t], side, hand_model, fallback,
+                                                sha256=result.hand_model_sha256[t]), side, config)
+              for t, side in enumerate(result.hand_side)]
     if not result.valid.any():
         raise ResultFileError(f"{result_path}: no frame holds a hand; nothing to key")
     before = {kind: set(getattr(bpy.data, kind)) for kind in ("objects", "actions", "armatures", "meshes",

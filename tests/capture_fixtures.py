@@ -91,7 +91,7 @@ def fake_result(T: int = 1, N: int = 6, invalid=(2,), seed: int = 0) -> dict:
     theta = rng.normal(size=(T, N, 16, 4))
     theta /= np.linalg.norm(theta, axis=-1, keepdims=True)
     d = {
-        "format_version": np.asarray(1),
+        "format_version": np.asarray(2),
         "source": np.asarray("/footage/clip.mp4"),
         "image_size": np.asarray([1280, 720]),
         "fps": np.asarray(30.0),
@@ -99,8 +99,6 @@ def fake_result(T: int = 1, N: int = 6, invalid=(2,), seed: int = 0) -> dict:
         "camera_model": np.asarray("weak_perspective"),
         "K": np.array([[1280.0, 0, 640], [0, 1280, 360], [0, 0, 1]]),
         "distortion": np.zeros(5),
-        "hand_model": np.asarray("open_hand_right"),
-        "hand_model_sha256": np.asarray("0" * 64),
         "hand_side": np.asarray(["right", "left"][:T] if T <= 2 else ["right"] * T),
         "valid": valid,
         "theta": theta,
@@ -112,6 +110,8 @@ def fake_result(T: int = 1, N: int = 6, invalid=(2,), seed: int = 0) -> dict:
         "confidence": rng.uniform(0.5, 1, size=(T, N, 21)),
         "joints_3d": rng.normal(size=(T, N, 21, 3)) * 0.05 + [0, 0, 0.6],
     }
+    d["hand_model"] = np.asarray([f"open_hand_{s}" for s in d["hand_side"].tolist()])
+    d["hand_model_sha256"] = np.asarray(["0" * 64] * T)
     for k in ("theta", "beta", "root", "hand_scale", "joints_3d"):
         d[k] = np.array(d[k], np.float64)
         d[k][~valid] = np.nan
@@ -157,12 +157,6 @@ class ScriptedTracker:
         return out
 
 
-class _Config(dict):
-    def __init__(self, **kw):
-        super().__init__(kw)
-        self.__dict__.update(kw)
-
-
 def fake_fit_init(arrays, model, camera_model, K, steady_shape):
     """Rest pose, the wrist 0.5 m in front of the camera: no networks."""
     n = arrays["keypoints_uvd"].shape[0]
@@ -185,20 +179,21 @@ def fake_tailor_fit(model, theta0, beta0, root0, kp, conf, valid, K, locks, conf
 
 
 def use_fake_fit(monkeypatch):
-    from engine import capture
+    from engine import capture, tailor
 
     monkeypatch.setattr(capture, "fit_init", fake_fit_init)
-    monkeypatch.setattr(capture, "_tailor", lambda: (_Config, fake_tailor_fit))
+    monkeypatch.setattr(tailor, "fit", fake_tailor_fit)
 
 
-def model_result(N: int = 6, invalid=(4,), seed: int = 1, smoothing: float = 0.0) -> dict:
-    """A weak-perspective result whose 2D keypoints are the open right hand, posed and projected exactly."""
+def model_result(N: int = 6, invalid=(4,), seed: int = 1, smoothing: float = 0.0, model=None) -> dict:
+    """A weak-perspective result whose 2D keypoints are `model` (default: the open right hand), posed and
+    projected exactly."""
     from engine import camera
     from engine.hand_model import load_hand_model
     from engine.retailor import pose_joints
 
     rng = np.random.default_rng(seed)
-    model = load_hand_model(None, side="right")
+    model = load_hand_model(None, side="right") if model is None else model
     aa = rng.normal(scale=0.15, size=(N, 16, 3))
     aa[:, 0] = [np.pi, 0.0, 0.0] + rng.normal(scale=0.1, size=(N, 3))  # palm toward the camera
     angle = np.linalg.norm(aa, axis=-1, keepdims=True)
@@ -212,10 +207,10 @@ def model_result(N: int = 6, invalid=(4,), seed: int = 1, smoothing: float = 0.0
     valid = np.ones((1, N), bool)
     valid[:, list(invalid)] = False
     d = {
-        "format_version": np.asarray(1), "source": np.asarray("synthetic.mp4"), "image_size": np.asarray([640, 480]),
+        "format_version": np.asarray(2), "source": np.asarray("synthetic.mp4"), "image_size": np.asarray([640, 480]),
         "fps": np.asarray(30.0), "frame_index": np.arange(N), "camera_model": np.asarray("weak_perspective"),
-        "K": K, "distortion": np.zeros(5), "hand_model": np.asarray(str(model.path)),
-        "hand_model_sha256": np.asarray(model.sha256), "hand_side": np.asarray(["right"]), "valid": valid,
+        "K": K, "distortion": np.zeros(5), "hand_model": np.asarray([str(model.path)]),
+        "hand_model_sha256": np.asarray([model.sha256]), "hand_side": np.asarray([model.side]), "valid": valid,
         "theta": theta[None], "beta": beta[None], "root": root[None], "hand_scale": hs[None],
         "projection_scale": (K[0, 0] / root[:, 2])[None], "keypoints_2d": kp[None], "confidence": np.ones((1, N, 21)),
         "joints_3d": joints[None], "tailor_iterations": np.asarray(20), "tailor_smoothing": np.asarray(smoothing),

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engine import capture, cli, results
+from engine import capture, cli, cli_args, results, tracks
+from engine.tailor.clip import clip_windows
 from engine.errors import Cancelled, NoHandError
 from capture_fixtures import (
     ScriptedTracker, corrupt_mjpeg_frames, fake_observation, pattern_frame, set_mp4_rotation, use_fake_fit,
@@ -89,6 +90,12 @@ def test_two_hands_crossing_keep_their_identity(fake, tmp_path):
     # the right hand moves right all along: its identity survived the crossing and the handedness flip
     assert np.all(np.diff(r["keypoints_2d"][0, :, 0, 0]) > 0)
     assert np.all(np.diff(r["keypoints_2d"][1, :, 0, 0]) < 0)
+    # every track records the model it was fitted with (format 2)
+    from engine.hand_model import load_hand_model
+
+    models = [load_hand_model(None, side=s) for s in ("right", "left")]
+    assert r["hand_model"].tolist() == [m.path for m in models]
+    assert r["hand_model_sha256"].tolist() == [m.sha256 for m in models]
 
 
 def test_one_hand_mode_keeps_the_dominant_side(fake, tmp_path):
@@ -241,20 +248,20 @@ def test_progress_reaches_the_total(fake, tmp_path):
 
 def test_chunk_windows_cover_every_frame_once():
     for n in (1, 5, 64, 65, 130, 301):
-        wins = capture.chunk_windows(n, 64, 4)
+        wins = clip_windows(n, 64, 4)
         kept = [i for _, _, a, b in wins for i in range(a, b)]
         assert kept == list(range(n))
         assert all(stop - start <= 64 and start <= a < b <= stop for start, stop, a, b in wins)
 
 
 def test_track_assignment_prefers_the_more_present_hand():
-    obs = capture.Observations(np.arange(3), np.ones(3, bool), {}, {
+    obs = tracks.Observations(np.arange(3), np.ones(3, bool), {}, {
         1: {"n": [0, 1, 2], "obs": [fake_observation(1, "right", presence=0.9)] * 3},
         2: {"n": [1], "obs": [fake_observation(2, "right", presence=0.5)]},
     })
-    tracks = capture.assign_tracks(obs, 1)
-    assert len(tracks) == 1 and tracks[0].positions.tolist() == [0, 1, 2]
-    assert all(o.track_id == 1 for o in tracks[0].obs)
+    found = tracks.assign_tracks(obs, 1)
+    assert len(found) == 1 and found[0].positions.tolist() == [0, 1, 2]
+    assert all(o.track_id == 1 for o in found[0].obs)
 
 
 def test_overlay_video(fake, tmp_path):
@@ -292,12 +299,12 @@ def test_backbone_option_parses_and_reaches_the_tracker(tmp_path, monkeypatch):
 
     weights = tmp_path / "hourglass.safetensors"
     weights.write_bytes(b"x")  # existence is checked up front; the content when the tracker loads it
-    args = capture.build_parser("capture").parse_args(
+    args = cli_args.capture_parser("capture").parse_args(
         ["clip.mp4", "-o", "r.npz", "--backbone", "hourglass", "--hourglass-weights", str(weights),
          "--intrinsics", "500,510,32,24"])
-    opts = capture.options_from_args(args)
+    opts = cli_args.capture_options(args)
     assert opts.backbone == "hourglass" and opts.hourglass_weights == str(weights)
-    default = capture.options_from_args(capture.build_parser("capture").parse_args(["clip.mp4", "-o", "r.npz"]))
+    default = cli_args.capture_options(cli_args.capture_parser("capture").parse_args(["clip.mp4", "-o", "r.npz"]))
     assert default.backbone == "mediapipe" and default.hourglass_weights is None
     seen = {}
     monkeypatch.setattr(tracking, "HandTracker", lambda **kw: seen.update(kw) or object())

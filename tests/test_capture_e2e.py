@@ -5,7 +5,6 @@ import os
 import pathlib
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -57,7 +56,6 @@ def test_server_capture_then_cancel_mid_run(tmp_path):
             if msg["type"] == "progress" and msg["done"] >= 2:
                 break
             assert msg["type"] == "progress", msg
-        t0 = time.monotonic()
         proc.stdin.write(json.dumps({"id": "c", "cmd": "cancel", "args": {"target": "cap"}}) + "\n")
         proc.stdin.flush()
         got = {}
@@ -65,9 +63,13 @@ def test_server_capture_then_cancel_mid_run(tmp_path):
             msg = json.loads(proc.stdout.readline())
             if msg["type"] != "progress":
                 got[msg["id"]] = msg
-        assert time.monotonic() - t0 < 1.0
         assert got["cap"]["code"] == "cancelled" and got["c"]["result"] == {"cancelled": True}
         assert list(tmp_path.iterdir()) == []
+        # the job ended with its answer: the engine answers the next request, no late progress for "cap"
+        proc.stdin.write(json.dumps({"id": "h", "cmd": "hello"}) + "\n")
+        proc.stdin.flush()
+        msg = json.loads(proc.stdout.readline())
+        assert msg["id"] == "h" and msg["type"] == "result", msg
     finally:
         proc.kill()
         proc.wait(5)

@@ -13,7 +13,8 @@ import pytest
 from engine import evaluation
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-STAGE_KEYS = {"px_error", "pck_2d", "mpjpe_mm", "pa_mpjpe_mm", "pck_3d", "auc_20_50", "auc_5_20"}
+STAGE_KEYS = {"px_error", "pck_2d", "mpjpe_mm", "pa_mpjpe_mm", "pck_3d", "auc_20_50", "auc_5_20", "mpjpe_rigid_mm",
+              "px_error_median", "fit_residual_px"}
 
 
 def _load_renderer():
@@ -126,6 +127,105 @@ def test_evaluate_aggregates_stages_and_failures(tmp_path):
     assert "| tailored |" in md and "miss2.png" in md
 
 
+def test_diagnostics_rigid_median_and_fit_residual(tmp_path):
+    # one hand; the tailored stage is the ground truth scaled by 1.1 about the wrist and 2 px off in u from the
+    # keypoints it was given: rigid error = 0.1 |G - centroid|-ish (exact below), PA = 0, residual = 2 px
+    j3, K = _hand(3)
+    d = _write_set(tmp_path, [dict(image="a.png", hand="right", K=K.tolist(), joints_3d_m=j3.tolist(),
+                                   joints_2d_px=None, visible=None)])
+    big = j3[0] + 1.1 * (j3 - j3[0])
+
+    class Scaled(FakePipeline):
+        def run(self, rec, mode, iterations):
+            res = evaluation.HandResult(rec, mode)
+            res.stages["backbone"] = evaluation.Prediction(rec.joints_2d + [3.0, 4.0], rec.joints_3d)
+            res.stages["hand_module"] = evaluation.Prediction(rec.joints_2d, rec.joints_3d)
+            for it in iterations:
+                res.stages[f"tailored@{it}"] = evaluation.Prediction(rec.joints_2d, big)
+            res.fitted_to = rec.joints_2d + [2.0, 0.0]
+            res.fitted_conf = np.ones(21)
+            return res
+
+    rows = []
+    rep = evaluation.evaluate(d, pipeline=Scaled(), per_hand=rows)
+    b, t = rep["stages"]["backbone"], rep["stages"]["tailored"]
+    assert b["px_error_median"] == pytest.approx(5.0) and b["fit_residual_px"] is None
+    assert t["fit_residual_px"] == pytest.approx(2.0) and t["pa_mpjpe_mm"] == pytest.approx(0.0, abs=1e-6)
+    from engine import metrics
+
+    rigid = 1000 * metrics.joint_errors_3d(big[None], j3[None], "rigid").mean()
+    assert rigid > 1.0 and t["mpjpe_rigid_mm"] == pytest.approx(rigid, abs=1e-3)
+    assert t["mpjpe_rigid_mm"] < t["mpjpe_mm"]  # wrist-aligned keeps the rotation error of no-scale too
+    assert rep["tailor_sweep"][0]["fit_residual_px"] == pytest.approx(2.0)
+    assert len(rows) == 1 and rows[0]["stages"]["tailored@20"]["fit_residual_px"] == pytest.approx(2.0)
+    json.dumps(rows)  # the --per-hand lines are JSON
+
+
+def _detection(uv, world, side):
+    from engine.stored_detections import Detection
+
+    uvd = np.concatenate([uv, np.zeros((21, 1))], axis=1)
+    return Detection(side, 0.99, uvd, np.ones(21), world)
+
+
+def test_match_rule_counts_only_the_annotated_hand():
+    from engine.groundtruth import Record
+
+    j3, K = _hand(4)
+    uv = j3 @ K.T
+    uv = uv[:, :2] / uv[:, 2:]
+    rec = Record(pathlib.Path("x.png"), "right", K, j3, uv, np.ones(21, bool))
+    world = j3 - j3.mean(0)
+    # the egocentric case: only the other hand is found, 450 px away -> a failure, not a detection
+    other = _detection(uv + [450.0, 10.0], world, "left")
+    det, info, why = evaluation.match_detection([other], rec, 1000, False)
+    assert det is None and why.startswith("wrong hand") and info["iou"] == 0.0
+    # the other side on top of the annotated hand (interacting hands): still the wrong hand
+    det, _, why = evaluation.match_detection([_detection(uv + 2.0, world, "left")], rec, 1000, False)
+    assert det is None and "wrong hand" in why
+    # the annotated hand among others: found, whatever the order
+    good = _detection(uv + [3.0, -2.0], world, "right")
+    det, info, _ = evaluation.match_detection([other, good], rec, 1000, False)
+    assert det is good and info["iou"] > 0.8
+    # under --left flip the annotation is mirrored and the detection's side is the mirrored one
+    recl = Record(pathlib.Path("x.png"), "left", K, j3, uv, np.ones(21, bool))
+    flipped = _detection(np.stack([999 - uv[:, 0], uv[:, 1]], 1), world, "right")
+    assert evaluation.match_detection([flipped], recl, 1000, True)[0] is flipped
+
+
+def test_stored_detections_run_the_hand_module_and_tailor(tmp_path):
+    """A keypoint-level set (no image network): the annotated hand gets every stage, a record whose image
+    holds only another hand is a failure; --left flip mirrors stored detections."""
+    from engine.hand_model import load_hand_model
+    from engine.hand_module.hand_module import pose_keypoints
+    from engine.stored_detections import detection_json, save_detections
+
+    model = load_hand_model(side="right")
+    theta = np.zeros((1, 16, 4))
+    theta[..., 0] = 1.0
+    theta[0, 0] = [np.cos(np.pi / 4), np.sin(np.pi / 4), 0, 0]  # palm towards the camera
+    kp = pose_keypoints(model, theta, np.zeros((1, 10)))[0]
+    K = np.array([[800.0, 0, 320], [0, 800, 240], [0, 0, 1]])
+    j3 = kp + [0.0, 0.0, 0.5]
+    uv = j3 @ K.T
+    uv = uv[:, :2] / uv[:, 2:]
+    recs = [dict(image="hand.png", hand="right", K=K.tolist(), joints_3d_m=j3.tolist(), joints_2d_px=None,
+                 visible=None),
+            dict(image="other.png", hand="right", K=K.tolist(), joints_3d_m=j3.tolist(), joints_2d_px=None,
+                 visible=None)]
+    d = _write_set(tmp_path / "set", recs)
+    world = j3 - j3[9]
+    hand = _detection(uv, world, "right")
+    far = _detection(uv + [-300.0, 0.0], world * [-1, 1, 1], "left")
+    save_detections(d / "detections.json", {"hand.png": {"size": [640, 480], "hands": [detection_json(hand)]},
+                                            "other.png": {"size": [640, 480], "hands": [detection_json(far)]}})
+    rep = evaluation.evaluate(d, detections=d / "detections.json", iterations=[5])
+    assert rep["n"] == 2 and rep["failures"] == 1 and "wrong hand" in rep["failed"][0]["reason"]
+    assert rep["backbone"] == "stored"
+    t = rep["stages"]["tailored"]
+    assert t["px_error"] < 4.0 and t["pa_mpjpe_mm"] < 5.0  # the model's own hand, exact keypoints
+
+
 def test_evaluate_both_modes_without_3d(tmp_path):
     j3, K = _hand()
     uv = j3 @ K.T
@@ -177,7 +277,8 @@ def _run_cli(*args):
 def _check_report(rep, n):
     assert rep["n"] == n
     assert 0 <= rep["failures"] <= n
-    assert set(rep["stages"]) == {"backbone", "hand_module", "tailored"}
+    assert {"backbone", "hand_module", "tailored"} <= set(rep["stages"]) <= {"backbone", "hand_module", "tailored",
+                                                                             "model_floor", "model_floor_beta0"}
     for name, s in rep["stages"].items():
         assert STAGE_KEYS <= set(s), name
     if rep["failures"] < n:
@@ -192,8 +293,17 @@ def test_eval_cli_on_shared_sample(gt_sample_dir, tmp_path):
     _check_report(rep, 3)
     assert rep["modes"]["weak_perspective"]["n"] == 3
     assert (tmp_path / "rhd.md").read_text().startswith("# Evaluation")
-    rep, _ = _run_cli(gt_sample_dir / "interhand2.6m", "--json")
+    rep, _ = _run_cli(gt_sample_dir / "interhand2.6m", "--json", "--fit-3d", "--per-hand", tmp_path / "ih.jsonl")
     _check_report(rep, 6)
+    floor, hm = rep["stages"]["model_floor"], rep["stages"]["hand_module"]
+    assert floor["pa_mpjpe_mm"] < 5.0 < hm["pa_mpjpe_mm"]  # the model can fit these hands; the pipeline is far off
+    assert rep["stages"]["model_floor_beta0"]["pa_mpjpe_mm"] >= floor["pa_mpjpe_mm"] - 0.05
+    rows = [json.loads(line) for line in (tmp_path / "ih.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(r["failed"] or "tailored@20" in r["stages"] for r in rows)
+    # image44669: the port finds only one hand there, the LEFT one, overlapping the right hand's box: before the
+    # match rule it was counted as the right hand too (13.9 px); a detection of the wrong hand is a failure
+    wrong = [r for r in rows if r["image"] == "image44669.jpg" and r["hand"] == "right"][0]
+    assert wrong["failed"] and wrong["reason"].startswith("wrong hand") and wrong["match"]["side"] == "left"
 
 
 # ------------------------------------------------------------------------------ synthetic renderer

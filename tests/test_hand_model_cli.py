@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -114,8 +113,9 @@ def test_render_mesh_fills_culls_and_blends():
     assert abs(int(half[10, 10, 0]) - 150) <= 1 and half[38, 38, 0] == 100
 
 
-def test_render_mesh_speed_on_a_video_frame():
-    """Capture overlays: a ~6k-face hand on a 1280x720 frame (the shipped model) stays cheap."""
+def test_render_mesh_on_a_video_frame():
+    """Capture overlays: the shipped ~6k-face hand drawn on a 1280x720 frame covers the hand's pixels only.
+    (Speed is a benchmark matter, never a test assertion.)"""
     model = load_hand_model()
     v = model.v_template - model.v_template.mean(axis=0)
     px = np.empty_like(v)
@@ -123,12 +123,13 @@ def test_render_mesh_speed_on_a_video_frame():
     px[:, 1] = 360 + v[:, 2] * 2000
     px[:, 2] = 0.5 + v[:, 1]
     frame = np.full((720, 1280, 3), 90, np.uint8)
-    render.render_mesh(frame, px, model.faces, alpha=0.5)  # warm-up
-    start = time.perf_counter()
     out = render.render_mesh(frame, px, model.faces, alpha=0.5, vertices_3d=v)
-    elapsed = time.perf_counter() - start
-    assert (out != frame).any()
-    assert elapsed < 1.0, elapsed  # ~0.02 s on an idle core; generous for a shared CI machine
+    changed = np.any(out != frame, axis=-1)
+    ys, xs = np.nonzero(changed)
+    assert changed.sum() > 1000
+    assert xs.min() >= np.floor(px[:, 0].min()) - 1 and xs.max() <= np.ceil(px[:, 0].max()) + 1
+    assert ys.min() >= np.floor(px[:, 1].min()) - 1 and ys.max() <= np.ceil(px[:, 1].max()) + 1
+    assert (frame == 90).all()  # the input frame is left as it was
 
 
 def test_draw_skeleton_marks_pixels():

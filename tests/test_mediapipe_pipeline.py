@@ -22,6 +22,12 @@ def read_rgb(path: pathlib.Path) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
 
 
+def golden_px(hand: dict) -> np.ndarray:
+    """The golden landmarks (MediaPipe's x * W, y * H, z * W) in the engine's pixels: pixel centres at
+    integers (DESIGN.md), u = x * W - 0.5, v = y * H - 0.5; d is a relative depth, unshifted."""
+    return np.array(hand["landmarks_px"]) - [0.5, 0.5, 0.0]
+
+
 def golden_p_left(hand: dict) -> float:
     return hand["label_score"] if hand["label"] == "Left" else 1.0 - hand["label_score"]
 
@@ -38,7 +44,7 @@ def test_static_images_match_mediapipe(tracker_static):
         obs = tracker_static.process_batch([read_rgb(REPO / im["image"])])[0]
         assert len(obs) == len(im["hands"]), im["image"]
         for o, h in zip(obs, im["hands"]):
-            ref = np.array(h["landmarks_px"])
+            ref = golden_px(h)
             cx, cy, size, _, angle = h["roi_px"]
             assert np.abs(np.array(o.roi[:3]) - [cx, cy, size]).max() < 0.01, im["image"]
             assert abs(o.roi[3] - angle) < 1e-4
@@ -94,5 +100,5 @@ def test_video_tracking_follows_mediapipe(video):
     for f, obs in zip(golden["frames"], out):
         assert len(obs) == len(f["hands"]) == 1
         assert obs[0].track_id == 0
-        worst = max(worst, np.abs(obs[0].keypoints_uvd[:, :2] - np.array(f["hands"][0]["landmarks_px"])[:, :2]).max())
+        worst = max(worst, np.abs(obs[0].keypoints_uvd[:, :2] - golden_px(f["hands"][0])[:, :2]).max())
     assert worst < 0.5

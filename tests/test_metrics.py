@@ -24,6 +24,21 @@ def test_procrustes_recovers_similarity_exactly():
     assert metrics.procrustes_align(pred[0], gt[0]).shape == (21, 3)
 
 
+def test_rigid_alignment_keeps_scale():
+    # gt = 2 x a rotated, shifted pred: the rigid alignment recovers rotation and translation but not the
+    # size, so each point stays off by |p - centroid| (scale 2 vs 1); the similarity alignment is exact.
+    rng = np.random.default_rng(2)
+    pred = rng.normal(size=(1, 21, 3))
+    rot = _rot_z(-1.1)
+    gt = 2.0 * pred @ rot.T + np.array([0.5, 0.0, -0.2])
+    centred = pred[0] - pred[0].mean(0)
+    expect = np.linalg.norm(centred, axis=1)  # |2 R c - R c| = |c|
+    np.testing.assert_allclose(metrics.joint_errors_3d(pred, gt, "rigid")[0], expect, atol=1e-12)
+    np.testing.assert_allclose(metrics.joint_errors_3d(pred, gt, "procrustes")[0], 0.0, atol=1e-12)
+    # a pure rigid motion is undone exactly
+    np.testing.assert_allclose(metrics.joint_errors_3d(pred, pred @ rot.T + 1.0, "rigid"), 0.0, atol=1e-12)
+
+
 def test_procrustes_hand_computed_residual():
     # pred on the x axis, gt the same two points plus one lifted by 3: best similarity is a pure shift by
     # (0, 1, 0) (mean of gt), scale 1: aligned = (-1,1,0), (1,1,0), (0,1,0); errors 1, 1, 2.

@@ -79,12 +79,13 @@ def test_docstring_documents_every_command_and_code():
 
 
 class Engine:
-    """A `python -m engine serve` child with a reader thread."""
+    """A `python -m engine serve` child (or `tests/job_server.py`: the same server plus a `wait` job) with a
+    reader thread."""
 
-    def __init__(self, *extra):
+    def __init__(self, *argv):
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine", "serve", *extra],
+            [sys.executable, *(argv or ("-m", "engine", "serve"))],
             cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
             text=True, encoding="utf-8", bufsize=1,
         )
@@ -119,23 +120,40 @@ class Engine:
         self.proc.wait(5)
 
 
+JOB_SERVER = str(REPO / "tests" / "job_server.py")
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 @pytest.fixture
 def engine():
-    e = Engine("--test-hooks")
+    e = Engine(JOB_SERVER)
     yield e
     e.close()
 
 
-def test_hello_and_shutdown(engine):
-    engine.send({"id": "h", "cmd": "hello"})
-    msg = engine.next()
-    assert msg["id"] == "h" and msg["type"] == "result"
-    r = msg["result"]
-    assert r["protocol"] == 1 and r["capabilities"] == ["capture", "retailor", "cancel", "shutdown"]
-    assert r["engine_version"] and r["python"].startswith("3.") and "numpy" in r["versions"]
-    engine.send({"id": "bye", "cmd": "shutdown"})
-    assert engine.next() == {"id": "bye", "type": "result", "result": {}}
-    assert engine.proc.wait(10) == 0
+def test_hello_and_shutdown():
+    engine = Engine()  # the product's server: it knows no test-only job
+    try:
+        engine.send({"id": "w", "cmd": "wait", "args": {}})
+        assert engine.next(rid="w")["code"] == "unknown_command"
+        engine.send({"id": "h", "cmd": "hello"})
+        msg = engine.next()
+        assert msg["id"] == "h" and msg["type"] == "result"
+        r = msg["result"]
+        assert r["protocol"] == 1 and r["capabilities"] == ["capture", "retailor", "export_model", "cancel", "shutdown"]
+        assert r["engine_version"] and r["python"].startswith("3.") and "numpy" in r["versions"]
+        engine.send({"id": "bye", "cmd": "shutdown"})
+        assert engine.next() == {"id": "bye", "type": "result", "result": {}}
+        assert engine.proc.wait(10) == 0
+    finally:
+        engine.close()
 
 
 def test_malformed_lines_get_errors_never_a_crash(engine):
@@ -159,7 +177,7 @@ def test_malformed_lines_get_errors_never_a_crash(engine):
 
 def test_job_runs_and_reports_progress(engine, tmp_path):
     out = tmp_path / "out put ✋.npz"
-    engine.send({"id": "j", "cmd": "_sleep", "args": {"steps": 5, "step_s": 0.01, "output": str(out)}})
+    engine.send({"id": "j", "cmd": "wait", "args": {"steps": 5, "output": str(out)}})
     msgs = []
     while True:
         m = engine.next(rid="j", skip_progress=False)
@@ -171,21 +189,25 @@ def test_job_runs_and_reports_progress(engine, tmp_path):
     assert out.exists()
 
 
-def test_cancel_stops_a_job_within_a_second_and_leaves_nothing(engine, tmp_path):
+def test_cancel_stops_the_job_process_and_leaves_nothing(engine, tmp_path):
     out = tmp_path / "never.npz"
-    engine.send({"id": "long", "cmd": "_sleep", "args": {"steps": 10000, "step_s": 0.05, "output": str(out)}})
+    pid_file = tmp_path / "pid"
+    engine.send({"id": "long", "cmd": "wait", "args": {"block": True, "output": str(out), "pid_file": str(pid_file)}})
     first = engine.next(rid="long", skip_progress=False, timeout=60)
     assert first["type"] == "progress"
+    pid = int(pid_file.read_text())
+    pid_file.unlink()
     # the engine keeps answering while the job runs
     engine.send({"id": "h", "cmd": "hello"})
     assert engine.next(rid="h")["type"] == "result"
-    t0 = time.monotonic()
+    assert not process_gone(pid)
     engine.send({"id": "c", "cmd": "cancel", "args": {"target": "long"}})
     got = {}
     while len(got) < 2:
         m = engine.next()
         got[m["id"]] = m
-    assert time.monotonic() - t0 < 1.5
+    # by the time both answers are out, the job's process has ended and its files are gone
+    assert process_gone(pid)
     assert got["long"]["type"] == "error" and got["long"]["code"] == "cancelled"
     assert got["c"]["result"] == {"cancelled": True}
     assert list(tmp_path.iterdir()) == []
@@ -212,12 +234,14 @@ def test_capture_errors_have_stable_codes(engine, tmp_path):
 
 
 def test_eof_on_stdin_ends_the_engine(tmp_path):
-    e = Engine("--test-hooks")
+    e = Engine(JOB_SERVER)
     try:
-        e.send({"id": "long", "cmd": "_sleep", "args": {"steps": 10000, "output": str(tmp_path / "x.npz")}})
+        e.send({"id": "long", "cmd": "wait", "args": {"block": True, "output": str(tmp_path / "x.npz"),
+                                                      "pid_file": str(tmp_path / "pid")}})
         e.next(rid="long", skip_progress=False, timeout=60)
         e.proc.stdin.close()
         assert e.proc.wait(10) == 0
+        assert process_gone(int((tmp_path / "pid").read_text()))
         assert not (tmp_path / "x.npz").exists()
     finally:
         e.close()
@@ -229,3 +253,36 @@ def test_retailor_errors_have_stable_codes(engine, tmp_path):
     m = engine.next(rid="r", timeout=120)
     assert m["type"] == "error" and m["code"] == "bad_input" and "does not exist" in m["message"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_model_writes_a_mano_pickle_as_plain_arrays(tmp_path):
+    """The add-on's way to a MANO model: the engine reads the pickle (restricted) and writes an .npz."""
+    import numpy as np
+
+    from engine.hand_model import load_hand_model
+    from test_hand_model_loading import official_mano_pickle
+
+    blob, fields = official_mano_pickle(seed=4)
+    (tmp_path / "MANO_LEFT.pkl").write_bytes(blob)
+    engine = Engine()
+    try:
+        out = tmp_path / "left ✋.npz"
+        engine.send({"id": "x", "cmd": "export_model", "args": {"source": str(tmp_path), "side": "left", "output": str(out)}})
+        msg = engine.next(rid="x", timeout=120)
+        assert msg["type"] == "result", msg
+        model = load_hand_model(tmp_path, side="left")
+        assert msg["result"] == {"files": {"model": str(out)}, "name": model.name, "side": "left",
+                                 "sha256": model.sha256, "format": "mano_pkl"}
+        with np.load(out, allow_pickle=False) as z:
+            np.testing.assert_array_equal(z["shapedirs"], model.shapedirs)  # the left-hand fix applied
+            np.testing.assert_array_equal(z["v_template"], model.v_template)
+            assert str(z["side"]) == "left" and str(z["source_sha256"]) == model.sha256
+        again = load_hand_model(out, side="left")
+        np.testing.assert_array_equal(again.J_regressor, model.J_regressor)
+        engine.send({"id": "y", "cmd": "export_model", "args": {"source": str(tmp_path), "side": "right",
+                                                                "output": str(tmp_path / "right.npz")}})
+        msg = engine.next(rid="y", timeout=120)
+        assert msg["type"] == "error" and msg["code"] == "bad_model_file" and "MANO_RIGHT.pkl" in msg["message"]
+        assert not (tmp_path / "right.npz").exists()
+    finally:
+        engine.close()

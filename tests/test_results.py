@@ -22,7 +22,8 @@ def test_round_trip_loads_without_pickle(tmp_path):
         for k in z.files:
             assert z[k].dtype != object
         assert z["source"].dtype.kind == "U" and z["hand_side"].dtype.kind == "U"
-        assert int(z["format_version"]) == 1
+        assert int(z["format_version"]) == 2
+        assert z["hand_model"].shape == (2,) and z["hand_model_sha256"].shape == (2,)
     r = results.read_result(p)
     assert results.validate_result(r) == (2, 5)
     np.testing.assert_array_equal(r["valid"], d["valid"])
@@ -51,9 +52,25 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["r.npz"]  # no temp file left
 
 
+def test_format_1_files_are_read_as_format_2(tmp_path):
+    """Format 1 held one hand_model entry (track 0's): tracks of track 0's side keep its sha256, a track
+    of the other side gets none (re-tailor then needs to be told the model)."""
+    d = fake_result(T=2, N=5)
+    d.update(format_version=np.asarray(1), hand_model=np.asarray("/models/MANO_RIGHT.pkl"),
+             hand_model_sha256=np.asarray("ab" * 32))
+    np.savez(tmp_path / "v1.npz", **d)
+    r = results.read_result(tmp_path / "v1.npz")
+    assert int(r["format_version"]) == 2
+    assert r["hand_model"].tolist() == ["/models/MANO_RIGHT.pkl"] * 2
+    assert r["hand_model_sha256"].tolist() == ["ab" * 32, ""]
+    results.write_result(tmp_path / "v2.npz", r)  # and written back as format 2
+    with np.load(tmp_path / "v2.npz") as z:
+        assert int(z["format_version"]) == 2 and z["hand_model"].shape == (2,)
+
+
 def test_readers_refuse_newer_versions(tmp_path):
     d = fake_result()
-    d["format_version"] = np.asarray(2)
+    d["format_version"] = np.asarray(results.FORMAT_VERSION + 1)
     np.savez(tmp_path / "new.npz", **d)
     with pytest.raises(InputError, match="newer than this engine"):
         results.read_result(tmp_path / "new.npz")

@@ -93,3 +93,101 @@ def test_bad_requests(case, tmp_path, capsys):
     assert not (tmp_path / "x.npz").exists()
     with pytest.raises(InputError, match="MANO joints"):
         retailor.joint_mask(["wrist", "pinky9"])
+
+
+# ------------------------------------------------------------------------ the capture's hand model, per track
+
+
+def test_a_model_no_one_has_exits_2_naming_the_mismatch_and_writes_nothing(case, tmp_path):
+    import subprocess
+    import sys
+
+    d, r, e, code, out = case
+    bad = results.read_result(d / "result.npz")
+    bad["hand_model_sha256"] = np.asarray(["f" * 64])
+    rp = results.write_result(tmp_path / "other model.npz", bad)
+    target = tmp_path / "new.npz"
+    proc = subprocess.run([sys.executable, "-m", "engine", "retailor", str(rp), "--edits", str(d / "edits.npz"),
+                           "-o", str(target), "--quiet"], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "[hand_model_mismatch]" in proc.stderr and "ffffffffffff" in proc.stderr
+    assert str(r["hand_model"][0]) in proc.stderr  # names what it looked at
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other model.npz"]
+
+
+def test_format_1_other_side_uses_the_shipped_model_only_when_track_0_did(mano_case):
+    from engine.errors import HandModelMismatch
+    from engine.hand_model import default_model_path, load_hand_model
+
+    right, left = load_hand_model(None, "right"), load_hand_model(None, "left")
+    r = {"hand_side": np.asarray(["right", "left"]), "hand_model": np.asarray([str(right.path)] * 2),
+         "hand_model_sha256": np.asarray([right.sha256, ""])}
+    assert [m.sha256 for m in retailor.track_models(r)] == [right.sha256, left.sha256]
+    d, mano, _, _ = mano_case
+    r.update(hand_model=np.asarray([str(mano.path)] * 2), hand_model_sha256=np.asarray([mano.sha256, ""]))
+    with pytest.raises(HandModelMismatch, match="does not record the hand model of track 1"):
+        retailor.track_models(r)
+    models = retailor.track_models(r, hand_model=str(default_model_path("left").parent))
+    assert [m.sha256 for m in models] == [mano.sha256, left.sha256]
+
+
+@pytest.fixture(scope="module")
+def mano_case(tmp_path_factory):
+    """A MANO-format (official-layout pickle) capture result, its edits and the model folder."""
+    from engine.hand_model import load_hand_model
+    from test_hand_model_loading import official_mano_pickle
+
+    d = tmp_path_factory.mktemp("mano")
+    (d / "mano").mkdir()
+    blob, _ = official_mano_pickle(seed=7)
+    (d / "mano" / "MANO_RIGHT.pkl").write_bytes(blob)
+    model = load_hand_model(d / "mano", side="right")
+    r = model_result(model=model)
+    rp = results.write_result(d / "mano take.npz", r)
+    ep = results.write_edits(d / "edits.npz", results.empty_edits(r), r)
+    return d, model, rp, ep
+
+
+def test_mano_capture_is_retailored_with_mano_through_the_protocol(mano_case):
+    import json
+    import subprocess
+    import sys
+
+    from engine.hand_model import load_hand_model
+
+    d, model, rp, ep = mano_case
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, bufsize=1)
+
+    def ask(rid, args):
+        proc.stdin.write(json.dumps({"id": rid, "cmd": "retailor", "args": args}) + "\n")
+        proc.stdin.flush()
+        while True:
+            msg = json.loads(proc.stdout.readline())
+            if msg["type"] != "progress":
+                return msg
+
+    try:
+        out = d / "refit.npz"
+        msg = ask("r", {"result": str(rp), "edits": str(ep), "output": str(out)})
+        assert msg["type"] == "result", msg
+        new = results.read_result(out)
+        assert new["hand_model"].tolist() == [model.path] and new["hand_model_sha256"].tolist() == [model.sha256]
+        valid = new["valid"][0]
+        args = (new["theta"][0, valid], new["beta"][0, valid], new["root"][0, valid], new["hand_scale"][0, valid])
+        np.testing.assert_allclose(new["joints_3d"][0, valid], retailor.pose_joints(model, *args), atol=2e-4)
+        open_hand = retailor.pose_joints(load_hand_model(None, "right"), *args)
+        assert np.abs(new["joints_3d"][0, valid] - open_hand).max() > 0.01  # not the open model's joints
+        # the model folder moved: found again only where the protocol's hand_model points
+        moved = d / "moved"
+        (d / "mano").rename(moved)
+        out2 = d / "refit2.npz"
+        msg = ask("m", {"result": str(rp), "edits": str(ep), "output": str(out2)})
+        assert msg["type"] == "error" and msg["code"] == "hand_model_mismatch", msg
+        assert not out2.exists()
+        msg = ask("h", {"result": str(rp), "edits": str(ep), "output": str(out2), "hand_model": str(moved)})
+        assert msg["type"] == "result", msg
+        assert results.read_result(out2)["hand_model"].tolist() == [str(moved / "MANO_RIGHT.pkl")]
+    finally:
+        proc.kill()
+        proc.wait(5)

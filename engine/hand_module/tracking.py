@@ -236,8 +236,12 @@ class HandTracker:
         if self.hourglass is not None:
             return self._hourglass_observation(track, side, side_score, res, roi, frame)
         uvd = res["uvd"].astype(np.float32)
+        # MediaPipe's pixels are x_norm * W (pixel centres at +0.5); the engine's are OpenCV's (centres at
+        # integers, DESIGN.md): u = x_norm * W - 0.5. Measured: a mirrored image's keypoints came back 1.0 px
+        # off before (scripts/experiments/measure_flip_bias.py). The ROIs stay in MediaPipe's convention.
+        uvd[:, :2] -= 0.5
         h, w = frame.shape[:2]
-        inside = (uvd[:, 0] >= 0) & (uvd[:, 0] < w) & (uvd[:, 1] >= 0) & (uvd[:, 1] < h)
+        inside = (uvd[:, 0] >= -0.5) & (uvd[:, 0] < w - 0.5) & (uvd[:, 1] >= -0.5) & (uvd[:, 1] < h - 0.5)
         conf = (res["presence"] * np.where(inside, 1.0, 0.5)).astype(np.float32)
         return HandObservation(track.track_id, side, side_score, res["presence"], uvd, conf,
                                res["world"].astype(np.float32), roi, res["left"])

@@ -13,7 +13,7 @@ import tempfile
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: hand_model / hand_model_sha256 per track (1: one entry, track 0's)
 NUM_JOINTS = 16
 NUM_BETAS = 10
 
@@ -47,8 +47,8 @@ class CaptureResult:
     camera_model: str
     K: np.ndarray  # (3, 3)
     distortion: np.ndarray  # (5,)
-    hand_model: str
-    hand_model_sha256: str
+    hand_model: tuple[str, ...]  # (T,) the model file each track was fitted with ("" : not recorded)
+    hand_model_sha256: tuple[str, ...]  # (T,) its content's sha256 ("" : not recorded)
     hand_side: tuple[str, ...]  # (T,)
     valid: np.ndarray  # (T, N) bool
     theta: np.ndarray  # (T, N, 16, 4)
@@ -72,6 +72,23 @@ def _str(arr) -> str:
     return str(np.asarray(arr).reshape(()).item())
 
 
+def _per_track_models(data, sides: tuple[str, ...], path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(hand_model, hand_model_sha256) per track. Format 1 held track 0's entry only: a track of the other
+    side gets no file (a folder entry still serves both sides) and no sha256."""
+    names = np.asarray(data["hand_model"]) if "hand_model" in data.files else np.asarray("")
+    shas = np.asarray(data["hand_model_sha256"]) if "hand_model_sha256" in data.files else np.asarray("")
+    if names.ndim == 0:
+        entry, sha = _str(names), _str(shas)
+        folder = bool(entry) and pathlib.Path(entry).is_dir()
+        first = sides[0] if sides else ""
+        return (tuple(entry if (s == first or folder) else "" for s in sides),
+                tuple(sha if s == first else "" for s in sides))
+    names, shas = tuple(str(x) for x in names.reshape(-1)), tuple(str(x) for x in shas.reshape(-1))
+    if len(names) != len(sides) or len(shas) != len(sides):
+        raise ResultFileError(f"{path}: hand_model and hand_model_sha256 must hold one entry per track ({len(sides)})")
+    return names, shas
+
+
 def _need(data, key: str, path) -> np.ndarray:
     if key not in data.files:
         raise ResultFileError(f"{path}: field {key!r} is missing; this is not a HandTailor capture result")
@@ -86,7 +103,7 @@ def _shape(name: str, arr: np.ndarray, shape: tuple, path) -> np.ndarray:
 
 
 def read_result(path) -> CaptureResult:
-    """Loads and checks a capture result `.npz` (format_version <= 1); raises ResultFileError."""
+    """Loads and checks a capture result `.npz` (format_version <= 2); raises ResultFileError."""
     path = os.fspath(path)
     try:
         data = np.load(path, allow_pickle=False)
@@ -108,6 +125,7 @@ def read_result(path) -> CaptureResult:
         sides = tuple(str(s) for s in np.asarray(_need(data, "hand_side", path)).reshape(-1))
         if len(sides) != T or any(s not in ("left", "right") for s in sides):
             raise ResultFileError(f"{path}: hand_side {sides} must hold 'left'/'right' for each of {T} tracks")
+        models = _per_track_models(data, sides, path)
         size = np.asarray(_need(data, "image_size", path)).reshape(-1)
         if size.shape != (2,):
             raise ResultFileError(f"{path}: image_size must be (width, height)")
@@ -121,8 +139,8 @@ def read_result(path) -> CaptureResult:
             K=_shape("K", np.asarray(_need(data, "K", path), np.float64), (3, 3), path),
             distortion=np.asarray(data["distortion"], np.float64).reshape(-1) if "distortion" in data.files
             else np.zeros(5),
-            hand_model=_str(data["hand_model"]) if "hand_model" in data.files else "",
-            hand_model_sha256=_str(data["hand_model_sha256"]) if "hand_model_sha256" in data.files else "",
+            hand_model=models[0],
+            hand_model_sha256=models[1],
             hand_side=sides,
             valid=_shape("valid", np.asarray(_need(data, "valid", path), bool), (T, N), path),
             theta=theta,
@@ -222,33 +240,46 @@ class RigModel:
         return bool(np.any(self.posedirs != 0))
 
 
-def resolve_model_path(hand_model: str, side: str, fallback_dir: str | None = None) -> str:
-    """The model file for `side` given the result's `hand_model` entry: an `.npz` the add-on reads, or a
-    MANO `.pkl` (which the add-on has the engine convert, see capture.py).
+def resolve_model_path(hand_model: str, side: str, *fallbacks: str | None, sha256: str = "") -> str:
+    """The model file of a track: an `.npz` the add-on reads, or a MANO `.pkl` (which the add-on has the
+    engine convert, see capture.py).
 
-    `hand_model` may be a file (its sibling for the other side is used when the name says right/left), a
-    folder holding open_hand_{side}.npz or MANO_{SIDE}.pkl, or empty (the shipped model in `fallback_dir`)."""
+    `hand_model` is the track's entry in the result: a file (that track's model, used as it is), a folder
+    (holding open_hand_{side}.npz or MANO_{SIDE}.pkl) or empty. `fallbacks` (folders or files: the
+    preferences' model, the shipped model's folder) are tried next, in order. With `sha256` (the result's
+    record) only a file with that content is taken."""
     candidates = []
-    if hand_model:
-        p = pathlib.Path(hand_model)
+    for entry in (hand_model, *fallbacks):
+        if not entry:
+            continue
+        p = pathlib.Path(entry)
         if p.is_dir():
             candidates += [p / f"open_hand_{side}.npz", p / f"MANO_{side.upper()}.npz", p / f"MANO_{side.upper()}.pkl"]
         else:
-            other = "left" if side == "right" else "right"
-            name = p.name
-            if other in name:
-                candidates.append(p.with_name(name.replace(other, side)))
-            if other.upper() in name:
-                candidates.append(p.with_name(name.replace(other.upper(), side.upper())))
             candidates.append(p)
-    if fallback_dir:
-        candidates.append(pathlib.Path(fallback_dir) / f"open_hand_{side}.npz")
+    other = []
     for c in candidates:
         if c.suffix in (".npz", ".pkl") and c.is_file():
-            return str(c)
+            if not sha256 or _file_sha256(c) == sha256:
+                return str(c)
+            other.append(str(c))
+    if other:
+        raise ResultFileError(
+            f"the {side} hand was captured with a hand model of sha256 {sha256[:12]}... ({hand_model or 'unnamed'}); "
+            f"{', '.join(other)} holds another model. Point the HandTailor preferences at the model the capture used")
     raise ResultFileError(
         f"no {side} hand model file found (tried: {', '.join(str(c) for c in candidates) or 'nothing'}); "
         "set the hand model in the HandTailor preferences")
+
+
+def _file_sha256(path: pathlib.Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_model(path, side: str | None = None) -> RigModel:

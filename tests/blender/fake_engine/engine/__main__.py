@@ -6,7 +6,7 @@ import os
 import shutil
 import signal
 import sys
-import time
+import threading
 
 import numpy as np
 
@@ -37,7 +37,7 @@ def retailor(args):
 
 def main():
     if MODE == "silent_start":
-        time.sleep(3600)
+        threading.Event().wait()  # never says hello: the client gives up and kills it
     print("fake engine up", file=sys.stderr, flush=True)
     for line in sys.stdin:
         req = json.loads(line)
@@ -45,7 +45,7 @@ def main():
         if cmd == "hello":
             send({"id": rid, "type": "result", "result": {"protocol": 1, "engine_version": "fake", "python":
                   sys.version.split()[0], "versions": {"numpy": np.__version__},
-                  "capabilities": ["capture", "retailor", "cancel", "shutdown"]}})
+                  "capabilities": ["capture", "retailor", "export_model", "cancel", "shutdown"]}})
         elif cmd == "shutdown":
             send({"id": rid, "type": "result", "result": {}})
             return 0
@@ -58,8 +58,7 @@ def main():
                     print("fake engine: about to be killed", file=sys.stderr, flush=True)
                     os.kill(os.getpid(), signal.SIGKILL)
                 if MODE == "hang" and i == 1:
-                    time.sleep(3600)
-                time.sleep(0.02)
+                    threading.Event().wait()  # alive but silent until killed
             if MODE == "error":
                 send({"id": rid, "type": "error", "code": "no_hand", "message": "no hand found in the footage"})
                 continue

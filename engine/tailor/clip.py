@@ -1,0 +1,191 @@
+"""Fitting a whole clip: the tailor over a track's timeline, in overlapping windows of consecutive frames.
+
+    a track's observed frames (positions on the clip's timeline) and the hand module's initialization
+      -> `fit_timeline`: laid on the track's span of frames (unobserved frames are invalid rows, never made
+         up), the hand's depth smoothed over time when the temporal term is on (`DEPTH_SIGMA`)
+      -> `fit_clip`: `tailor.fit` on windows of at most `FIT_CHUNK` frames overlapping by `FIT_OVERLAP`
+         (`clip_windows`), so the temporal term sees across each seam while memory and compile size stay
+         fixed; each frame is kept from exactly one window
+      -> per-frame arrays on the clip's N frames, NaN where a frame has no fit
+
+One pad policy: a window goes to `tailor.fit` as it is; `fit` pads its batch to `bucket_size` (a few fixed
+sizes, one compiled executable each) with invalid frames that the temporal term never couples.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import time
+from typing import Callable
+
+import numpy as np
+
+from engine.errors import Cancelled
+
+log = logging.getLogger("engine.tailor.clip")
+
+FIT_CHUNK = 64  # frames per tailor call
+FIT_OVERLAP = 4  # frames shared between neighbouring windows (the temporal term sees across the seam)
+DEPTH_SIGMA = 2.0  # frames: Gaussian smoothing of the hand's depth when the temporal term is on
+FIT_KEYS = ("theta", "beta", "root", "hand_scale", "projection_scale", "joints_3d")
+
+
+def clip_windows(n: int, chunk: int = FIT_CHUNK, overlap: int = FIT_OVERLAP) -> list[tuple[int, int, int, int]]:
+    """Windows over n frames: (start, stop, keep_from, keep_to) with stop - start <= chunk.
+
+    Neighbouring windows share `overlap` frames; each frame is kept from exactly one window.
+    """
+    if n <= chunk:
+        return [(0, n, 0, n)]
+    out = []
+    keep_from = 0
+    while keep_from < n:
+        start = max(0, keep_from - overlap)
+        stop = min(n, start + chunk)
+        keep_to = n if stop == n else stop - overlap
+        out.append((start, stop, keep_from, keep_to))
+        keep_from = keep_to
+    return out
+
+
+def smooth_series(x: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
+    """Zero-phase Gaussian smoothing of x (L,) over runs of consecutive valid, finite frames (no lag; never
+    across a gap). Invalid entries come back unchanged."""
+    x = np.asarray(x, np.float64)
+    out = x.copy()
+    ok = np.asarray(valid, bool) & np.isfinite(x)
+    if sigma <= 0 or not ok.any():
+        return out
+    r = int(np.ceil(3 * sigma))
+    kernel = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], ok.astype(np.int8), [0]])))
+    for a, b in zip(edges[::2], edges[1::2]):
+        seg = x[a:b]
+        num = np.convolve(seg, kernel, mode="full")[r : r + len(seg)]
+        den = np.convolve(np.ones_like(seg), kernel, mode="full")[r : r + len(seg)]
+        out[a:b] = num / den
+    return out
+
+
+def enable_compilation_cache() -> None:
+    """Keeps the tailor's XLA executables on disk between runs (the first capture of a session otherwise
+    spends tens of seconds compiling on a small CPU). $JAX_COMPILATION_CACHE_DIR wins; else
+    $XDG_CACHE_HOME/handtailor/jax (~/.cache/handtailor/jax). Silently skipped where not possible."""
+    try:
+        import jax
+
+        if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
+            return
+        base = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
+        path = base / "handtailor" / "jax"
+        path.mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", str(path))
+    except Exception as exc:  # noqa: BLE001 - a cache is an optimization only
+        log.debug("no JAX compilation cache: %s", exc)
+
+
+def fit_clip(model, arrays: dict, K: np.ndarray, config, locks: dict | None = None, *,
+             should_stop: Callable[[], bool] = lambda: False, progress: Callable[[int, int], None] | None = None,
+             timer=None) -> dict[str, np.ndarray]:
+    """`tailor.fit` over a timeline of L consecutive frames, in overlapping windows (`clip_windows`).
+
+    arrays: theta (L,16,4), beta (L,10), root (L,3), hand_scale (L,), projection_scale (L,),
+    keypoints_2d (L,21,2), confidence (L,21), valid (L,) (invalid rows may hold NaN); locks: None or
+    lock_theta (L,16), lock_beta/lock_root/lock_hand_scale (L,). config: a `TailorConfig`. progress(done, L)
+    after each window; timer: an `engine.timing.StageTimer` ("tailor", one call per window). Returns float64
+    theta, beta, root, hand_scale, projection_scale, joints_3d (L, ...) and fitted (L,) bool; rows not
+    fitted hold the inputs (joints_3d: NaN).
+    """
+    from engine import tailor
+
+    enable_compilation_cache()
+    L = int(np.asarray(arrays["valid"]).shape[0])
+    out = {k: np.array(arrays[k], np.float64) for k in FIT_KEYS if k != "joints_3d"}
+    out["joints_3d"] = np.full((L, 21, 3), np.nan)
+    out["fitted"] = np.zeros(L, bool)
+    valid = np.asarray(arrays["valid"], bool)
+    for start, stop, keep_from, keep_to in clip_windows(L):
+        if should_stop():
+            raise Cancelled("cancelled")
+        if not valid[start:stop].any():
+            continue
+        c = {k: np.asarray(v)[start:stop] for k, v in arrays.items()}
+        lk = None if locks is None else {k: np.asarray(v)[start:stop] for k, v in locks.items()}
+        t0 = time.perf_counter()
+        fit = tailor.fit(model, c["theta"], c["beta"], c["root"], c["keypoints_2d"], c["confidence"], c["valid"],
+                         K, lk, config, hand_scale0=c["hand_scale"], projection_scale0=c["projection_scale"])
+        if timer is not None:
+            timer.add("tailor", time.perf_counter() - t0, call=True)
+        a, b = keep_from - start, keep_to - start
+        fitted = np.asarray(fit["fitted"], bool)[a:b] & valid[keep_from:keep_to]
+        rows = np.arange(keep_from, keep_to)[fitted]
+        for key in FIT_KEYS:
+            if fit.get(key) is not None:
+                out[key][rows] = np.asarray(fit[key], np.float64)[a:b][fitted]
+        out["fitted"][rows] = True
+        if progress is not None:
+            progress(keep_to, L)
+    return out
+
+
+def fit_timeline(model, positions: np.ndarray, n_frames: int, init: dict, keypoints_2d: np.ndarray,
+                 confidence: np.ndarray, K: np.ndarray, config, *, name: str = "hand",
+                 should_stop: Callable[[], bool] = lambda: False, progress: Callable[[int, int], None] | None = None,
+                 timer=None) -> dict[str, np.ndarray]:
+    """Fits one track over the clip's timeline of n_frames; returns per-frame arrays (NaN where invalid).
+
+    positions (M,) increasing frame positions with an observation; init: the hand module's theta (M,16,4),
+    beta (M,10), root (M,3), hand_scale (M,), projection_scale (M,) (optional: ones / NaN);
+    keypoints_2d (M,21,2), confidence (M,21) the evidence. With `config.temporal_weight > 0` the depth the
+    tailor keeps (weak perspective: f / projection_scale; perspective: the lifted root's z) is smoothed
+    over time first (zero phase, no lag); the per-frame size then goes to hand_scale. Returns theta, beta,
+    root, hand_scale, projection_scale, joints_3d (n_frames, ...), keypoints_2d, confidence and valid.
+    """
+    pos = np.asarray(positions, np.int64)
+    M = len(pos)
+    first = int(pos[0])
+    L = int(pos[-1]) - first + 1
+    rel = pos - first
+    valid_line = np.zeros(L, bool)
+    valid_line[rel] = True
+
+    def line(a, fill=np.nan):
+        a = np.asarray(a, np.float64)
+        out = np.full((L,) + a.shape[1:], fill, np.float64)
+        out[rel] = a
+        return out
+
+    arrays = dict(theta=line(init["theta"]), beta=line(init["beta"]), root=line(init["root"]),
+                  hand_scale=line(init.get("hand_scale", np.ones(M))),
+                  projection_scale=line(init.get("projection_scale", np.full(M, np.nan))),
+                  keypoints_2d=line(keypoints_2d), confidence=line(confidence, 0.0), valid=valid_line)
+    if float(config.temporal_weight) > 0 and DEPTH_SIGMA > 0:
+        if config.camera_model == "weak_perspective":
+            arrays["projection_scale"] = np.exp(smooth_series(np.log(arrays["projection_scale"]), valid_line, DEPTH_SIGMA))
+        else:
+            arrays["root"][:, 2] = np.exp(smooth_series(np.log(arrays["root"][:, 2]), valid_line, DEPTH_SIGMA))
+    fit = fit_clip(model, arrays, K, config, None, should_stop=should_stop, progress=progress, timer=timer)
+    out = {k: np.full((n_frames,) + fit[k].shape[1:], np.nan) for k in FIT_KEYS}
+    out["keypoints_2d"] = np.full((n_frames, 21, 2), np.nan)
+    out["confidence"] = np.zeros((n_frames, 21))
+    out["valid"] = np.zeros(n_frames, bool)
+    fitted = fit["fitted"] & valid_line
+    tl = np.flatnonzero(fitted) + first  # positions on the clip's timeline
+    for key in FIT_KEYS:
+        if key != "projection_scale" or config.camera_model == "weak_perspective":
+            out[key][tl] = fit[key][fitted]
+    out["valid"][tl] = True
+    out["keypoints_2d"][pos] = keypoints_2d
+    out["confidence"][pos] = confidence
+    bad = out["valid"] & ~(np.isfinite(out["theta"]).all(axis=(1, 2)) & np.isfinite(out["joints_3d"]).all(axis=(1, 2)))
+    if bad.any():
+        log.warning("%d frame(s) of the %s have no finite fit: marked invalid", int(bad.sum()), name)
+    lost = valid_line.sum() - out["valid"].sum()
+    if lost > 0:
+        log.warning("%d observed frame(s) of the %s could not be fitted: marked invalid", int(lost), name)
+    out["valid"] &= ~bad
+    for key in FIT_KEYS:
+        out[key][~out["valid"]] = np.nan
+    return out
