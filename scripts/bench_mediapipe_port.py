@@ -73,8 +73,7 @@ def torch_fn(net, batch: int, compiled: bool = False):
 
 
 def openvino_fn(name: str, threads: int, precision: str):
-    import openvino as ov
-
+    ov = runtimes.import_openvino()
     core = ov.Core()
     compiled = core.compile_model(core.read_model(str(runtimes.MODEL_DIR / name)), "CPU", {
         "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": False})

@@ -184,3 +184,22 @@ def test_asl_clip_matches_mediapipes_published_output(shared_dir):
     err = np.array([np.linalg.norm(out[i][0].keypoints_uvd[:, :2] + 0.5 - ref[i], axis=-1) for i in found])
     assert np.median(err) <= 3.0, np.median(err)
     assert np.median(err) < 1.0  # measured 0.1-0.3 px: MediaPipe's own networks, run by OpenVINO
+
+
+def test_openvino_sends_no_telemetry():
+    """openvino's import would send a usage event (from a forked process) unless the user opted out: the
+    engine loads it with its telemetry stub instead. A fresh process, so that openvino is imported here."""
+    import subprocess
+    import sys
+
+    code = ("import multiprocessing.popen_fork as pf, sys\n"
+            "forks = []\n"
+            "pf.Popen._launch = lambda self, p: forks.append(p)\n"
+            "import numpy as np\n"
+            "from engine.hand_module import runtimes\n"
+            "runtimes.load_networks('openvino').palm(np.zeros((1, 192, 192, 3), np.uint8))\n"
+            "import openvino.tools.ovc.telemetry_utils as tu\n"
+            "print(len(forks), tu.tm.__name__, sys.modules.get('openvino_telemetry'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "openvino.tools.ovc.telemetry_stub", "None"]

@@ -96,6 +96,20 @@ class HandNetworks:
         raise NotImplementedError
 
 
+def import_openvino():
+    """`import openvino`, with its usage telemetry off: openvino's import (its bundled model converter)
+    otherwise sends an event to Google Analytics unless the user opted out, from a process it forks, and
+    forking a multithreaded process can deadlock it. openvino falls back to its own no-op stub when the
+    `openvino_telemetry` package cannot be imported, so this process never imports it."""
+    import sys
+
+    if "openvino" not in sys.modules and "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # makes `import openvino_telemetry` raise ImportError
+    import openvino
+
+    return openvino
+
+
 def load_networks(runtime: str | None = None, device: str = "cpu", *, threads: int = 1, streams: int = 1,
                   batch_size: int = 8) -> HandNetworks:
     """Both networks on `runtime` (None: the default for `device`), callable from `streams` threads at once,
@@ -160,7 +174,7 @@ class OpenVinoNetworks(HandNetworks):
     runtime = "openvino"
 
     def __init__(self, threads: int = 1, streams: int = 1):
-        import openvino as ov
+        ov = import_openvino()
         from openvino.preprocess import PrePostProcessor
 
         self._core = ov.Core()
