@@ -166,7 +166,22 @@ class TorchNetworks(HandNetworks):
         return PalmArrays(reg, logits)
 
 
-class OpenVinoNetworks(HandNetworks):
+class TfliteFileNetworks(HandNetworks):
+    """A runtime of the .tflite files: `_run(key, images)` -> {TFLite output name: (B, ...) array}."""
+
+    def _run(self, key: str, images: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def landmarks(self, crops: np.ndarray) -> LandmarkArrays:
+        o = self._run("landmarks", crops)
+        return _split_landmarks(o["Identity"], o["Identity_1"], o["Identity_2"], o["Identity_3"])
+
+    def palm(self, images: np.ndarray) -> PalmArrays:
+        o = self._run("palm", images)
+        return PalmArrays(o["Identity"].astype(np.float32), o["Identity_1"][..., 0].astype(np.float32))
+
+
+class OpenVinoNetworks(TfliteFileNetworks):
     """Each calling thread gets a compiled copy of its own (single stream): a sync inference then runs in
     the caller's thread, with the GIL released, instead of being handed to a stream's worker thread (two
     thread wake-ups per crop, which cost more than the crop on a loaded machine)."""
@@ -214,16 +229,8 @@ class OpenVinoNetworks(HandNetworks):
                 out[n].append(req.get_output_tensor(i).data.copy())
         return {n: np.concatenate(v) for n, v in out.items()}
 
-    def landmarks(self, crops: np.ndarray) -> LandmarkArrays:
-        o = self._run("landmarks", crops)
-        return _split_landmarks(o["Identity"], o["Identity_1"], o["Identity_2"], o["Identity_3"])
 
-    def palm(self, images: np.ndarray) -> PalmArrays:
-        o = self._run("palm", images)
-        return PalmArrays(o["Identity"].astype(np.float32), o["Identity_1"][..., 0].astype(np.float32))
-
-
-class LiteRtNetworks(HandNetworks):
+class LiteRtNetworks(TfliteFileNetworks):
     runtime = "litert"
 
     def __init__(self, threads: int = 1):
@@ -253,14 +260,6 @@ class LiteRtNetworks(HandNetworks):
             for n, i in outs.items():
                 res[n].append(it.get_tensor(i).copy())
         return {n: np.concatenate(v) for n, v in res.items()}
-
-    def landmarks(self, crops: np.ndarray) -> LandmarkArrays:
-        o = self._run("landmarks", crops)
-        return _split_landmarks(o["Identity"], o["Identity_1"], o["Identity_2"], o["Identity_3"])
-
-    def palm(self, images: np.ndarray) -> PalmArrays:
-        o = self._run("palm", images)
-        return PalmArrays(o["Identity"].astype(np.float32), o["Identity_1"][..., 0].astype(np.float32))
 
 
 def _model_file(path):
