@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import pathlib
 import sys
 import time
@@ -69,6 +70,8 @@ class CaptureOptions:
     backbone: str = "mediapipe"  # keypoint network: "mediapipe" | "hourglass" (engine.hand_module.tracking)
     hourglass_weights: str | None = None  # hourglass.safetensors (needed by backbone "hourglass")
     fps: float | None = None  # frame rate of footage without one (image folders); None: video.DEFAULT_FPS
+    runtime: str | None = None  # network runtime (engine.hand_module.runtimes; None: the fastest for the device)
+    workers: int | None = None  # concurrent tracking segments (None: one per core, at most 2)
 
     def __post_init__(self):
         self.iterations = DEFAULT_ITERATIONS if self.iterations is None else int(self.iterations)
@@ -100,6 +103,12 @@ class CaptureOptions:
         from engine.hand_module.tracking import check_backbone
 
         check_backbone(self.backbone, self.hourglass_weights)  # before any footage is read
+        from engine.hand_module.runtimes import check_runtime
+
+        self.runtime = check_runtime(self.runtime, self.device)
+        self.workers = default_workers() if self.workers is None else int(self.workers)
+        if self.workers < 1:
+            raise InputError(f"workers must be >= 1 (got {self.workers}).")
 
     @classmethod
     def from_protocol(cls, args: dict) -> "CaptureOptions":
@@ -139,6 +148,11 @@ def check_hand_model(options: CaptureOptions):
             raise first from None
 
 
+def default_workers() -> int:
+    """Concurrent tracking segments: one per core, at most 2 (see engine.hand_module.segments)."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
 def make_tracker(options: CaptureOptions):
     import torch
 
@@ -150,7 +164,8 @@ def make_tracker(options: CaptureOptions):
     # the hourglass lifts with K (Eq. 5); MediaPipe ignores it
     K = None if options.intrinsics is None else camera.intrinsics_matrix(*options.intrinsics[:4])
     return HandTracker(max_hands=options.hands, mirrored=options.mirrored, device=options.device,
-                       backbone=options.backbone, hourglass_weights=options.hourglass_weights, K=K)
+                       backbone=options.backbone, hourglass_weights=options.hourglass_weights, K=K,
+                       runtime=options.runtime, workers=options.workers)
 
 
 def fit_init(arrays: dict, model, camera_model: str, K: np.ndarray, steady_shape: bool) -> dict:

@@ -83,6 +83,10 @@ def add_capture_options(p) -> None:
                    help="frame rate of footage that has none, e.g. a folder of images (default 24, Blender's "
                         "default scene rate); a video's own rate always wins")
     add_backbone_arguments(p)
+    p.add_argument("--runtime", choices=["openvino", "litert", "torch"], default=None,
+                   help="network runtime (default: openvino on CPU, torch on other devices)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="frames tracked as this many concurrent segments (default: one per core, at most 2)")
 
 
 def capture_options(args: argparse.Namespace):
@@ -96,5 +100,5 @@ def capture_options(args: argparse.Namespace):
         iterations=args.iterations, smoothing=args.smoothing, steady_shape=args.steady_shape,
         mirrored=args.mirrored, overlay=args.overlay, batch_size=args.batch_size,
         threads=None if args.threads == 0 else args.threads, backbone=args.backbone,
-        hourglass_weights=args.hourglass_weights, fps=args.fps,
+        hourglass_weights=args.hourglass_weights, fps=args.fps, runtime=args.runtime, workers=args.workers,
     )

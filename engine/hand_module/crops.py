@@ -117,6 +117,11 @@ def rotate_world(world: np.ndarray, angle: float) -> np.ndarray:
     return np.stack([c * w[..., 0] - s * w[..., 1], s * w[..., 0] + c * w[..., 1], w[..., 2]], axis=-1)
 
 
+def same_hand(a: Roi, b: Roi) -> bool:
+    """Loose ROI match that keeps a track id across a re-detection: centres within half a ROI size."""
+    return math.hypot(a.cx - b.cx, a.cy - b.cy) < 0.5 * max(a.size, b.size)
+
+
 def roi_iou(a: Roi, b: Roi) -> float:
     """IoU of the axis-aligned squares of two ROIs (rotation ignored, as MediaPipe's association)."""
     ha, hb = a.size / 2, b.size / 2
