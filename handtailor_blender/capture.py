@@ -51,13 +51,22 @@ class CaptureSettings:
     rotation_mode: str = "QUATERNION"  # or "XYZ" (Euler)
     side: str = "both"  # which hands to key: both, left, right
     start_frame: int = 1  # scene frame of footage frame 0 (a movie clip uses its own start frame)
+    fps: float | None = None  # frame rate for footage without one (image folders): the scene's (scene_fps)
 
     def engine_args(self) -> dict:
-        return dict(source=self.source, output=self.output, frame_start=self.frame_start,
+        args = dict(source=self.source, output=self.output, frame_start=self.frame_start,
                     frame_end=self.frame_end, stride=self.stride, hands=self.hands, intrinsics=self.intrinsics,
                     hand_model=self.hand_model, iterations=self.iterations, smoothing=self.smoothing,
                     steady_shape=self.steady_shape, mirrored=self.mirrored, overlay=self.overlay,
                     batch_size=self.batch_size)
+        if self.fps is not None:
+            args["fps"] = float(self.fps)
+        return args
+
+
+def scene_fps(scene) -> float:
+    """The scene's frame rate (fps / fps_base): what an image folder captured into it is timed at."""
+    return float(scene.render.fps) / float(scene.render.fps_base or 1.0)
 
 
 @dataclasses.dataclass
@@ -110,10 +119,10 @@ def start_engine(config: EngineConfig) -> EngineClient:
 
 def run_job(client: EngineClient, cmd: str, args: dict, config: EngineConfig, on_progress=None,
             timeout: float | None = None) -> dict:
-    """Synchronous: hello (once) then `cmd`; returns the result dict; EngineFailure otherwise."""
+    """Synchronous: hello (once, protocol checked) then `cmd`; returns the result dict; EngineFailure otherwise."""
     if not client.hello:
-        client.hello = client.request("hello", {}, hang_timeout=config.hello_timeout).wait(
-            timeout=config.hello_timeout + 5)
+        client.hello = engine_client.check_hello(client.request("hello", {}, hang_timeout=config.hello_timeout).wait(
+            timeout=config.hello_timeout + 5))
     return client.request(cmd, args, hang_timeout=config.hang_timeout).wait(timeout=timeout, on_progress=on_progress)
 
 
@@ -234,6 +243,8 @@ def capture(scene, settings: CaptureSettings, config: EngineConfig, *, clip=None
     """Synchronous capture (headless path): engine -> result file -> rig/keys/camera."""
     if not settings.output:
         settings.output = default_output(settings.source)
+    if settings.fps is None:
+        settings.fps = scene_fps(scene)
     pathlib.Path(settings.output).parent.mkdir(parents=True, exist_ok=True)
     client = start_engine(config)
     try:

@@ -14,7 +14,7 @@ import dataclasses
 import bpy
 import numpy as np
 
-from . import keys, reduce
+from . import actions, reduce
 
 
 @dataclasses.dataclass
@@ -44,7 +44,7 @@ def ensure_fcurve(curves, data_path: str, index: int, group: str):
     """The fcurve for (data_path, index), created (in `group`) when missing; its keys are cleared."""
     fc = curves.find(data_path, index=index)
     if fc is None:
-        fc = keys.new_fcurve(curves, data_path, index, group)
+        fc = actions.new_fcurve(curves, data_path, index, group)
     elif len(fc.keyframe_points):
         fc.keyframe_points.clear()
     return fc
@@ -136,5 +136,5 @@ def write_group(curves, data_path: str, group: str, frames: np.ndarray, values: 
 
 
 def count_keys(action) -> int:
-    curves = keys.fcurves_of(action)
+    curves = actions.fcurves_of(action)
     return sum(len(fc.keyframe_points) for fc in curves) if curves is not None else 0

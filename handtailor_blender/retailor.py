@@ -72,10 +72,11 @@ def _edits(arm, take: dict):
 
 
 def prepare_retailor(scene, arm, *, frame_range: tuple[int, int] | None = None, joints: list[str] | None = None,
-                     iterations: int = 20) -> RetailorPlan:
+                     iterations: int = 20, hand_model: str | None = None) -> RetailorPlan:
     """Collects the edited values of the rig's take (and its sibling hands from the same capture) into an
     EDITS.npz and the engine's retailor args. Locks accumulate over re-tailors: once edited, a value stays
-    locked."""
+    locked. `hand_model` (the preferences' model) is where the engine looks for the capture's hand model
+    when it is no longer at the path the result records (used only when its content matches)."""
     ad = arm.animation_data
     if not ad or not ad.action or not ad.action.get("ht_result"):
         raise ResultFileError(f"{arm.name} has no HandTailor take to re-tailor: capture first")
@@ -129,7 +130,7 @@ def prepare_retailor(scene, arm, *, frame_range: tuple[int, int] | None = None, 
                 lock_theta, lock_beta, lock_root, lock_scale)
     fs, fe = frame_range if frame_range else (None, None)
     args = dict(result=result_path, edits=edits_path, output=output_path, frame_start=fs, frame_end=fe,
-                joints=joints, iterations=iterations)
+                joints=joints, iterations=iterations, hand_model=hand_model)
     return RetailorPlan(result_path, edits_path, output_path, rigs, args, n_edited)
 
 
@@ -213,11 +214,12 @@ def apply_retailor(scene, plan: RetailorPlan, new_result_path: str) -> list:
 
 
 def retailor(scene, arm, config, *, frame_range=None, joints=None, iterations=20, on_progress=None,
-             timeout=None) -> list:
+             timeout=None, hand_model: str | None = None) -> list:
     """Synchronous re-tailor (headless path)."""
     from . import capture
 
-    plan = prepare_retailor(scene, arm, frame_range=frame_range, joints=joints, iterations=iterations)
+    plan = prepare_retailor(scene, arm, frame_range=frame_range, joints=joints, iterations=iterations,
+                            hand_model=hand_model)
     client = capture.start_engine(config)
     try:
         res = capture.run_job(client, "retailor", plan.args, config, on_progress=on_progress, timeout=timeout)

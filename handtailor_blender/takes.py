@@ -16,6 +16,7 @@ import pathlib
 import bpy
 import numpy as np
 
+from . import actions, rig
 from .io.results import write_npz_atomic
 
 PATH_PROPS = ("ht_take_file", "ht_result")
@@ -159,8 +160,6 @@ def _swap(a, b) -> None:
 def restore_backup(arm) -> bool:
     """Makes the rig's backup take active again and keeps the replaced keys as the backup (restoring twice
     gives the keys back); False when there is none."""
-    from . import keys, rig
-
     name = arm.get("ht_last_backup")
     b_obj = bpy.data.actions.get(name) if name else None
     if b_obj is None or arm.animation_data is None or arm.animation_data.action is None:
@@ -174,10 +173,10 @@ def restore_backup(arm) -> bool:
     _swap(cur_key, b_key)
     b_obj["ht_shape_action"], cur_obj["ht_shape_action"] = b_key.name, cur_key.name
     arm["ht_last_backup"] = cur_obj.name
-    keys.assign_action(arm, b_obj)
+    actions.assign_action(arm, b_obj)
     mesh = rig.find_mesh(arm)
     if mesh is not None and mesh.data.shape_keys is not None:
-        keys.assign_action(mesh.data.shape_keys, b_key)
+        actions.assign_action(mesh.data.shape_keys, b_key)
     return True
 
 
