@@ -189,6 +189,12 @@ def test_independent_character_headless(blank, tmp_path, open_right):
     take_blend, frames, take_curl = _saved_take(tmp_path, open_right)
     bpy.ops.wm.read_factory_settings(use_empty=True)
     char = independent_character.build("Hero")
+    _, mapping = bone_maps.detect([b.name for b in char.data.bones], "right")
+    for j, nxt in anatomy.NEXT.items():  # a real skeleton: every bone points at the next joint
+        bone = char.data.bones[mapping[j]]
+        to_next = np.array(char.data.bones[mapping[nxt]].head_local - bone.head_local)
+        assert np.array(bone.matrix_local)[:3, 1] @ to_next / np.linalg.norm(to_next) > 0.9999, bone.name
+    assert np.median(_roll_offsets(char, mapping, "right")) > 20
     forearm = char.pose.bones["mixamorig:RightForeArm"]  # the body's own animation, which must stay
     forearm.rotation_quaternion = (0.9, 0.0, 0.3, 0.1)
     forearm.keyframe_insert("rotation_quaternion", frame=10)
