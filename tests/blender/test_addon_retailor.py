@@ -136,4 +136,5 @@ def test_retailor_of_a_reduced_take(fake_engine, tmp_path, models_dir):
     assert v[f == edit_frame].tolist() == [np.float32(0.3)]
     new = bpy.data.actions[act]
     assert new["ht_keys_after"] < new["ht_keys_before"] / 2
+    assert new["ht_max_error_deg"] <= 0.5 and new["ht_max_error_mm"] <= 0.5  # Blender's curves, sampled
     assert [a.name for a in bpy.data.actions if a.get("ht_backup_of") == act] == [act + "_backup"]

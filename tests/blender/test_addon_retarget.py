@@ -152,13 +152,14 @@ def test_rigify_generated_rig(rigify_blend, tmp_path, open_right):
     assert (med <= 10).all(), med
 
 
-def _retarget_headless(take_blend, char_blend, out, take_curl, frames, char_name, tips=True):
+def _retarget_headless(take_blend, char_blend, out, take_curl, frames, char_name, tips=True, extra=()):
     """`retarget --preset auto --json` of a saved take onto a saved character: (report, then `_agreement`'s
     flexion correlation, median difference and signed flexion correlation), the character read from OUT."""
     digest = hashlib.sha256(char_blend.read_bytes()).hexdigest()
     proc = subprocess.run([sys.executable, "-m", "handtailor_blender", "retarget", str(take_blend), "--character",
                            str(char_blend), "--preset", "auto", "--tolerance-deg", "0.5", "--out", str(out),
-                           "--json"], cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+                           "--json", *extra], cwd=REPO, env=dict(os.environ), capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert set(report) == {"preset", "mapped", "unmapped", "frames", "keys_before", "keys_after", "max_error_deg"}
@@ -169,6 +170,12 @@ def _retarget_headless(take_blend, char_blend, out, take_curl, frames, char_name
     tip_of = {j: mapping[j][:-1] + "4" for j in (3, 6, 9, 12, 15)} if tips else None
     log.info("%s: %s", char_name, {k: v for k, v in report.items() if k != "mapped"} | {"mapped": len(report["mapped"])})
     return (report, *_agreement(take_curl, char, mapping, tip_of, frames))
+
+
+def _world_bones(arm, names, frame):
+    """(len(names), 4, 4) world matrices of pose bones at a frame."""
+    bpy.context.scene.frame_set(frame)
+    return np.stack([np.array(arm.matrix_world @ arm.pose.bones[n].matrix) for n in names])
 
 
 def _saved_take(tmp_path, model):
@@ -204,9 +211,11 @@ def test_independent_character_headless(blank, tmp_path, open_right):
     char_blend = tmp_path / "char.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(char_blend))
     before = helpers.snapshot_keys()
+    fbx = tmp_path / "hero.fbx"
     report, corr, med, signed = _retarget_headless(take_blend, char_blend, tmp_path / "out.blend", take_curl, frames,
-                                                  "Hero")
+                                                  "Hero", extra=("--fbx", str(fbx)))
     assert report["preset"] == "mixamo" and len(report["mapped"]) >= 15 and report["frames"] == len(frames)
+    assert "wrist.R" not in report["mapped"]  # fingers only by default
     assert report["keys_after"] < report["keys_before"] and report["max_error_deg"] <= 0.5
     assert (corr >= 0.9).all() and (signed >= 0.9).all() and (med <= 10).all(), (corr, signed, med)
     after = helpers.snapshot_keys()
@@ -216,6 +225,17 @@ def test_independent_character_headless(blank, tmp_path, open_right):
     ix = (act, 'pose.bones["mixamorig:RightHandIndex2"].rotation_quaternion', 0)
     assert 200.0 in after[ix][0::2] and after[ix][0::2].max() == 200.0  # the key outside the take stays
     assert not any("LeftHand" in k[1] for k in after if k not in before)  # the other hand is not keyed
+    assert not any(k[1].startswith('pose.bones["mixamorig:RightHand"]') for k in after)  # nor the wrist
+    # --fbx: Blender's default import (animation offset 1) shows every frame's pose on its own frame
+    hero = bpy.data.objects["Hero"]
+    names = [f"mixamorig:RightHand{f}{k}" for f in ("Index", "Thumb", "Pinky") for k in (1, 3)]
+    shots = [int(frames[0]), int(frames[len(frames) // 2]), int(frames[-1])]
+    want = {f: _world_bones(hero, names, f) for f in shots}
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.import_scene.fbx(filepath=str(fbx))
+    [imported] = [o for o in bpy.context.scene.objects if o.type == "ARMATURE"]
+    for f in shots:
+        assert np.abs(_world_bones(imported, names, f) - want[f]).max() < 1e-4, f
 
 
 def test_metarig_character_headless(rigify_blend, tmp_path, open_right):
@@ -281,6 +301,10 @@ def test_user_mapping_round_trip(addon, tmp_path, open_right, monkeypatch):
     assert "15 bones" in ht.status
     name, templates = bone_maps.load_mapping(tmp_path / "presets" / "studio.json")
     assert bone_maps.resolve(templates, [b.name for b in char.data.bones], "right")[13] == "rig_pollex_01_r"
+    # the saved file as the headless command reads it (--mapping)
+    again = retarget_scene.retarget_takes([retarget_scene.read_take(take)], char,
+                                          mapping_file=str(tmp_path / "presets" / "studio.json"))
+    assert again.preset == "studio" and again.mapped["thumb1.R"] == "rig_pollex_01_r" and not again.unmapped
 
 
 def test_retarget_is_one_undo_step(addon, tmp_path, open_right):
