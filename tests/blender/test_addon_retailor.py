@@ -94,6 +94,7 @@ def test_retailor_keeps_edits_and_restores(fake_engine, tmp_path, models_dir):
     # take, and two sidecar files at most however often it is re-tailored
     assert [a.name for a in bpy.data.actions if a.get("ht_backup_of") == act] == [act + "_backup"]
     assert len(list(tmp_path.glob(f"*{act}*keys.npz"))) == 2
+    assert all(p.name.count("retailor") == 1 for p in tmp_path.glob("cap.retailor_*.npz"))  # names never chain
     assert takes.restore_backup(arm)
     restored = snapshot_keys()
     assert arm.animation_data.action.name == act
