@@ -256,6 +256,26 @@ def test_metarig_character_headless(rigify_blend, tmp_path, open_right):
     assert (corr >= 0.9).all() and (signed >= 0.9).all() and (med <= 10).all(), (corr, signed, med)
 
 
+def test_both_hands_onto_one_character(blank, tmp_path, open_right):
+    """A take of two hands: each goes onto the character's hand of its side (the left through the mirrored
+    anatomy), and both bend like the captured ones."""
+    left = read_model(OPEN_RIGHT.with_name("open_hand_left.npz"), "left")
+    res = helpers.make_curl_result(tmp_path / "two.npz", [open_right, left], N=30)
+    takes_ = capture.apply_result(bpy.context.scene, str(res), tolerance_deg=0.5, tolerance_mm=0.5)
+    char = independent_character.build("Both", with_mesh=False)
+    motions = [retarget_scene.read_take(t) for t in takes_]
+    report = retarget_scene.retarget_takes(motions, char)
+    assert report.preset == "mixamo" and len(report.mapped) == 30 and not report.unmapped
+    assert report.mapped["index1.L"] == "mixamorig:LeftHandIndex1"
+    for take, motion in zip(takes_, motions):
+        side = take["ht_side"]
+        mapping = bone_maps.detect([b.name for b in char.data.bones], side)[1]
+        tip_of = {j: mapping[j][:-1] + "4" for j in (3, 6, 9, 12, 15)}
+        take_curl = _curl_of(*helpers.take_points(take, motion.frames), side)
+        corr, med, signed = _agreement(take_curl, char, mapping, tip_of, motion.frames, side)
+        assert (corr >= 0.9).all() and (signed >= 0.9).all() and (med <= 10).all(), (side, corr, signed, med)
+
+
 def test_with_wrist_matches_the_hand(blank, tmp_path, open_right):
     """--with-wrist turns the character's hand bone like the captured hand (in the shared world)."""
     take = _take(tmp_path, open_right, N=20)
