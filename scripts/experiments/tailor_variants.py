@@ -1,24 +1,29 @@
 """Prototype tailor variants side by side (issue 14): which energies make the tailor improve 3D?
 
     PYTHONPATH=$PWD .venv/bin/python scripts/experiments/tailor_variants.py SET_DIR [--detections FILE]
-        [--limit N] [--oracle-2d] [--iterations 20,100] [--variants shipped,distance,depth,...]
+        [--limit N] [--oracle-2d] [--iterations 10,20,50,100] [--variants shipped,distance,...]
+        [--hand-model DIR] [--json OUT]
 
 Runs the hand module (`fit_init`, as `eval`) on each matched hand of a ground-truth set (perspective, the
-record's K), then each variant of the tailor from the same initialization, and prints JSON: per variant and
-iteration count the mean px error to the 2D ground truth, the fit residual (px to the keypoints fitted), the
-wrist-aligned MPJPE, PA-MPJPE and rigid MPJPE (mm). The variants are a private re-implementation of the
-tailor's Adam loop (engine.tailor.optimize) with optional terms; "shipped" calls the engine's tailor itself.
-Nothing here is product code: what works moves into engine/tailor (phase B of issue 14).
+record's K), then each variant of the tailor from the same initialization, and prints a table: per variant
+and iteration count the mean px error to the 2D ground truth, the fit residual (px to the keypoints fitted),
+the wrist-aligned MPJPE, PA-MPJPE and rigid MPJPE (mm). The variants are a private re-implementation of the
+tailor's Adam loop (engine.tailor) with optional terms; "shipped" calls the engine's tailor itself. Nothing
+here is product code: what works moves into engine/tailor (phase B of issue 14).
 
-Terms (weights in `VARIANTS`):
+Terms (weights in `VARIANTS`; E_J in 256-px-crop px^2 as the engine's):
 * distance: s* (Eq. 12) moves the hand along its viewing ray (root / s*) at the model's metric size instead of
-  scaling it about the wrist (hand_scale stays 1);
+  scaling it about the wrist (hand_scale stays 1): the same image, no inflated hand;
 * size: ((S(beta) - S(beta0)) / S(beta0))^2 with S the RMS distance of the rest joints from the wrist: the
   hand's size is not a per-frame unknown;
 * depth: mean over keypoints of ((z_k - z_0) - (z0_k - z0_0))^2 / bone^2: wrist-relative depth kept near the
-  hand module's (2D cannot see it);
+  hand module's (2D cannot see it); a Gaussian prior with sd sigma_z against E_J's sd sigma_2D has the weight
+  (sigma_2D / (sigma_z / bone))^2, e.g. (10 crop px / (12 mm / 85 mm))^2 = 5e3;
 * limits: squared hinge on the axis-angle components outside the model's joint limits (rad^2);
-* robust: Geman-McClure on crop px instead of squared error (rho(e) = e^2 / (1 + e^2 / c^2), c = 8 crop px).
+* coupling: sum over the four fingers of (flex_DIP - 2/3 flex_PIP)^2 (rad^2, flexion = the axis-angle
+  component about the flexion axis);
+* robust: Cauchy on crop px, rho(e) = c^2 log(1 + e^2 / c^2) (~e^2 below c), c in crop px;
+* lr / b1 / b2: Adam's settings (default the authors' 0.03, 0.5, 0.5).
 """
 
 from __future__ import annotations
@@ -43,44 +48,62 @@ from engine.hand_model import jax_layer  # noqa: E402
 from engine.tailor import energies as E  # noqa: E402
 from engine.tailor.scale import perspective_scale  # noqa: E402
 
+BASE = dict(distance=True, size=1e3)
 VARIANTS = {
     "shipped": None,
     "mine": dict(),
     "distance": dict(distance=True),
-    "distance_size": dict(distance=True, size=1e3),
-    "depth": dict(depth=30.0),
-    "dist_size_depth": dict(distance=True, size=1e3, depth=30.0),
-    "dist_size_depth_limits": dict(distance=True, size=1e3, depth=30.0, limits=10.0),
-    "dist_size_depth_robust": dict(distance=True, size=1e3, depth=30.0, robust=8.0),
-    "all": dict(distance=True, size=1e3, depth=30.0, limits=10.0, robust=8.0),
-    "dist_size_depth100": dict(distance=True, size=1e3, depth=100.0),
-    "dist_size_depth300": dict(distance=True, size=1e3, depth=300.0),
-    "dist_size_depth3k": dict(distance=True, size=1e3, depth=3e3),
-    "dist_size_depth10k": dict(distance=True, size=1e3, depth=1e4),
-    "dist_size_depth300_limits": dict(distance=True, size=1e3, depth=300.0, limits=10.0),
-    "dist_size_depth300_robust": dict(distance=True, size=1e3, depth=300.0, robust=8.0),
+    "dist_size": dict(BASE),
+    "depth1k": dict(BASE, depth=1e3),
+    "depth3k": dict(BASE, depth=3e3),
+    "depth10k": dict(BASE, depth=1e4),
+    "depth30k": dict(BASE, depth=3e4),
+    "depth3k_lim": dict(BASE, depth=3e3, limits=10.0),
+    "depth3k_coup": dict(BASE, depth=3e3, coupling=1.0),
+    "depth3k_rob20": dict(BASE, depth=3e3, robust=20.0),
+    "depth3k_rob40": dict(BASE, depth=3e3, robust=40.0),
+    "depth3k_id1": dict(BASE, depth=3e3, identity=1.0),
+    "depth3k_lr01": dict(BASE, depth=3e3, lr=0.01),
+    "depth3k_paper": dict(BASE, depth=3e3, lr=0.003, b1=0.9, b2=0.999),
+    "depth3k_adam9": dict(BASE, depth=3e3, lr=0.03, b1=0.9, b2=0.999),
 }
+for _w in (0.3, 1.0, 3.0, 10.0):
+    for _d in (0.0, 1e3, 3e3):
+        VARIANTS[f"id{_w:g}_d{_d:g}"] = dict(BASE, identity=_w, depth=_d)
+for _g in (0.1, 1.0):
+    for _d in (1e3, 3e3, 1e4):
+        VARIANTS[f"fin{_d:g}_g{_g:g}"] = dict(BASE, identity=10.0, identity_global=_g, depth=_d, depth_mode="finger")
+    VARIANTS[f"wr1000_g{_g:g}"] = dict(BASE, identity=10.0, identity_global=_g, depth=1e3)
+for _a in (0.1, 0.03, 0.01):
+    VARIANTS[f"ds_an{_a:g}"] = dict(BASE, anneal=_a)
+    VARIANTS[f"id10d1k_an{_a:g}"] = dict(BASE, identity=10.0, depth=1e3, anneal=_a)
+    VARIANTS[f"fin1k_an{_a:g}"] = dict(BASE, identity=10.0, identity_global=1.0, depth=1e3, depth_mode="finger",
+                                        anneal=_a)
+    VARIANTS[f"id1d1k_an{_a:g}"] = dict(BASE, identity=1.0, depth=1e3, anneal=_a)
+# flexion: the axis-angle z component for the right model (rest frame), -z for the left (x-mirror)
+# each keypoint's finger base (palm keypoints are their own base: no depth prior on them in "finger" mode)
+FINGER_BASE = (0, 1, 1, 1, 1, 5, 5, 5, 5, 9, 9, 9, 9, 13, 13, 13, 13, 17, 17, 17, 17)
+PIP_DIP = ((2, 3), (5, 6), (8, 9), (11, 12))  # MANO joint ids: index, middle, pinky, ring (PIP, DIP)
 
 
-def _limits(model):
-    lim = model.joint_limits
-    if lim is None:
-        return None
-    return jnp.asarray(lim[..., 0], jnp.float32), jnp.asarray(lim[..., 1], jnp.float32)
-
-
-def make_fit(params, model, opts: dict):
-    """A jitted fit for one hand: (theta0 R0 (1,16,3,3), beta0 (1,10), root0 (1,3), kp (1,21,2), conf (1,21), K,
-    iterations) -> joints (1, 21, 3)."""
-    lims = _limits(model)
+def make_fit(opts: dict, side_sign: float):
+    """A jitted fit for one hand: (params, lim_lo, lim_hi, R0 (1,16,3,3), beta0 (1,10), root0 (1,3),
+    kp (1,21,2), conf (1,21), K, iterations) -> joints (1, 21, 3)."""
     a, b = 0, 9
+    lr, b1, b2 = opts.get("lr", 0.03), opts.get("b1", 0.5), opts.get("b2", 0.5)
+    w_id = opts.get("identity", 0.1)
+    w_beta = opts.get("identity_beta", w_id)
+    w_glob = opts.get("identity_global", w_id)
+    jw = jnp.asarray([w_glob] + [w_id] * 15)[None, :, None]
+    finger_mode = opts.get("depth_mode", "wrist") == "finger"
+    base_kp = jnp.asarray(FINGER_BASE)
 
-    def size_of(beta):
+    def size_of(params, beta):
         J = params.J0[None] + jnp.einsum("jcs,bs->bjc", params.Jdirs, beta)
         return jnp.sqrt(jnp.mean(jnp.sum((J - J[:, :1]) ** 2, -1), -1))
 
     @jax.jit
-    def fit(R0, beta0, root0, kp, conf, K, iterations):
+    def fit(params, lo, hi, R0, beta0, root0, kp, conf, K, iterations):
         rel0 = jax_layer.keypoints(params, R0, beta0, None, None)
         s = perspective_scale(rel0, root0, K, kp, conf, jnp.ones(1))
         if opts.get("distance"):
@@ -89,9 +112,13 @@ def make_fit(params, model, opts: dict):
             root, hs = root0, s
         crop = E.crop_scale(kp, conf)
         bone = jnp.linalg.norm(rel0[:, b] - rel0[:, a], axis=-1) * hs
-        dz0 = (rel0[..., 2] - rel0[:, :1, 2]) * hs[:, None]
-        size0 = size_of(beta0)
-        R0_aa = jax_layer.rotmat_to_axis_angle(R0)
+        def rel_depth(x):
+            if finger_mode:  # each finger joint relative to its finger's base (palm keypoints: 0)
+                return (x[..., 2] - x[:, base_kp, 2]) * hs[:, None]
+            return (x[..., 2] - x[:, :1, 2]) * hs[:, None]
+
+        dz0 = rel_depth(rel0)
+        size0 = size_of(params, beta0)
 
         def loss(p):
             dpose, beta, dxy = p
@@ -104,23 +131,31 @@ def make_fit(params, model, opts: dict):
                 uv = project_perspective(jnp.concatenate([joints[..., :2], z], -1), K)
                 e2 = jnp.sum(((uv - kp) * crop[:, None, None]) ** 2, -1)
                 c2 = opts["robust"] ** 2
-                ej = jnp.sum(conf * e2 / (1 + e2 / c2) * c2 / c2, -1) / jnp.sum(conf, -1)
+                ej = jnp.sum(conf * c2 * jnp.log1p(e2 / c2), -1) / jnp.sum(conf, -1)
             else:
                 ej = E.joint_energy_perspective(joints, K, kp, conf, crop)
-            e = ej + 100.0 * E.twist_energy(rel) + 0.1 * E.identity_energy(dpose, beta, beta0)
+            e = ej + 100.0 * E.twist_energy(rel) + jnp.sum(jw * dpose**2, axis=(-2, -1)) \
+                + w_beta * jnp.sum((beta - beta0) ** 2, axis=-1)
             if opts.get("size"):
-                e = e + opts["size"] * ((size_of(beta) - size0) / size0) ** 2
+                e = e + opts["size"] * ((size_of(params, beta) - size0) / size0) ** 2
             if opts.get("depth"):
-                dz = (rel[..., 2] - rel[:, :1, 2]) * hs[:, None]
-                e = e + opts["depth"] * jnp.mean((dz - dz0) ** 2, -1) / bone**2
-            if opts.get("limits") and lims is not None:
-                aa = jax_layer.rotmat_to_axis_angle(R)[:, 1:]
-                lo, hi = lims[0][1:], lims[1][1:]
-                e = e + opts["limits"] * jnp.sum(jnp.maximum(aa - hi, 0) ** 2 + jnp.maximum(lo - aa, 0) ** 2, (-2, -1))
+                e = e + opts["depth"] * jnp.mean((rel_depth(rel) - dz0) ** 2, -1) / bone**2
+            if opts.get("limits") or opts.get("coupling"):
+                aa = jax_layer.rotmat_to_axis_angle(R)
+                if opts.get("limits"):
+                    x = aa[:, 1:]
+                    e = e + opts["limits"] * jnp.sum(jnp.maximum(x - hi[1:], 0) ** 2 + jnp.maximum(lo[1:] - x, 0) ** 2,
+                                                     (-2, -1))
+                if opts.get("coupling"):
+                    flex = side_sign * aa[..., 2]
+                    e = e + opts["coupling"] * sum((flex[:, d] - 2.0 / 3.0 * flex[:, p]) ** 2 for p, d in PIP_DIP)
             return jnp.sum(e)
 
-        del R0_aa
-        opt = optax.adam(0.03, b1=0.5, b2=0.5)
+        if opts.get("anneal"):  # exponential decay from lr to anneal * lr over the run's iterations
+            ratio = jnp.log(opts["anneal"]) / jnp.maximum(iterations - 1, 1).astype(jnp.float32)
+            opt = optax.adam(lambda count: lr * jnp.exp(ratio * count), b1=b1, b2=b2)
+        else:
+            opt = optax.adam(lr, b1=b1, b2=b2)
         p0 = (jnp.zeros((1, 16, 3)), beta0, jnp.zeros((1, 2)))
         st0 = opt.init(p0)
         g = jax.grad(loss)
@@ -144,8 +179,10 @@ def main() -> int:
     ap.add_argument("--detections", type=pathlib.Path, default=None)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--oracle-2d", action="store_true")
-    ap.add_argument("--iterations", default="20,100")
+    ap.add_argument("--iterations", default="10,20,50,100")
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--hand-model", default=None, help="hand model folder (default: the shipped open hand)")
+    ap.add_argument("--json", type=pathlib.Path, default=None, help="also write the figures here")
     args = ap.parse_args()
     from engine.evaluation import Pipeline, match_detection
     from engine.groundtruth import load_annotations
@@ -153,13 +190,14 @@ def main() -> int:
 
     det_path = args.detections or args.dir / DETECTIONS
     stored = load_detections(det_path)
-    pipe = Pipeline(detections=stored)
+    pipe = Pipeline(hand_model_path=args.hand_model, detections=stored)
     recs = load_annotations(args.dir)[: args.limit]
     its = [int(x) for x in args.iterations.split(",")]
     names = args.variants.split(",")
-    fits, params = {}, {}
-    acc = {(n, it): dict(px=[], res=[], mpjpe=[], pa=[], rigid=[]) for n in names for it in its}
-    acc_hm = dict(px=[], res=[], mpjpe=[], pa=[], rigid=[])
+    fits, params, lims = {}, {}, {}
+    keys = ("px", "res", "mpjpe", "pa", "rigid", "px_k", "res_k")
+    acc = {(n, it): {k: [] for k in keys} for n in names for it in its}
+    acc_hm = {k: [] for k in keys}
 
     def record(dst, joints, K, kp, rec):
         uv = np.asarray(project_perspective(joints, K))
@@ -169,7 +207,10 @@ def main() -> int:
         dst["mpjpe"].append(1000 * metrics.mpjpe(P, G)[0])
         dst["pa"].append(1000 * metrics.pa_mpjpe(P, G)[0])
         dst["rigid"].append(1000 * metrics.joint_errors_3d(P, G, "rigid").mean())
+        dst["px_k"].append(np.linalg.norm(uv - rec.joints_2d, axis=1))
+        dst["res_k"].append(np.linalg.norm(uv - kp, axis=1))
 
+    kp_px, kp_k = [], []
     for rec in recs:
         e = stored[rec.image.name]
         obs, _, _ = match_detection(e["hands"], rec, e["size"][0], False)
@@ -178,6 +219,8 @@ def main() -> int:
         model = pipe.models[rec.hand]
         uvd = np.asarray(obs.keypoints_uvd, np.float64).copy()
         conf = np.asarray(obs.confidence, np.float64)
+        kp_k.append(np.linalg.norm(uvd[:, :2] - rec.joints_2d, axis=1))
+        kp_px.append(kp_k[-1].mean())
         if args.oracle_2d:
             uvd[:, :2], conf = rec.joints_2d, np.ones(21)
         init = pipe.fit_init(uvd, conf, np.asarray(obs.world_landmarks, np.float64), "perspective", rec.K, model,
@@ -186,6 +229,8 @@ def main() -> int:
         record(acc_hm, init["joints_3d_model"][0], rec.K, kp, rec)
         if rec.hand not in params:
             params[rec.hand] = jax_layer.prepare(model, jnp.float32)
+            lim = np.asarray(model.joint_limits, np.float32)
+            lims[rec.hand] = (jnp.asarray(lim[..., 0]), jnp.asarray(lim[..., 1]))
         R0 = jax_layer.quat_to_rotmat(jnp.asarray(init["theta"], jnp.float32))
         for n in names:
             for it in its:
@@ -195,17 +240,27 @@ def main() -> int:
                 else:
                     key = (n, rec.hand)
                     if key not in fits:
-                        fits[key] = make_fit(params[rec.hand], model, VARIANTS[n])
+                        fits[key] = make_fit(VARIANTS[n], 1.0 if rec.hand == "right" else -1.0)
                     joints = np.asarray(fits[key](
-                        R0, jnp.asarray(init["beta"], jnp.float32), jnp.asarray(init["root"], jnp.float32),
-                        jnp.asarray(kp[None], jnp.float32), jnp.asarray(conf[None], jnp.float32),
-                        jnp.asarray(rec.K, jnp.float32), it)[0], np.float64)
+                        params[rec.hand], *lims[rec.hand], R0, jnp.asarray(init["beta"], jnp.float32),
+                        jnp.asarray(init["root"], jnp.float32), jnp.asarray(kp[None], jnp.float32),
+                        jnp.asarray(conf[None], jnp.float32), jnp.asarray(rec.K, jnp.float32), it)[0], np.float64)
                 record(acc[(n, it)], joints, rec.K, kp, rec)
-    out = {"hands": len(acc_hm["pa"]), "oracle_2d": args.oracle_2d,
-           "hand_module": {k: round(float(np.mean(v)), 2) for k, v in acc_hm.items()}}
+    def mean(d):
+        return {k: (np.round(np.mean(v, 0), 2).tolist() if k.endswith("_k") else round(float(np.mean(v)), 2))
+                for k, v in d.items()}
+
+    out = {"hands": len(acc_hm["pa"]), "oracle_2d": args.oracle_2d, "keypoints_px": round(float(np.mean(kp_px)), 2),
+           "keypoints_px_k": np.round(np.mean(kp_k, 0), 2).tolist(), "hand_module": mean(acc_hm)}
     for (n, it), d in acc.items():
-        out[f"{n}@{it}"] = {k: round(float(np.mean(v)), 2) for k, v in d.items()}
-    print(json.dumps(out, indent=0))
+        out[f"{n}@{it}"] = mean(d)
+    print(f"hands {out['hands']} oracle {args.oracle_2d} keypoints px {out['keypoints_px']}")
+    print(f"{'variant':28s} {'px':>6s} {'res':>6s} {'MPJPE':>6s} {'PA':>6s} {'rigid':>6s}")
+    for k, v in out.items():
+        if isinstance(v, dict):
+            print(f"{k:28s} {v['px']:6.2f} {v['res']:6.2f} {v['mpjpe']:6.2f} {v['pa']:6.2f} {v['rigid']:6.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=0))
     return 0
 
 
