@@ -251,4 +251,4 @@ def pair_lengths_from_keypoints(keypoints: np.ndarray, pairs: np.ndarray = PALM_
 # Palm pair lengths (reference-bone units) of the shipped open hand model at beta = 0, rounded; used by the
 # weak-perspective fallback when the caller gives no model (PALM_PAIRS order). Checked against the model in
 # tests/test_lifting.py.
-GENERIC_PALM_LENGTHS = np.array([0.442, 1.039, 1.0, 0.925, 0.878, 0.28, 0.295, 0.238, 0.679])
+GENERIC_PALM_LENGTHS = np.array([0.442, 1.024, 1.0, 0.957, 0.91, 0.294, 0.262, 0.231, 0.666])

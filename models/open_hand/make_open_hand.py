@@ -71,28 +71,29 @@ DESIGN_TO_MANO = np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]).
 # 1 - 0.555 = 0.445 of hand length. See PROVENANCE.md.
 HAND_LENGTH = 0.187
 # Metacarpals (Buchholz: index .374, middle .373, ring .336, little .295 of hand length) fan out from the
-# carpometacarpal joints of the distal carpal row (about 30 mm wide, 13 mm distal of the wrist joint) at
-# +12, +1, -10, -19 deg; their heads are the MCP joint centres (u, w, n): the knuckle line arcs proximally
-# towards the little finger, and the MCP span (index -> little, 63 mm) is the hand breadth at the
-# metacarpals (ANSUR II pooled ~84 mm) less ~11 mm to the skin on each side.
-CMC_ROW = {"index": (0.0135, 0.0135), "middle": (0.0135, 0.0035), "ring": (0.0130, -0.0075),
-           "pinky": (0.0120, -0.0170)}
-METACARPAL = {"index": (0.374, 12.0), "middle": (0.373, 1.0), "ring": (0.336, -10.0), "pinky": (0.295, -19.0)}
+# carpometacarpal joints of the distal carpal row (about 30 mm wide, 12.5-15.5 mm distal of the wrist joint)
+# at +12, +1, -9, -18 deg; their heads are the MCP joint centres (u, w, n): the knuckle line arcs
+# proximally towards the little finger (index 2.4, ring 5.8, little 15.8 mm proximal of the middle MCP), and
+# the MCP span (index -> little, 63 mm) is the hand breadth at the metacarpals (ANSUR II pooled ~84 mm) less
+# ~11 mm to the skin on each side.
+CMC_ROW = {"index": (0.0125, 0.0125), "middle": (0.0135, 0.0015), "ring": (0.0155, -0.0085),
+           "pinky": (0.0150, -0.0175)}
+METACARPAL = {"index": (0.374, 12.0), "middle": (0.373, 1.0), "ring": (0.336, -9.0), "pinky": (0.295, -18.0)}
 MCP_DORSAL = {"index": 0.0000, "middle": 0.0010, "ring": 0.0000, "pinky": -0.0020}  # transverse arch
 
 
 def _mcp_centres():
+    """MCP joint centres (u, w, n): the metacarpal heads."""
     out = {}
     for name, (frac, deg) in METACARPAL.items():
         u0, w0 = CMC_ROW[name]
         L = frac * HAND_LENGTH
-        out[name] = (round(u0 + L * np.cos(np.radians(deg)), 4), round(w0 + L * np.sin(np.radians(deg)), 4),
-                     MCP_DORSAL[name])
+        out[name] = (u0 + L * np.cos(np.radians(deg)), w0 + L * np.sin(np.radians(deg)), MCP_DORSAL[name])
     return out
 
 
-MCP = _mcp_centres()  # index (0.0819, 0.0280, 0), middle (0.0833, 0.0047, 0.001), ring (0.0749, -0.0184, 0),
-# pinky (0.0642, -0.0350, -0.002)
+MCP = _mcp_centres()  # index (0.0809, 0.0270, 0), middle (0.0832, 0.0027, 0.001), ring (0.0776, -0.0183, 0),
+# pinky (0.0675, -0.0346, -0.002)
 SPLAY_DEG = {"index": 8.0, "middle": 0.0, "ring": -8.0, "pinky": -17.0}
 # Joint-centre to joint-centre segment lengths: proximal, middle, distal (DIP -> skin tip); Buchholz et al.
 # 1992 (Table 3) fractions of hand length.
@@ -121,10 +122,10 @@ THUMB_REST_FLEX_DEG = (8.0, 10.0)  # slight rest flexion at the thumb MCP and IP
 PALM_POLYGON = [  # convex outline (u, w) of the palm slab core, rounded by PALM_ROUND; its distal edge
     (0.004, 0.0140),  # runs just proximal of the MCP joint centres
     (0.036, 0.0265),
-    (0.0760, 0.0285),
-    (0.0810, 0.0085),
-    (0.0760, -0.0205),
-    (0.0630, -0.0345),
+    (0.0750, 0.0275),
+    (0.0810, 0.0065),
+    (0.0785, -0.0200),
+    (0.0660, -0.0340),
     (0.040, -0.0335),
     (0.006, -0.0210),
 ]

@@ -80,6 +80,10 @@ for _a in (0.1, 0.03, 0.01):
     VARIANTS[f"fin1k_an{_a:g}"] = dict(BASE, identity=10.0, identity_global=1.0, depth=1e3, depth_mode="finger",
                                         anneal=_a)
     VARIANTS[f"id1d1k_an{_a:g}"] = dict(BASE, identity=1.0, depth=1e3, anneal=_a)
+for _i in (3.0, 10.0, 30.0):
+    for _b in (0.3, 1.0, 3.0):
+        VARIANTS[f"g_i{_i:g}_b{_b:g}"] = dict(BASE, identity=_i, identity_beta=_b, identity_global=1.0, depth=1e3,
+                                             depth_mode="finger", anneal=0.1)
 # flexion: the axis-angle z component for the right model (rest frame), -z for the left (x-mirror)
 # each keypoint's finger base (palm keypoints are their own base: no depth prior on them in "finger" mode)
 FINGER_BASE = (0, 1, 1, 1, 1, 5, 5, 5, 5, 9, 9, 9, 9, 13, 13, 13, 13, 17, 17, 17, 17)
