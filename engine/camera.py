@@ -55,7 +55,7 @@ def backproject_perspective(uv, z, K):
 
 
 def project_weak_perspective(points, s, t):
-    """Weak perspective (paper Eq. 3 / Eq. 16): u = s * x + t_u, v = s * y + t_v (depth dropped).
+    """Eq. 16: weak perspective (also Eq. 3), u = s * x + t_u, v = s * y + t_v (depth dropped).
 
     Args:
       points: (..., 3) points (meters, usually relative to the root joint).
@@ -65,6 +65,12 @@ def project_weak_perspective(points, s, t):
       (..., 2) pixel coordinates.
     """
     return points[..., :2] * s[..., None] + t
+
+
+def focal_length(K):
+    """The one focal length of a camera, in pixels: the mean of fx and fy (they are equal for square pixels
+    and for the nominal camera). K: (3, 3) numpy or JAX."""
+    return 0.5 * (K[0, 0] + K[1, 1])
 
 
 def intrinsics_matrix(fx, fy, cx, cy):

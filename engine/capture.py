@@ -10,8 +10,9 @@ per-frame keypoints (a few hundred bytes a frame) are kept for the fit. The over
 second time.
 
 `run_capture(options, progress=..., should_stop=...)` is what the engine server runs in a job process;
-`main(argv, prog)` is the CLI with a progress bar on stderr. Ctrl-C stops cleanly: nothing is written
-(results are written atomically at the end; the overlay goes to a temp file first).
+`main(argv, prog)` is the CLI with a progress bar on stderr. Outputs never replace an input or a foreign
+file (engine.outputs) and are published together when the job has finished: a cancel, Ctrl-C or SIGTERM
+at any point leaves nothing new, and an earlier result as it was.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import pathlib
 import sys
 import time
@@ -26,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+from engine import outputs
 from engine import results as results_io
 from engine import tracks as tracks_mod
 from engine import video
@@ -63,9 +66,12 @@ class CaptureOptions:
     overlay: str | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     device: str = "cpu"
-    threads: int | None = DEFAULT_TORCH_THREADS  # torch intra-op threads for the networks (None: torch's default)
+    threads: int | None = DEFAULT_TORCH_THREADS  # torch intra-op threads for the networks (None or 0: torch's default)
     backbone: str = "mediapipe"  # keypoint network: "mediapipe" | "hourglass" (engine.hand_module.tracking)
     hourglass_weights: str | None = None  # hourglass.safetensors (needed by backbone "hourglass")
+    fps: float | None = None  # frame rate of footage without one (image folders); None: video.DEFAULT_FPS
+    runtime: str | None = None  # network runtime (engine.hand_module.runtimes; None: the fastest for the device)
+    workers: int | None = None  # concurrent tracking segments (None: one per core, at most 2)
 
     def __post_init__(self):
         self.iterations = DEFAULT_ITERATIONS if self.iterations is None else int(self.iterations)
@@ -82,6 +88,10 @@ class CaptureOptions:
             raise InputError(f"batch size must be >= 1 (got {self.batch_size}).")
         if self.stride < 1:
             raise InputError(f"stride must be >= 1 (got {self.stride}).")
+        if self.threads is not None and not (type(self.threads) is int and self.threads >= 0):
+            raise InputError(f"--threads must be a number of threads >= 1, or 0 for torch's default (got {self.threads}).")
+        if self.fps is not None:
+            self.fps = video.check_fps(self.fps)
         if self.intrinsics is not None:
             k = tuple(float(v) for v in self.intrinsics)
             if len(k) not in (4, 9) or not all(math.isfinite(v) for v in k):
@@ -93,6 +103,12 @@ class CaptureOptions:
         from engine.hand_module.tracking import check_backbone
 
         check_backbone(self.backbone, self.hourglass_weights)  # before any footage is read
+        from engine.hand_module.runtimes import check_runtime
+
+        self.runtime = check_runtime(self.runtime, self.device)
+        self.workers = default_workers() if self.workers is None else int(self.workers)
+        if self.workers < 1:
+            raise InputError(f"workers must be >= 1 (got {self.workers}).")
 
     @classmethod
     def from_protocol(cls, args: dict) -> "CaptureOptions":
@@ -132,6 +148,11 @@ def check_hand_model(options: CaptureOptions):
             raise first from None
 
 
+def default_workers() -> int:
+    """Concurrent tracking segments: one per core, at most 2 (see engine.hand_module.segments)."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
 def make_tracker(options: CaptureOptions):
     import torch
 
@@ -143,7 +164,8 @@ def make_tracker(options: CaptureOptions):
     # the hourglass lifts with K (Eq. 5); MediaPipe ignores it
     K = None if options.intrinsics is None else camera.intrinsics_matrix(*options.intrinsics[:4])
     return HandTracker(max_hands=options.hands, mirrored=options.mirrored, device=options.device,
-                       backbone=options.backbone, hourglass_weights=options.hourglass_weights, K=K)
+                       backbone=options.backbone, hourglass_weights=options.hourglass_weights, K=K,
+                       runtime=options.runtime, workers=options.workers)
 
 
 def fit_init(arrays: dict, model, camera_model: str, K: np.ndarray, steady_shape: bool) -> dict:
@@ -186,9 +208,9 @@ def run_capture(options: CaptureOptions, progress: ProgressFn | None = None, sho
     should_stop = should_stop or (lambda: False)
     timer = StageTimer()
     t_start = time.perf_counter()
-    out_path, overlay_path = _check_outputs(options)
+    out_path, overlay_path = outputs.check_capture_paths(options)
     with timer.time("decode"):
-        info = video.probe(options.source)
+        info = video.probe(options.source, fps=options.fps)
     camera_model, K, dist = camera_from_options(options, (info.width, info.height))
     expected = video.expected_frames(info, options.frame_start, options.frame_end, options.stride)
     log.info("capturing %s: %dx%d, %.3g fps, %d frames selected, camera %s", info.source, info.width, info.height,
@@ -230,18 +252,8 @@ def run_capture(options: CaptureOptions, progress: ProgressFn | None = None, sho
     }
     for key in ("valid", "theta", "beta", "root", "hand_scale", "projection_scale", "keypoints_2d", "confidence", "joints_3d"):
         result[key] = np.stack([f[key] for f in fits])
-    if should_stop():
-        raise Cancelled("capture cancelled")
-    with timer.time("write"):
-        written = results_io.write_result(out_path, result)
-    overlay_written = None
-    if overlay_path:
-        from engine import overlay
-
-        with timer.time("overlay"):
-            overlay_written = overlay.write_overlay(
-                overlay_path, result, models, info=info, batch_size=options.batch_size, should_stop=should_stop,
-                progress=lambda d, t, m: progress(2 * N + d, total, m))
+    written, overlay_written = _write_outputs(result, models, info, out_path, overlay_path, options, timer,
+                                              lambda d, t, m: progress(2 * N + d, total, m), should_stop)
     progress(total, total, "done")
     valid_frames = [int(v.sum()) for v in result["valid"]]
     if stats is not None:
@@ -254,16 +266,28 @@ def run_capture(options: CaptureOptions, progress: ProgressFn | None = None, sho
             "corrupt_frames": sorted(int(i) for i in obs.errors)}
 
 
-def _check_outputs(options: CaptureOptions) -> tuple[pathlib.Path, pathlib.Path | None]:
-    """(result path, overlay path or None), refused before any work when they cannot be written."""
-    out_path = results_io.check_output_path(options.output)
-    if not options.overlay:
-        return out_path, None
-    overlay_path = results_io.check_output_path(options.overlay, suffix=pathlib.Path(options.overlay).suffix.lower() or ".mp4")
-    if overlay_path.suffix.lower() not in (".mp4", ".mov", ".avi", ".mkv"):
-        raise results_io.OutputError(f"overlay {str(overlay_path)!r} must be a video file name (.mp4).")
-    if overlay_path == out_path:
-        raise results_io.OutputError("the overlay and the result must be different files.")
+def _write_outputs(result: dict, models: dict, info, out_path, overlay_path, options: CaptureOptions, timer,
+                   progress: ProgressFn, should_stop: StopFn):
+    """Overlay (if asked) then result into temp files, published together at the end; the result records the
+    overlay's sha256 (a later run may replace that overlay). Returns (result path, overlay path or None)."""
+    staged = outputs.Staged()
+    try:
+        if overlay_path:
+            from engine import overlay
+
+            with timer.time("overlay"):
+                temp = overlay.write_overlay(overlay_path, result, models, info=info, batch_size=options.batch_size,
+                                             should_stop=should_stop, progress=progress, publish=False)
+            staged.add(temp, overlay_path)
+            result[outputs.OVERLAY_SHA_KEY] = np.asarray(outputs.file_sha256(temp))
+        with timer.time("write"):
+            staged.add(results_io.write_result(out_path, result, publish=False), out_path)
+        if should_stop():
+            raise Cancelled("capture cancelled")
+        staged.publish()
+    except BaseException:
+        staged.discard()
+        raise
     return out_path, overlay_path
 
 

@@ -1,22 +1,32 @@
-"""`python -m engine bench capture [SOURCE] [--frames A:B] [--json]`: the capture pipeline, measured.
+"""`python -m engine bench capture [SOURCE] [--frames A:B] [--json]`: the capture pipeline against MediaPipe's
+own networks, measured side by side in one run.
 
-One run, side by side on the same frames:
-  * our capture end to end (decode -> detect -> keypoints -> lift + IK -> tailor -> write), with the
-    temporal term: `fps`, `stages_ms` (mean milliseconds per frame of each stage; decoding runs a batch
-    ahead in a thread, so `decode` is the time the pipeline waited for frames; `tailor` includes the first
-    call's XLA compile, also given apart as `tailor_first_call_s`), `peak_rss_mb`;
-  * the same observations refit without the temporal term (the tracker's output is replayed, so only
+  * Our capture end to end (decode -> detect -> keypoints -> lift + IK -> tailor -> write; the tracker as
+    `capture` makes it: `runtime`, `workers`), with the temporal term: `fps` (frames over the whole of
+    run_capture, the tailor's first call and compile included; `fps_without_compile` without it),
+    `stages_ms` (mean milliseconds per frame of each stage; decoding runs a batch ahead in a thread, so
+    `decode` is the time the pipeline waited for frames; `detect` / `keypoints` split the tracker's wall
+    time as its `last_timings` report it; `tailor` includes the first call's compile, also given apart as
+    `tailor_first_call_s`), `peak_rss_mb` (the process's peak resident memory right after the first
+    capture, before the reference and no-hand runs).
+  * The same observations refit without the temporal term (the tracker's output is replayed, so only
     the fit differs): `jitter_with_temporal`, `jitter_without_temporal` = mean joint acceleration
     |J[n+1] - 2 J[n] + J[n-1]| over valid consecutive triples, in mm per frame^2, camera frame; and
     `lag_frames`, the shift (frames, sub-frame by a parabola) that best aligns the smoothed joint
-    trajectories with the unsmoothed ones (positive: the smoothed motion trails);
-  * MediaPipe's own networks (the reference .tflite files in models/mediapipe/ through ai-edge-litert,
-    XNNPACK) driven through the same video-mode graph logic (palm detection when a hand is lost, landmarks
-    on the ROI tracked from the previous frame) on the same frames: `mediapipe_fps`, and
-    `ratio_vs_mediapipe` = fps / mediapipe_fps (end to end against the keypoint graph alone) and
-    `ratio_keypoints_vs_mediapipe` (our detect + keypoints stages against the same work in TFLite).
-Defaults: the bundled sample clip, all frames, one hand.
-"""
+    trajectories with the unsmoothed ones (positive: the smoothed motion trails).
+  * The reference, MediaPipe's networks alone: the shipped .tflite files through LiteRT (XNNPACK, what
+    MediaPipe runs) driven by the same video-mode graph logic in one sequence (palm detection when a hand
+    is lost, landmarks on the ROI tracked from the previous frame), on the same frames, decoding NOT timed,
+    with 1 and with 2 XNNPACK threads: `mediapipe_fps` is the faster (`mediapipe_fps_by_threads` both),
+    `ratio_vs_mediapipe` = fps / mediapipe_fps (our whole capture against their keypoints alone) and
+    `ratio_keypoints_vs_mediapipe` (our detect + keypoints stages against the same work).
+  * A no-hand clip: the same frames with the hand and forearm painted over (written as mp4v): our capture
+    end to end on it (`no_hand_fps`, decoding included; `no_hand_palm_passes_per_frame`;
+    `no_hand_frames_with_a_hand` should be 0) against the reference's keypoint graph
+    (`mediapipe_no_hand_fps`).
+With `--repeats N` ours and the reference alternate N times (each of our runs pays the tailor's first
+call again): medians, with the per-run figures (`fps_runs`, `ratio_runs`) for a noisy machine.
+Defaults: the bundled sample clip, all frames, one hand."""
 
 from __future__ import annotations
 
@@ -34,13 +44,12 @@ import time
 import numpy as np
 
 from engine import capture, video
-from engine.tailor.clip import FIT_CHUNK
+from engine.hand_module.runtimes import RUNTIMES
 
 log = logging.getLogger("engine.capture_bench")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "dex-retargeting_human_hand_video.mp4"
-MEDIAPIPE_DIR = REPO / "models" / "mediapipe"
 STAGE_KEYS = ("decode", "detect", "keypoints", "lift_ik", "tailor", "write")
 
 
@@ -59,6 +68,13 @@ class RecordingTracker:
         out = self.tracker.process_batch(frames)
         self.outputs.extend(out)
         return out
+
+    def tracker_attr(self, name: str):
+        """An attribute of the innermost tracker (through wrappers that keep theirs in `.tracker`)."""
+        t = self.tracker
+        while not hasattr(t, name) and hasattr(t, "tracker"):
+            t = t.tracker
+        return getattr(t, name, None)
 
 
 class ReplayTracker:
@@ -108,66 +124,15 @@ def trajectory_lag(smoothed: np.ndarray, raw: np.ndarray, valid: np.ndarray, max
     return float(shifts[i])
 
 
-# ------------------------------------------------------------------------------------- MediaPipe (TFLite)
+# ------------------------------------------------------------------------------------------ reference
 
 
-class _TfliteNet:
-    def __init__(self, path: pathlib.Path, threads: int):
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.interp = Interpreter(model_path=str(path), num_threads=threads)
-        self.interp.allocate_tensors()
-        self.inp = self.interp.get_input_details()[0]["index"]
-        self.outs = {d["name"]: d["index"] for d in self.interp.get_output_details()}
-
-    def to(self, *args, **kwargs):  # the tracker moves its nets to a device / memory format
-        return self
-
-    def run(self, x) -> list[dict[str, np.ndarray]]:
-        xs = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy(), dtype=np.float32)
-        res = []
-        for i in range(xs.shape[0]):
-            self.interp.set_tensor(self.inp, xs[i : i + 1])
-            self.interp.invoke()
-            res.append({k: self.interp.get_tensor(v)[0].copy() for k, v in self.outs.items()})
-        return res
-
-
-class TfliteLandmarkNet(_TfliteNet):
-    """hand_landmark_full.tflite behind the torch net's interface (LandmarkOutput)."""
-
-    def __call__(self, x):
-        import torch
-
-        from engine.hand_module.landmarks import LandmarkOutput
-
-        r = self.run(x)
-        t = lambda a: torch.from_numpy(np.stack(a).astype(np.float32))  # noqa: E731
-        return LandmarkOutput(t([o["Identity"].reshape(21, 3) for o in r]), t([o["Identity_1"].reshape(-1)[0] for o in r]),
-                              t([o["Identity_2"].reshape(-1)[0] for o in r]), t([o["Identity_3"].reshape(21, 3) for o in r]))
-
-
-class TflitePalmNet(_TfliteNet):
-    """palm_detection_full.tflite behind the torch net's interface (PalmOutput)."""
-
-    def __call__(self, x):
-        import torch
-
-        from engine.hand_module.blazepalm import PalmOutput
-
-        r = self.run(x)
-        return PalmOutput(torch.from_numpy(np.stack([o["Identity"] for o in r]).astype(np.float32)),
-                          torch.from_numpy(np.stack([o["Identity_1"][:, 0] for o in r]).astype(np.float32)))
-
-
-def mediapipe_tracker(max_hands: int, mirrored: bool, threads: int = 2):
-    """Our HandTracker (MediaPipe's video-mode graph logic) running MediaPipe's TFLite networks."""
+def mediapipe_tracker(max_hands: int, mirrored: bool = False, threads: int = 1):
+    """MediaPipe's own networks (the .tflite files through LiteRT/XNNPACK, `threads` threads) driven by our
+    video-mode graph logic in one sequence (`HandTracker(runtime="litert", workers=1)`): the reference."""
     from engine.hand_module.tracking import HandTracker
 
-    tracker = HandTracker(max_hands=max_hands, mirrored=mirrored)
-    tracker.landmark_net = TfliteLandmarkNet(MEDIAPIPE_DIR / "hand_landmark_full.tflite", threads)
-    tracker.palm.net = TflitePalmNet(MEDIAPIPE_DIR / "palm_detection_full.tflite", threads)
-    return tracker
+    return HandTracker(max_hands=max_hands, mirrored=mirrored, runtime="litert", threads=threads, workers=1)
 
 
 def time_tracker(tracker, info, options: capture.CaptureOptions) -> tuple[float, int]:
@@ -182,30 +147,162 @@ def time_tracker(tracker, info, options: capture.CaptureOptions) -> tuple[float,
     return spent, n
 
 
+def reference_fps(info, options: capture.CaptureOptions, threads: tuple[int, ...],
+                  cpu_ms: dict | None = None) -> dict[int, float]:
+    """The reference's fps on the selected frames, per LiteRT thread count (`cpu_ms` receives the process
+    CPU milliseconds per frame, decoding included, as "mediapipe_tN")."""
+    out = {}
+    for th in threads:
+        c0 = time.process_time()
+        spent, n = time_tracker(mediapipe_tracker(options.hands, options.mirrored, th), info, options)
+        out[th] = n / spent if spent > 0 else float("nan")
+        if cpu_ms is not None:
+            cpu_ms.setdefault(f"mediapipe_t{th}", []).append(1000 * (time.process_time() - c0) / max(n, 1))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- no-hand clip
+
+
+def write_no_hand_clip(info, keypoints_2d: np.ndarray, frames: tuple[int | None, int | None], path: str) -> int:
+    """The selected frames with the tracked hand and its forearm painted over (the frame's median colour)
+    -> an mp4v video at `path`; returns its frame count. keypoints_2d (N, 21, 2) px per selected frame
+    (NaN where no hand was found)."""
+    import cv2
+
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), info.fps or 30.0, (info.width, info.height))
+    n = 0
+    try:
+        for f, kp in zip((f for f in video.iter_frames(info, frames[0], frames[1]) if f.ok), keypoints_2d):
+            bgr = cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR)
+            if np.isfinite(kp).all():
+                c = kp.mean(0)
+                wrist, forearm = kp[0], kp[0] - kp[9]  # wrist -> away from the middle finger
+                side = np.array([-forearm[1], forearm[0]])
+                arm = [wrist + k * forearm + s * side for k in (0, 8) for s in (-0.7, 0.7)]
+                pts = np.concatenate([c + 1.6 * (kp - c), arm]).astype(np.float32)
+                colour = [int(v) for v in np.median(bgr.reshape(-1, 3), axis=0)]
+                cv2.fillConvexPoly(bgr, cv2.convexHull(pts).astype(np.int32), colour)
+            writer.write(bgr)
+            n += 1
+    finally:
+        writer.release()
+    return n
+
+
+def no_hand_figures(info, keypoints_2d: np.ndarray, opts: capture.CaptureOptions, tmp: str, threads: tuple[int, ...]) -> dict:
+    """Our capture (end to end, decoding included) and the reference on the no-hand clip."""
+    from engine.errors import NoHandError
+
+    path = os.path.join(tmp, "no_hand.mp4")
+    n = write_no_hand_clip(info, keypoints_2d, (opts.frame_start, opts.frame_end), path)
+    nh_opts = capture.CaptureOptions(**{**opts.__dict__, "source": path, "output": os.path.join(tmp, "no_hand.npz"),
+                                        "frame_start": None, "frame_end": None})
+    tracker = capture.make_tracker(nh_opts)
+    palm = getattr(getattr(tracker, "tracker", tracker), "palm", None)
+    passes0 = getattr(palm, "passes", 0)
+    found = 0
+    t0 = time.perf_counter()
+    try:
+        found = sum(capture.run_capture(nh_opts, tracker=tracker)["valid_frames"])
+    except NoHandError:
+        pass
+    secs = time.perf_counter() - t0
+    nh_info = video.probe(path)
+    ref = reference_fps(nh_info, capture.CaptureOptions(**{**nh_opts.__dict__}), threads)
+    best = max(ref, key=lambda k: ref[k])
+    out = {"no_hand_frames": n, "no_hand_fps": n / secs if secs > 0 else float("nan"),
+           "no_hand_frames_with_a_hand": found,
+           "mediapipe_no_hand_fps": ref[best], "mediapipe_no_hand_threads": best,
+           "ratio_no_hand_vs_mediapipe": (n / secs) / ref[best] if secs > 0 else float("nan")}
+    if palm is not None and hasattr(palm, "passes"):
+        out["no_hand_palm_passes_per_frame"] = (palm.passes - passes0) / max(n, 1)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- bench
 
 
 def run_bench(source: str, frames: tuple[int | None, int | None], hands: int = 1, batch_size: int = 32,
               iterations: int = capture.DEFAULT_ITERATIONS, smoothing: float = capture.DEFAULT_SMOOTHING,
-              mediapipe: bool = True, keep: str | None = None, threads: int | None = capture.DEFAULT_TORCH_THREADS) -> dict:
+              mediapipe: bool = True, keep: str | None = None, threads: int | None = capture.DEFAULT_TORCH_THREADS,
+              runtime: str | None = None, workers: int | None = None, repeats: int = 1,
+              mediapipe_threads: tuple[int, ...] = (1, 2), no_hand: bool = True) -> dict:
     """Runs the measurements of the module docstring; returns the figures (JSON-ready)."""
     tmp = tempfile.mkdtemp(prefix="handtailor-bench-")
+    try:
+        return _run_bench(tmp, source, frames, hands, batch_size, iterations, smoothing, mediapipe, keep, threads,
+                          runtime, workers, max(1, int(repeats)), tuple(mediapipe_threads), no_hand)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_bench(tmp, source, frames, hands, batch_size, iterations, smoothing, mediapipe, keep, threads, runtime,
+               workers, repeats, mp_threads, no_hand) -> dict:
     out_with = keep or os.path.join(tmp, "with_temporal.npz")
-    out_without = os.path.join(tmp, "without_temporal.npz")
     opts = capture.CaptureOptions(source=source, output=out_with, frame_start=frames[0], frame_end=frames[1],
                                   hands=hands, batch_size=batch_size, iterations=iterations, smoothing=smoothing,
-                                  threads=threads)
+                                  threads=threads, runtime=runtime, workers=workers)
     info = video.probe(source)
-    recorder = RecordingTracker(capture.make_tracker(opts))
-    stats: dict = {}
-    capture.run_capture(opts, tracker=recorder, stats=stats)
+    runs, ref_runs, cpu_ms = [], {th: [] for th in mp_threads}, {"ours": []}
+    for r in range(repeats):  # ours, then the reference, alternating: load drifts hit both alike
+        if r:
+            _clear_jax_caches()  # every run of ours pays the tailor's first call, as a user's capture does
+        recorder = RecordingTracker(capture.make_tracker(opts))
+        stats: dict = {}
+        c0 = time.process_time()
+        capture.run_capture(opts, tracker=recorder, stats=stats)
+        cpu_ms["ours"].append(1000 * (time.process_time() - c0) / stats["frames"])
+        if not r:  # the capture's own footprint: before the reference and the no-hand runs add theirs
+            peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        runs.append((stats, recorder))
+        if mediapipe and _litert_available():
+            for th, fps in reference_fps(info, opts, mp_threads, cpu_ms).items():
+                ref_runs[th].append(fps)
+    fps_runs = [s["frames"] / s["seconds_total"] for s, _ in runs]
+    stats, recorder = runs[int(np.argsort(fps_runs)[len(fps_runs) // 2])]  # the median run's details
+    report = _capture_figures(stats, recorder, opts, tmp, hands, iterations, smoothing)
+    report["fps"] = float(np.median(fps_runs))
+    if repeats > 1:
+        report["fps_runs"] = fps_runs
+    # CPU time per frame (all threads; the reference's includes its decoding, which is not timed in its
+    # fps): steadier than wall time on a shared machine
+    report["cpu_ms_per_frame"] = {k: float(np.median(v)) for k, v in cpu_ms.items() if v}
+    report["runtime"] = recorder.tracker_attr("runtime")
+    report["workers"] = recorder.tracker_attr("workers")
+    if mediapipe and not _litert_available():
+        report.update(mediapipe_fps=None, ratio_vs_mediapipe=None,
+                      mediapipe_error="ai-edge-litert is not installed: install the test extra (scripts/setup_env.sh test)")
+    elif mediapipe:
+        by_threads = {th: float(np.median(v)) for th, v in ref_runs.items()}
+        best = max(by_threads, key=lambda k: by_threads[k])
+        report["mediapipe_fps"] = by_threads[best]
+        report["mediapipe_fps_by_threads"] = {str(k): v for k, v in by_threads.items()}
+        if repeats > 1:
+            report["mediapipe_fps_runs"] = {str(k): v for k, v in ref_runs.items()}
+            report["ratio_runs"] = [f / max(ref_runs[th][i] for th in mp_threads) for i, f in enumerate(fps_runs)]
+        report["ratio_vs_mediapipe"] = report["fps"] / report["mediapipe_fps"]
+        report["ratio_keypoints_vs_mediapipe"] = report["keypoints_fps"] / report["mediapipe_fps"]
+        report["mediapipe_backend"] = (
+            f"MediaPipe's hand_landmark_full / palm_detection_full .tflite (models/mediapipe) through ai-edge-litert "
+            f"(XNNPACK), driven by engine.hand_module.tracking's video-mode graph logic in one sequence (runtime "
+            f"litert, workers 1) on the same decoded frames, decoding not timed; mediapipe_fps is the faster of "
+            f"{', '.join(map(str, mp_threads))} XNNPACK thread(s) ({best} here)")
+        if no_hand:
+            kp = stats["result"]["keypoints_2d"][0]
+            report.update(no_hand_figures(info, kp, opts, tmp, mp_threads))
+    report["peak_rss_mb"] = peak_rss_mb
+    report["load_average_after"] = list(os.getloadavg())
+    return report
+
+
+def _capture_figures(stats, recorder, opts, tmp, hands, iterations, smoothing) -> dict:
+    """The figures of one capture run, with the replay without the temporal term."""
     n = stats["frames"]
     secs = stats["seconds_total"]
     stages = stats["stages_s"]
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    # the same observations, refit without the temporal term
     stats2: dict = {}
-    opts2 = capture.CaptureOptions(**{**opts.__dict__, "output": out_without})
+    opts2 = capture.CaptureOptions(**{**opts.__dict__, "output": os.path.join(tmp, "without_temporal.npz")})
     capture.run_capture(opts2, tracker=ReplayTracker(recorder.outputs), stats=stats2, temporal=False)
     r1, r2 = stats["result"], stats2["result"]
     t = 0
@@ -214,7 +311,7 @@ def run_bench(source: str, frames: tuple[int | None, int | None], hands: int = 1
     kp = r1["keypoints_2d"][t]
     det_valid = np.isfinite(kp).all(axis=(1, 2))
     report = {
-        "source": str(source),
+        "source": str(opts.source),
         "frames": n,
         "image_size": list(stats["image_size"]),
         "hands": hands,
@@ -222,7 +319,6 @@ def run_bench(source: str, frames: tuple[int | None, int | None], hands: int = 1
         "fps": n / secs if secs > 0 else float("nan"),
         "seconds_total": secs,
         "stages_ms": {k: 1000.0 * stages.get(k, 0.0) / max(n, 1) for k in STAGE_KEYS},
-        "peak_rss_mb": peak_rss_mb,
         "jitter_with_temporal": joint_jitter(j1, v),
         "jitter_without_temporal": joint_jitter(j2, v),
         "jitter_units": "mm/frame^2 (mean joint acceleration, camera frame)",
@@ -237,25 +333,33 @@ def run_bench(source: str, frames: tuple[int | None, int | None], hands: int = 1
     calls = stats.get("calls_s", {}).get("tailor", [])
     if len(calls) > 1:
         # the first tailor call includes the XLA compile (cached on disk after the first run ever)
+        from engine.tailor.clip import FIT_CHUNK  # here: JAX loads when the capture needs it, as outside the bench
+
         steady = float(np.median(calls[1:]))
         report["tailor_first_call_s"] = calls[0]
         report["tailor_steady_ms_per_frame"] = 1000.0 * steady / FIT_CHUNK
         report["fps_without_compile"] = n / max(secs - calls[0] + steady, 1e-9)
     keypoint_s = stages.get("detect", 0.0) + stages.get("keypoints", 0.0)
     report["keypoints_fps"] = n / keypoint_s if keypoint_s > 0 else float("nan")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if mediapipe:
-        try:
-            mp_s, mp_n = time_tracker(mediapipe_tracker(hands, False, threads=opts.threads or 2), info, opts)
-            report["mediapipe_fps"] = mp_n / mp_s if mp_s > 0 else float("nan")
-            report["ratio_vs_mediapipe"] = report["fps"] / report["mediapipe_fps"]
-            report["ratio_keypoints_vs_mediapipe"] = report["keypoints_fps"] / report["mediapipe_fps"]
-            report["mediapipe_backend"] = f"ai-edge-litert (XNNPACK, {opts.threads or 2} thread(s)), models/mediapipe/*.tflite"
-        except ImportError as exc:
-            report["mediapipe_fps"] = None
-            report["ratio_vs_mediapipe"] = None
-            report["mediapipe_error"] = f"ai-edge-litert is not installed ({exc}); install the test extra"
     return report
+
+
+def _litert_available() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("ai_edge_litert.interpreter") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _clear_jax_caches() -> None:
+    try:
+        import jax
+
+        jax.clear_caches()
+    except ImportError:
+        pass
 
 
 def _torch_threads():
@@ -278,15 +382,21 @@ def main(argv: list[str], prog: str = "python -m engine bench capture") -> int:
     p.add_argument("--iterations", type=int, default=capture.DEFAULT_ITERATIONS)
     p.add_argument("--smoothing", type=float, default=capture.DEFAULT_SMOOTHING)
     p.add_argument("--threads", type=int, default=capture.DEFAULT_TORCH_THREADS,
-                   help="torch threads, and TFLite threads for the MediaPipe run (0: torch's default / 2)")
-    p.add_argument("--no-mediapipe", action="store_true", help="skip the TFLite reference run")
+                   help="torch threads (0: torch's default)")
+    p.add_argument("--runtime", choices=RUNTIMES, default=None, help="our network runtime (default: capture's)")
+    p.add_argument("--workers", type=int, default=None, help="our concurrent tracking segments (default: capture's)")
+    p.add_argument("--repeats", type=int, default=1, help="alternate ours and the reference N times (medians)")
+    p.add_argument("--no-mediapipe", action="store_true", help="skip the reference (and the no-hand clip)")
+    p.add_argument("--no-hand-clip", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure the no-hand clip (default on)")
     p.add_argument("--keep", help="also keep the (temporal) capture result at this path")
     p.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
     args = p.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     report = run_bench(args.source, parse_frames(args.frames), args.hands, args.batch_size, args.iterations,
-                       args.smoothing, not args.no_mediapipe, args.keep, args.threads or None)
+                       args.smoothing, not args.no_mediapipe, args.keep, args.threads or None, args.runtime,
+                       args.workers, args.repeats, no_hand=args.no_hand_clip)
     if args.json:
         print(json.dumps(report, indent=2, default=float))
     else:

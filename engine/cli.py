@@ -16,6 +16,7 @@ COMMANDS = {
     "model": ("engine.hand_model.cli", "inspect and render hand model files"),
     "keypoints": ("engine.hand_module.cli", "2D keypoints + world landmarks for images"),
     "capture": ("engine.capture", "footage -> capture result (.npz)"),
+    "batch": ("engine.batch", "many clips -> results + manifest, on local workers or a Ray cluster"),
     "retailor": ("engine.retailor", "refit a capture result with artist edits locked"),
     "serve": ("engine.server", "JSON-lines engine protocol on stdin/stdout (for the Blender add-on)"),
     "bench": ("engine.bench", "benchmarks: tailor, capture"),
@@ -31,23 +32,42 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into the same clean stop as Ctrl-C (temp files removed, nothing half-published)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated
+
+
 def run_command(module_name: str, argv: list[str], prog: str) -> int:
-    """Runs one command module's `main`, turning `EngineError`s into a message and exit code 2."""
+    """Runs one command module's `main`, turning `EngineError`s into a message and exit code 2; Ctrl-C
+    exits 130 and SIGTERM 143 (128 + the signal), both after the same cleanup."""
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         module = importlib.import_module(module_name)
         return int(module.main(argv, prog=prog) or 0)
     except EngineError as exc:
         print(f"{prog}: error [{exc.code}]: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"{prog}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except BrokenPipeError:
         # `python -m engine model info --json | head`: the reader left; not an error worth a traceback.
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Argument parsing shared by the commands (capture, retailor, bench capture, the demo)."""
+"""Argument parsing shared by the commands (capture, batch, retailor, bench capture, the demo)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,16 @@ def parse_intrinsics(text: str | None) -> tuple[float, ...] | None:
     return vals
 
 
+def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
+    """--backbone and --hourglass-weights (engine.hand_module.BACKBONES), for every command that tracks hands."""
+    from engine.hand_module import BACKBONES
+
+    parser.add_argument("--backbone", choices=BACKBONES, default=BACKBONES[0],
+                        help="keypoint network (default mediapipe; hourglass needs --hourglass-weights)")
+    parser.add_argument("--hourglass-weights", metavar="FILE", default=None,
+                        help="hourglass.safetensors written by `python -m engine train run` (for --backbone hourglass)")
+
+
 def log_to_stderr() -> None:
     """INFO logs on stderr, unless the program set up logging itself."""
     if not logging.getLogger().handlers:
@@ -43,11 +53,20 @@ def log_to_stderr() -> None:
 
 def capture_parser(prog: str) -> argparse.ArgumentParser:
     """`python -m engine capture`'s arguments (`capture_options` turns them into CaptureOptions)."""
-    from engine.capture import DEFAULT_BATCH_SIZE, DEFAULT_ITERATIONS, DEFAULT_SMOOTHING, DEFAULT_TORCH_THREADS
-
     p = argparse.ArgumentParser(prog=prog, description="Capture hand motion from footage into a result file (.npz).")
     p.add_argument("source", help="video file (any codec OpenCV reads) or a folder of images (sorted by name)")
     p.add_argument("-o", "--output", required=True, help="result file to write (.npz)")
+    add_capture_options(p)
+    p.add_argument("--overlay", help="also write a video of the fitted mesh over the footage (.mp4)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def add_capture_options(p) -> None:
+    """The options of a capture other than its source, output, overlay and progress bar, on a parser or an
+    argument group: `capture` and `batch` (which applies them to every clip) share this one definition."""
+    from engine.capture import DEFAULT_BATCH_SIZE, DEFAULT_ITERATIONS, DEFAULT_SMOOTHING, DEFAULT_TORCH_THREADS
+
     p.add_argument("--frames", help="frame range A:B, 0-based, inclusive (default: all)")
     p.add_argument("--stride", type=int, default=1, help="use every Nth frame (default 1)")
     p.add_argument("--hands", type=int, choices=(1, 2), default=1, help="hands to capture (default 1)")
@@ -58,15 +77,16 @@ def capture_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"frames decoded and tracked per batch (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--steady-shape", action="store_true", help="one hand shape for the whole clip")
     p.add_argument("--mirrored", action="store_true", help="the footage is mirrored (selfie camera)")
-    p.add_argument("--overlay", help="also write a video of the fitted mesh over the footage (.mp4)")
     p.add_argument("--threads", type=int, default=DEFAULT_TORCH_THREADS,
                    help=f"torch threads for the networks (default {DEFAULT_TORCH_THREADS}; 0 = torch's default)")
-    p.add_argument("--backbone", choices=["mediapipe", "hourglass"], default="mediapipe",
-                   help="keypoint network (default mediapipe; hourglass needs --hourglass-weights)")
-    p.add_argument("--hourglass-weights", metavar="FILE", default=None,
-                   help="hourglass.safetensors written by `python -m engine train run` (for --backbone hourglass)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate of footage that has none, e.g. a folder of images (default 24, Blender's "
+                        "default scene rate); a video's own rate always wins")
+    add_backbone_arguments(p)
+    p.add_argument("--runtime", choices=["openvino", "litert", "torch"], default=None,
+                   help="network runtime (default: openvino on CPU, torch on other devices)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="frames tracked as this many concurrent segments (default: one per core, at most 2)")
 
 
 def capture_options(args: argparse.Namespace):
@@ -78,6 +98,7 @@ def capture_options(args: argparse.Namespace):
         source=args.source, output=args.output, frame_start=start, frame_end=end, stride=args.stride,
         hands=args.hands, intrinsics=parse_intrinsics(args.intrinsics), hand_model=args.hand_model,
         iterations=args.iterations, smoothing=args.smoothing, steady_shape=args.steady_shape,
-        mirrored=args.mirrored, overlay=args.overlay, batch_size=args.batch_size, threads=args.threads or None,
-        backbone=args.backbone, hourglass_weights=args.hourglass_weights,
+        mirrored=args.mirrored, overlay=args.overlay, batch_size=args.batch_size,
+        threads=None if args.threads == 0 else args.threads, backbone=args.backbone,
+        hourglass_weights=args.hourglass_weights, fps=args.fps, runtime=args.runtime, workers=args.workers,
     )

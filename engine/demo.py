@@ -8,6 +8,9 @@ Writes, under out/demo/ (or --out):
                              add-on are available; skipped with a note otherwise)
 
 Options: --frames A:B to capture part of the clip (default: all 621 frames), --no-blender.
+A rerun replaces these files (the engine itself never replaces an overlay video it cannot tell is the
+overlay of the result beside it: the demo clears its own two outputs first, so that outputs of an older
+version never block it).
 """
 
 from __future__ import annotations
@@ -92,6 +95,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m engine.demo") -> 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     out = pathlib.Path(args.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
+    for own in ("sample_result.npz", "sample_overlay.mp4"):  # this demo's outputs, written again below
+        (out / own).unlink(missing_ok=True)
     source = str(pathlib.Path(args.source).absolute())
     t0 = time.perf_counter()
     if args.no_blender or not blender_available():

@@ -291,7 +291,7 @@ class Pipeline:
     @staticmethod
     def tailor(model, init, kp_uvd, conf, K, mode, iterations, image_size) -> dict:
         """The tailor from the hand module's initialization (K None: weak perspective, nominal camera)."""
-        from engine.tailor.optimize import TailorConfig, fit
+        from engine.tailor import TailorConfig, fit
 
         cfg = TailorConfig(iterations=int(iterations), camera_model=mode)
         return fit(model, init["theta"], init["beta"], init["root"], kp_uvd[None, :, :2], conf[None],
@@ -440,10 +440,9 @@ def main(argv: list[str], prog: str = "python -m engine eval") -> int:
     ap.add_argument("--save-detections", type=pathlib.Path, metavar="FILE",
                     help="store the keypoint stage's outputs of this run (for --detections)")
     ap.add_argument("--pck-px", type=float, default=10.0, help="2D PCK threshold in px (default 10)")
-    ap.add_argument("--backbone", choices=["mediapipe", "hourglass"], default="mediapipe",
-                    help="keypoint network (default mediapipe; hourglass needs --hourglass-weights)")
-    ap.add_argument("--hourglass-weights", metavar="FILE", default=None,
-                    help="hourglass.safetensors written by `python -m engine train run` (for --backbone hourglass)")
+    from engine.cli_args import add_backbone_arguments
+
+    add_backbone_arguments(ap)
     args = ap.parse_args(argv)
     try:
         iterations = [int(x) for x in str(args.iterations).split(",") if x.strip()]

@@ -80,11 +80,12 @@ def draw_frame(image: np.ndarray, K: np.ndarray, hands: list[dict], scale=(1.0, 
 
 def write_overlay(path, result: dict, models: dict, *, info=None, batch_size: int = 16,
                   progress: Callable[[int, int, str], None] | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> pathlib.Path:
+                  should_stop: Callable[[], bool] | None = None, publish: bool = True) -> pathlib.Path:
     """Renders `result` over its footage into the video `path` (.mp4); returns the path written.
 
     result: a capture result dict (DESIGN.md); models: {side: HandModel} for its tracks' sides;
-    info: the footage's VideoInfo (default: probe result["source"]).
+    info: the footage's VideoInfo (default: probe result["source"]). publish=False: the finished temp file
+    (`.{stem}.{pid}.tmp.mp4` beside `path`) is returned instead of renamed (engine.outputs.Staged).
     """
     import cv2
 
@@ -141,6 +142,8 @@ def write_overlay(path, result: dict, models: dict, *, info=None, batch_size: in
             if progress is not None:
                 progress(done, total, f"writing the overlay video: frame {done}/{total}")
         writer.release()
+        if not publish:
+            return tmp
         os.replace(tmp, out_path)
     except BaseException:
         writer.release()

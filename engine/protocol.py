@@ -3,7 +3,16 @@
 Transport
     One JSON object per line, UTF-8 (this engine writes ASCII-only JSON), over the engine child's stdin
     (requests) and stdout (replies). stderr is the engine's log, for people. Bulk data never travels as
-    JSON numbers: jobs write `.npz` / `.mp4` files and replies carry their paths.
+    JSON numbers: jobs write `.npz` / `.mp4` files and replies carry their paths. A request line may hold
+    at most MAX_LINE_BYTES (1 MiB): a longer one gets an error reply (bad_request, "id": null) as soon as
+    it passes the limit, and is discarded up to its newline.
+
+Paths
+    Relative paths in args are resolved against the engine's base folder, which hello reports as
+    "base_dir" (`serve --base DIR`; default: the folder the engine was started in). An output may not name
+    an input (e.g. capture's "overlay" the "source"), and an existing file is replaced only by an output
+    of the same kind (a capture result by a result; an overlay video only by the overlay of the result it
+    was written with): otherwise the job is refused with unwritable_output before it starts.
 
 Requests
     {"id": str, "cmd": str, "args": {...}}        `args` may be omitted when a command takes none.
@@ -16,14 +25,17 @@ Replies (each carries the request's "id")
 
 Commands
     hello    -> result {"protocol": 1, "engine_version": str, "python": str, "versions": {package: version},
-                        "capabilities": ["capture", "retailor", "export_model", "cancel", "shutdown"]}
+                        "capabilities": ["capture", "retailor", "export_model", "cancel", "shutdown"],
+                        "base_dir": path, "max_jobs": int}
                 A client refuses an engine whose "protocol" differs from the one it speaks.
     capture  args {"source": path, "output": path.npz, "frame_start": int|null, "frame_end": int|null
                    (inclusive), "stride": 1, "hands": 1|2, "intrinsics": [fx,fy,cx,cy(,k1,k2,p1,p2,k3)]|null,
                    "hand_model": path|null, "iterations": 20, "smoothing": float, "steady_shape": bool,
                    "mirrored": bool, "overlay": path|null, "batch_size": int,
                    "backbone": "mediapipe"|"hourglass" (optional, default "mediapipe"),
-                   "hourglass_weights": path|null (optional; needed by "hourglass", else bad_model_file)}
+                   "hourglass_weights": path|null (optional; needed by "hourglass", else bad_model_file),
+                   "fps": number|null (optional: the frame rate of footage that has none, e.g. an image
+                   folder; the add-on sends its scene's; null: 24; a video's own rate always wins)}
              -> result {"files": {"result": path, "overlay": path|null}, "frames": int,
                         "valid_frames": [int per track], "hand_side": [str per track],
                         "corrupt_frames": [footage frame numbers that could not be decoded]}
@@ -45,7 +57,9 @@ Commands
                    within a second with error code "cancelled" and leaves no file behind.
     shutdown -> result {}; running jobs end with "cancelled", then the engine exits 0.
     capture, retailor and export_model run as jobs in child processes (so that a cancel can stop even a JAX compile);
-    the engine answers other requests while they run.
+    the engine answers other requests while they run. At most "max_jobs" jobs run at once (`serve
+    --max-jobs N`, default 2); another job request gets the error "busy". SIGTERM ends the engine like
+    shutdown (running jobs cancelled, their partial files removed).
 
 Error codes (stable; clients match on them)
     bad_request       malformed line, missing/extra/mistyped field, duplicate id
@@ -54,7 +68,8 @@ Error codes (stable; clients match on them)
     bad_model_file    hand model file refused or broken
     hand_model_mismatch  no hand model at hand is the one the result was fitted with (retailor)
     no_hand           no hand found in the footage
-    unwritable_output the output path cannot be written
+    unwritable_output the output path cannot be written (or names an input, or a file it may not replace)
+    busy              max_jobs jobs are running already; wait for one or cancel one
     cancelled         the job was cancelled
     internal          a bug: the message says what happened; the log (stderr) has the traceback
 """
@@ -78,6 +93,7 @@ ERROR_CODES = (
     "hand_model_mismatch",
     "no_hand",
     "unwritable_output",
+    "busy",
     "cancelled",
     "internal",
 )
@@ -126,6 +142,7 @@ ARG_SPECS: dict[str, dict[str, tuple]] = {
         "batch_size": (_INT + (None,), None, False),
         "backbone": (_STR, "mediapipe", False),
         "hourglass_weights": (_STR + (None,), None, False),
+        "fps": (_NUM + (None,), None, False),
     },
     "retailor": {
         "result": (_STR, None, True),
@@ -184,8 +201,10 @@ def validate_args(cmd: str, args: dict, id: str | None = None) -> dict:
                 raise ProtocolError("bad_request", "capture: intrinsics must be [fx,fy,cx,cy] or [fx,fy,cx,cy,k1,k2,p1,p2,k3] numbers", id)
         if out["hands"] not in (1, 2):
             raise ProtocolError("bad_request", f"capture: hands must be 1 or 2 (got {out['hands']})", id)
-        if out["backbone"] not in ("mediapipe", "hourglass"):
-            raise ProtocolError("bad_request", f"capture: backbone must be \"mediapipe\" or \"hourglass\" (got {out['backbone']!r})", id)
+        from engine.hand_module import BACKBONES
+
+        if out["backbone"] not in BACKBONES:
+            raise ProtocolError("bad_request", f"capture: backbone must be one of {list(BACKBONES)} (got {out['backbone']!r})", id)
     if cmd == "export_model" and out["side"] not in ("right", "left"):
         raise ProtocolError("bad_request", f"export_model: side must be \"right\" or \"left\" (got {out['side']!r})", id)
     if cmd == "retailor" and out["joints"] is not None and not all(isinstance(j, str) for j in out["joints"]):

@@ -22,7 +22,15 @@ never made-up values. keypoints_2d / confidence keep whatever the detector saw (
 
 Edits (`EDITS.npz`): theta, beta, root, hand_scale (same shapes as the result) and boolean masks
 lock_theta (T,N,16), lock_beta (T,N), lock_root (T,N), lock_hand_scale (T,N); optional format_version and
-frame_index (checked against the result when present).
+frame_index (checked against the result when present). Locked values are kept bit for bit, so they must be
+usable as they are: finite, theta unit quaternions (within 1e-3), hand_scale in [0.01, 100], root within
+1 km of the camera, beta within +-10 (the rig's shape-key range); an edits file that breaks this is refused
+before any refit, naming the edits file.
+
+Reading checks the declared sizes first (engine.safe_npz: the `.npy` headers, before anything is
+decompressed): the per-frame arrays must agree on T and N, the other arrays may not outweigh them by more
+than `EXTRA_BYTES`, and a file may declare at most `MAX_FILE_BYTES` in all. A compression bomb (1 MB that
+inflates to 1 GiB) is so refused without being inflated.
 """
 
 from __future__ import annotations
@@ -30,11 +38,13 @@ from __future__ import annotations
 import os
 import pathlib
 import tempfile
+import types
 import zipfile
 from typing import Mapping
 
 import numpy as np
 
+from engine import safe_npz
 from engine.errors import InputError, OutputError
 
 FORMAT_VERSION = 2
@@ -105,8 +115,12 @@ def check_output_path(path: str | os.PathLike, suffix: str = ".npz") -> pathlib.
     return p
 
 
-def atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], compress: bool = True) -> pathlib.Path:
-    """Writes `arrays` to `path` (.npz) atomically: temp file in the same folder, fsync, os.replace."""
+def atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], compress: bool = True, *,
+                 publish: bool = True) -> pathlib.Path:
+    """Writes `arrays` to `path` (.npz) atomically: temp file in the same folder, fsync, os.replace.
+
+    publish=False: stops before the rename and returns the finished temp file (`.{stem}.*.tmp.npz` beside
+    `path`): a job with several outputs publishes them together (engine.outputs.Staged)."""
     p = check_output_path(path, suffix=pathlib.Path(path).suffix.lower() or ".npz")
     for k, v in arrays.items():
         if np.asarray(v).dtype == object:
@@ -118,6 +132,8 @@ def atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], comp
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, _file_mode(p))  # mkstemp makes 0600; a result is an ordinary file
+        if not publish:
+            return pathlib.Path(tmp)
         os.replace(tmp, p)
     except OSError as exc:
         _unlink_quietly(tmp)
@@ -185,11 +201,12 @@ def _normalize_result(data: Mapping[str, object]) -> dict[str, np.ndarray]:
     return out
 
 
-def write_result(path: str | os.PathLike, data: Mapping[str, object]) -> pathlib.Path:
-    """Validates `data` (DESIGN.md's result table) and writes it atomically; returns the path written."""
+def write_result(path: str | os.PathLike, data: Mapping[str, object], *, publish: bool = True) -> pathlib.Path:
+    """Validates `data` (DESIGN.md's result table) and writes it atomically; returns the path written
+    (publish=False: the finished temp file, see atomic_savez)."""
     arrays = _normalize_result(data)
     validate_result(arrays, what="the result being written")
-    return atomic_savez(path, arrays)
+    return atomic_savez(path, arrays, publish=publish)
 
 
 def write_edits(path: str | os.PathLike, edits: Mapping[str, object], result: Mapping[str, np.ndarray] | None = None) -> pathlib.Path:
@@ -209,7 +226,7 @@ def write_edits(path: str | os.PathLike, edits: Mapping[str, object], result: Ma
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def _load_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
+def _load_npz(path: str | os.PathLike, what: str, templates: Mapping[str, tuple]) -> dict[str, np.ndarray]:
     p = pathlib.Path(path)
     if not p.exists():
         raise InputError(f"{what} {str(p)!r} does not exist. Check the path.")
@@ -217,15 +234,51 @@ def _load_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
         raise InputError(f"{what} {str(p)!r} is a folder, not an .npz file.")
     if not zipfile.is_zipfile(p):
         raise InputError(f"{what} {str(p)!r} is not a numpy .npz archive (damaged, truncated or another kind of file).")
+    named = f"{what} {str(p)!r}"
     try:
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-            raise InputError(f"{what} {str(p)!r} holds object arrays (pickled data), which are refused.") from exc
-        raise InputError(f"{what} {str(p)!r} is not a numpy .npz archive ({exc}).") from exc
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise InputError(f"{what} {str(p)!r} cannot be read: it is not an .npz archive or it is truncated ({exc}).") from exc
+        return safe_npz.load(p, max_bytes=MAX_FILE_BYTES,
+                             check=lambda members: check_declared_sizes(members, templates, named))
+    except safe_npz.NpzError as exc:
+        if "pickled object array" in str(exc):
+            raise InputError(f"{named} holds object arrays (pickled data), which are refused.") from None
+        if exc.kind == "truncated":
+            raise InputError(f"{named} cannot be read: it is truncated or damaged ({exc}).") from None
+        raise InputError(f"{named} is refused: {exc}.") from None
+
+
+# ------------------------------------------------------------------------------ declared sizes (issue 17)
+
+#: Bytes a result or edits file may declare in all: a result holds ~1.1 KB per hand per frame, so 4 GiB is
+#: ~3.8 million hand-frames (two hands for 8.8 hours at 60 fps).
+MAX_FILE_BYTES = 4 * 2**30
+#: Bytes the arrays outside the per-frame table (K, strings, extra keys of other tools) may declare beyond
+#: the table's own size.
+EXTRA_BYTES = 16 * 2**20
+
+EDITS_SHAPES: dict[str, tuple] = {
+    "frame_index": ("N",),
+    **{k: RESULT_SHAPES[k] for k in EDIT_VALUE_KEYS},
+    **EDIT_LOCK_SHAPES,
+}
+
+
+def check_declared_sizes(members: Mapping[str, "safe_npz.Member"], templates: Mapping[str, tuple], what: str) -> None:
+    """Before anything is decompressed: the per-frame arrays (templates with N) must agree on T and N, and
+    the other arrays may not outweigh them by more than EXTRA_BYTES. Raises InputError naming the array."""
+    dims: dict[str, int] = {}
+    framed = 0
+    for key, template in templates.items():
+        if "N" in template and key in members:
+            shape = members[key].shape
+            _match_shape(key, types.SimpleNamespace(shape=shape, ndim=len(shape)), template, dims, what)
+            framed += members[key].nbytes
+    rest = [m for k, m in members.items() if not (k in templates and "N" in templates[k])]
+    if sum(m.nbytes for m in rest) > framed + EXTRA_BYTES:
+        big = max(rest, key=lambda m: m.nbytes)
+        raise InputError(
+            f"{what}: {big.key!r} declares shape {big.shape} ({big.nbytes:,} bytes), far more than the per-frame "
+            f"arrays it belongs with ({framed:,} bytes); refused before decompressing anything (a damaged or "
+            "hostile file)")
 
 
 def _check_version(d: Mapping[str, np.ndarray], what: str, required: bool) -> None:
@@ -307,7 +360,7 @@ def validate_result(d: Mapping[str, np.ndarray], what: str = "capture result") -
 
 def read_result(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Loads and validates a capture result (format 1 upgraded to 2); raises InputError naming what is wrong."""
-    d = _load_npz(path, "capture result")
+    d = _load_npz(path, "capture result", RESULT_SHAPES)
     _check_version(d, f"capture result {str(path)!r}", required=True)
     d = upgrade_v1(d)
     validate_result(d, what=f"capture result {str(path)!r}")
@@ -332,22 +385,7 @@ def validate_edits(edits: Mapping[str, np.ndarray], result: Mapping[str, np.ndar
             raise InputError(f"{what}: {k!r} must be a boolean mask (got {a.dtype}).")
         _match_shape(k, a, template, dims, what)
     T, N = dims["T"], dims["N"]
-    checks = {
-        "theta": np.asarray(edits["lock_theta"]),
-        "beta": np.asarray(edits["lock_beta"]),
-        "root": np.asarray(edits["lock_root"]),
-        "hand_scale": np.asarray(edits["lock_hand_scale"]),
-    }
-    for k, mask in checks.items():
-        vals = np.asarray(edits[k])[mask]
-        if vals.size and not np.all(np.isfinite(vals)):
-            raise InputError(f"{what}: locked {k!r} entries hold NaN/inf; lock only values you set.")
-    q = np.asarray(edits["theta"])[checks["theta"]]
-    if q.size and np.any(np.linalg.norm(q, axis=-1) < 1e-6):
-        raise InputError(f"{what}: locked theta entries hold zero quaternions.")
-    hs = np.asarray(edits["hand_scale"])[checks["hand_scale"]]
-    if hs.size and np.any(hs <= 0):
-        raise InputError(f"{what}: locked hand_scale entries must be positive.")
+    check_edit_values(edits, what)
     if result is not None:
         rT, rN = np.asarray(result["valid"]).shape
         if (T, N) != (rT, rN):
@@ -359,7 +397,7 @@ def validate_edits(edits: Mapping[str, np.ndarray], result: Mapping[str, np.ndar
 
 def read_edits(path: str | os.PathLike, result: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Loads and validates an edits file (against its result when given)."""
-    d = _load_npz(path, "edits file")
+    d = _load_npz(path, "edits file", EDITS_SHAPES)
     validate_edits(d, result, what=f"edits file {str(path)!r}")
     return d
 
@@ -372,3 +410,56 @@ def empty_edits(result: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     e["format_version"] = np.asarray(FORMAT_VERSION, np.int64)
     e["frame_index"] = np.asarray(result["frame_index"], np.int64)
     return e
+
+
+# ------------------------------------------------------------------------------- edit values (issue 17)
+
+#: Locked quaternions must be unit length within this (as results require of theta).
+QUATERNION_TOLERANCE = 1e-3
+#: hand_scale is the hand's size relative to the model's metric size.
+HAND_SCALE_RANGE = (0.01, 100.0)
+#: meters from the camera, per coordinate.
+ROOT_LIMIT_M = 1000.0
+#: the rig's shape-key slider range (handtailor_blender/rig.py).
+BETA_LIMIT = 10.0
+
+
+def _where(mask: np.ndarray, names: tuple[str, ...] = ("track", "frame", "joint")) -> str:
+    first = np.argwhere(mask)[0]
+    return ", ".join(f"{n} {int(i)}" for n, i in zip(names, first))
+
+
+def check_edit_values(edits: Mapping[str, np.ndarray], what: str = "edits") -> None:
+    """Locked edit values must be usable as they are (the re-tailor keeps them bit for bit): finite, theta
+    unit quaternions, hand_scale, root and beta in range (constants above). Raises InputError naming `what`
+    (the edits file), the array, the first bad entry and the rule."""
+    locks = {k: np.asarray(edits[EDIT_LOCK_FOR[k]], bool) for k in EDIT_VALUE_KEYS}
+    values = {k: np.asarray(edits[k], np.float64) for k in EDIT_VALUE_KEYS}
+    for k in EDIT_VALUE_KEYS:
+        bad = locks[k] & ~np.isfinite(values[k]).reshape(locks[k].shape + (-1,)).all(-1)
+        if bad.any():
+            raise InputError(f"{what}: locked {k!r} entries hold NaN/inf ({_where(bad)}); lock only values you set.")
+    norm = np.linalg.norm(values["theta"], axis=-1)
+    bad = locks["theta"] & (np.abs(norm - 1.0) > QUATERNION_TOLERANCE)
+    if bad.any():
+        t, n, j = np.argwhere(bad)[0]
+        raise InputError(
+            f"{what}: locked theta (lock_theta) at {_where(bad)} is {values['theta'][t, n, j].tolist()} (length "
+            f"{norm[t, n, j]:.6g}); quaternions must be unit length (within {QUATERNION_TOLERANCE:g}): normalize them.")
+    lo, hi = HAND_SCALE_RANGE
+    hs = values["hand_scale"]
+    bad = locks["hand_scale"] & ~((hs >= lo) & (hs <= hi))
+    if bad.any():
+        t, n = np.argwhere(bad)[0]
+        raise InputError(f"{what}: locked hand_scale at {_where(bad)} is {hs[t, n]:.6g}; it must be between {lo:g} "
+                         f"and {hi:g} (the hand's size relative to the hand model).")
+    bad = locks["root"] & (np.abs(values["root"]) > ROOT_LIMIT_M).any(-1)
+    if bad.any():
+        t, n = np.argwhere(bad)[0]
+        raise InputError(f"{what}: locked root at {_where(bad)} is {values['root'][t, n].tolist()} m; each coordinate "
+                         f"must be within +-{ROOT_LIMIT_M:g} m of the camera.")
+    bad = locks["beta"] & (np.abs(values["beta"]) > BETA_LIMIT).any(-1)
+    if bad.any():
+        t, n = np.argwhere(bad)[0]
+        raise InputError(f"{what}: locked beta at {_where(bad)} is {values['beta'][t, n].tolist()}; shape values "
+                         f"must be within +-{BETA_LIMIT:g} (the rig's shape-key range).")

@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 
 from engine.errors import InputError
+from engine import outputs
 from engine import results as results_io
 
 log = logging.getLogger("engine.retailor")
@@ -142,6 +143,9 @@ def run_retailor(options: RetailorOptions, progress: Callable[[int, int, str], N
     progress = progress or (lambda d, t, m="": None)
     should_stop = should_stop or (lambda: False)
     out_path = results_io.check_output_path(options.output)
+    outputs.check_not_inputs({"output": str(out_path)}, {"capture result": options.result, "edits file": options.edits,
+                                                        "hand model": options.hand_model})
+    outputs.check_replaceable(out_path, "result")
     result = results_io.read_result(options.result)
     edits = results_io.read_edits(options.edits, result)
     models = track_models(result, options.hand_model)
@@ -161,7 +165,7 @@ def run_retailor(options: RetailorOptions, progress: Callable[[int, int, str], N
     camera_model = str(result["camera_model"])
     K = np.asarray(result["K"], np.float64)
     config = TailorConfig(iterations=iterations, camera_model=camera_model, temporal_weight=smoothing)
-    new = {k: np.array(v) for k, v in result.items()}
+    new = {k: np.array(v) for k, v in result.items() if k != outputs.OVERLAY_SHA_KEY}  # no overlay is written here
     new["hand_model"] = np.asarray([str(m.path) for m in models])
     new["hand_model_sha256"] = np.asarray([str(m.sha256) for m in models])
     locks_all = {k: np.asarray(edits[k], bool) for k in results_io.EDIT_LOCK_SHAPES}

@@ -9,6 +9,16 @@ Cancel: the child is terminated (SIGTERM, then SIGKILL after 0.3 s), the partial
 (temporary files next to the outputs, an output that appeared during the job) are removed, and the job's
 request gets the error "cancelled". Results are always written atomically, so a finished file is either
 complete or absent.
+
+Limits and safety (see engine.protocol for what clients see):
+- stdin is read as bytes by a bounded reader: a line longer than protocol.MAX_LINE_BYTES (1 MiB) gets an
+  error reply (id null) as soon as it passes the limit and is discarded up to its newline, so a huge or
+  endless line costs the engine a 64 KiB read buffer, never the line.
+- paths in a job's args are resolved against the base folder (`--base`, default: the folder the engine
+  was started in; `hello` reports it as base_dir); outputs may not be inputs, and an existing file is
+  replaced only by an output of the same kind (engine.outputs).
+- at most `--max-jobs` jobs (default 2) run at once; another job request gets the error "busy".
+- SIGTERM stops the engine like `shutdown`: running jobs are cancelled and their partial files removed.
 """
 
 from __future__ import annotations
@@ -18,16 +28,26 @@ import logging
 import multiprocessing
 import os
 import pathlib
+import signal
 import sys
 import threading
 import time
 import traceback
+from typing import Iterator
 
 from engine import protocol
 
 log = logging.getLogger("engine.server")
 
 KILL_GRACE_S = 0.3
+DEFAULT_MAX_JOBS = 2  # each job is a process holding torch + JAX (1-2 GB): two fit a small machine
+READ_CHUNK = 1 << 16
+# Path arguments of each job command: resolved against the server's base folder before the job starts.
+PATH_ARGS = {
+    "capture": ("source", "output", "overlay", "hand_model", "hourglass_weights"),
+    "retailor": ("result", "edits", "output", "hand_model"),
+    "export_model": ("source", "output"),
+}
 PACKAGES = ("numpy", "scipy", "opencv-python-headless", "torch", "jax", "jaxlib", "smplx", "optax")
 
 
@@ -141,8 +161,8 @@ class Job:
             if self.finished.is_set() or (self.cancelled and not from_cancel):
                 return
             self.finished.set()
+        self.server.job_done(self)  # first: a client answered may start its next job at once
         self.server.send(reply)
-        self.server.job_done(self)
 
     def _watch(self) -> None:
         rid = self.id
@@ -213,15 +233,62 @@ def _terminate(process) -> None:
         process.join(1.0)
 
 
+class LineTooLong:
+    """What read_lines yields for a line over the limit (once, when it passes it); the rest is discarded."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+
+
+def read_lines(fd: int, limit: int = protocol.MAX_LINE_BYTES, chunk: int = READ_CHUNK) -> Iterator[bytes | LineTooLong]:
+    """Lines of `fd` as bytes (without the newline), reading at most `chunk` bytes at a time and never
+    keeping more than `limit` bytes of one line: a longer line yields one LineTooLong, then its bytes are
+    dropped until its newline. Ends at EOF (a last line without newline is yielded when within the limit)."""
+    buf = bytearray()
+    discarding = False
+    while True:
+        try:
+            data = os.read(fd, chunk)
+        except InterruptedError:  # pragma: no cover - Python retries EINTR itself
+            continue
+        if not data:
+            if buf and not discarding:
+                yield bytes(buf)
+            return
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            piece = data[start:] if nl < 0 else data[start:nl]
+            if not discarding:
+                if len(buf) + len(piece) > limit:
+                    discarding = True
+                    buf.clear()
+                    yield LineTooLong(limit)
+                else:
+                    buf += piece
+            if nl < 0:
+                break
+            if not discarding:
+                yield bytes(buf)
+            buf.clear()
+            discarding = False
+            start = nl + 1
+
+
 class Server:
-    """Reads requests from `inp`, writes replies to `out` (text streams), one JSON object a line.
+    """Reads requests from `inp` (a file descriptor, read by `read_lines`), writes replies to `out` (a text
+    stream), one JSON object a line.
 
-    `jobs`: command -> the function its child process runs (default `JOBS`)."""
+    `jobs`: command -> the function its child process runs (default `JOBS`); `base`: the folder relative
+    paths are resolved against (default: the current folder); `max_jobs`: jobs running at once."""
 
-    def __init__(self, inp, out, mp_context: str = "spawn", jobs: dict | None = None):
+    def __init__(self, inp: int, out, mp_context: str = "spawn", jobs: dict | None = None,
+                 base: str | os.PathLike | None = None, max_jobs: int = DEFAULT_MAX_JOBS):
         self.inp = inp
         self.out = out
         self.job_functions = dict(JOBS if jobs is None else jobs)
+        self.base = pathlib.Path(base if base is not None else os.getcwd()).expanduser().absolute()
+        self.max_jobs = int(max_jobs)
         self.write_lock = threading.Lock()
         self.jobs: dict[str, Job] = {}
         self.jobs_lock = threading.Lock()
@@ -258,10 +325,16 @@ class Server:
             "python": sys.version.split()[0],
             "versions": versions,
             "capabilities": list(protocol.CAPABILITIES),
+            "base_dir": str(self.base),
+            "max_jobs": self.max_jobs,
         }
 
-    def handle_line(self, line: str) -> bool:
+    def handle_line(self, line: bytes | str | LineTooLong) -> bool:
         """Serves one line; returns False when the engine should stop."""
+        if isinstance(line, LineTooLong):
+            self.send(protocol.error(None, "bad_request", f"request line longer than {line.limit} bytes "
+                                     "(the protocol's limit): it is discarded up to its newline"))
+            return True
         if not line.strip():
             return True
         try:
@@ -295,9 +368,15 @@ class Server:
         return True
 
     def start_job(self, req: protocol.Request) -> None:
+        req = self.resolve_paths(req)
+        self.check_outputs(req)
         with self.jobs_lock:
             if req.id in self.jobs:
                 raise protocol.ProtocolError("bad_request", f"a job with id {req.id!r} is still running; use a new id", req.id)
+            if len(self.jobs) >= self.max_jobs:
+                raise protocol.ProtocolError(
+                    "busy", f"{len(self.jobs)} job(s) are running, the most this engine runs at once "
+                    f"(serve --max-jobs {self.max_jobs}); wait for one to finish or cancel one", req.id)
             outs = set(_output_paths(req.cmd, req.args))
             for other in self.jobs.values():
                 clash = outs & set(other.outputs)
@@ -307,6 +386,41 @@ class Server:
                     )
             self.jobs[req.id] = Job(self, req, self.ctx, self.job_functions[req.cmd])
 
+    def resolve_paths(self, req: protocol.Request) -> protocol.Request:
+        """The request with its path arguments made absolute against the base folder."""
+        from engine.outputs import resolve
+
+        args = dict(req.args)
+        for key in PATH_ARGS.get(req.cmd, ()):
+            if args.get(key):
+                args[key] = resolve(args[key], self.base)
+        return protocol.Request(req.id, req.cmd, args)
+
+    def check_outputs(self, req: protocol.Request) -> None:
+        """Before a job starts: its outputs are not its inputs and replace only earlier outputs (engine.outputs)."""
+        from engine import outputs
+        from engine.errors import OutputError
+
+        a = req.args
+        try:
+            if req.cmd == "capture":
+                outputs.check_not_inputs({"output": a.get("output"), "overlay": a.get("overlay")},
+                                         {"footage": a.get("source"), "hand model": a.get("hand_model"),
+                                          "hourglass weights": a.get("hourglass_weights")})
+                outputs.check_replaceable(a["output"], "result")
+                if a.get("overlay"):
+                    outputs.check_replaceable(a["overlay"], "overlay", result_path=a["output"])
+            elif req.cmd == "retailor":
+                outputs.check_not_inputs({"output": a.get("output")},
+                                         {"capture result": a.get("result"), "edits file": a.get("edits"),
+                                          "hand model": a.get("hand_model")})
+                outputs.check_replaceable(a["output"], "result")
+            elif req.cmd == "export_model":
+                outputs.check_not_inputs({"output": a.get("output")}, {"hand model": a.get("source")})
+                outputs.check_replaceable(a["output"], "model")
+        except OutputError as exc:
+            raise protocol.ProtocolError(exc.code, str(exc), req.id) from None
+
     def cancel_all(self) -> None:
         with self.jobs_lock:
             jobs = list(self.jobs.values())
@@ -315,10 +429,10 @@ class Server:
 
     def serve_forever(self) -> int:
         try:
-            for line in self.inp:
+            for line in read_lines(self.inp):
                 if not self.handle_line(line):
                     break
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see main): stop like shutdown
             pass
         finally:
             self.cancel_all()
@@ -331,16 +445,33 @@ def main(argv: list[str], prog: str = "python -m engine serve") -> int:
         description="JSON-lines engine protocol on stdin/stdout for the Blender add-on (see engine/protocol.py).",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--base", metavar="DIR", help="folder that relative paths in requests are resolved against "
+                        "(default: the folder the engine is started in; hello reports it as base_dir)")
+    parser.add_argument("--max-jobs", type=int, default=DEFAULT_MAX_JOBS,
+                        help=f"jobs run at once; more get the error 'busy' (default {DEFAULT_MAX_JOBS})")
     args = parser.parse_args(argv)
-    return serve_stdio(args.log_level)
+    if args.max_jobs < 1:
+        parser.error(f"--max-jobs must be at least 1 (got {args.max_jobs})")
+    base = pathlib.Path(args.base).expanduser().absolute() if args.base else pathlib.Path.cwd()
+    if not base.is_dir():
+        parser.error(f"--base {str(base)!r} is not a folder")
+    return serve_stdio(args.log_level, base=base, max_jobs=args.max_jobs)
 
 
-def serve_stdio(log_level: str = "INFO", jobs: dict | None = None) -> int:
-    """Serves the protocol on this process's stdin/stdout until EOF or `shutdown`; returns the exit code."""
+def serve_stdio(log_level: str = "INFO", jobs: dict | None = None, base: str | os.PathLike | None = None,
+                max_jobs: int = DEFAULT_MAX_JOBS) -> int:
+    """Serves the protocol on this process's stdin/stdout until EOF, `shutdown` or SIGTERM; returns the exit code."""
     logging.basicConfig(level=log_level, stream=sys.stderr, format="engine %(levelname)s %(name)s: %(message)s")
     # Replies must not be mangled by the platform's text encoding or line endings.
     out = open(sys.stdout.fileno(), "w", encoding="utf-8", newline="\n", closefd=False)
-    inp = open(sys.stdin.fileno(), "r", encoding="utf-8", errors="replace", newline=None, closefd=False)
     sys.stdout = sys.stderr  # nothing else may write to the protocol channel
-    log.info("engine protocol %d ready (pid %d)", protocol.PROTOCOL_VERSION, os.getpid())
-    return Server(inp, out, jobs=jobs).serve_forever()
+    signal.signal(signal.SIGTERM, _terminate_like_shutdown)
+    server = Server(sys.stdin.fileno(), out, jobs=jobs, base=base, max_jobs=max_jobs)
+    log.info("engine protocol %d ready (pid %d; paths relative to %s; at most %d jobs)", protocol.PROTOCOL_VERSION,
+             os.getpid(), server.base, server.max_jobs)
+    return server.serve_forever()
+
+
+def _terminate_like_shutdown(signum, frame):
+    """SIGTERM: unwind the main loop like Ctrl-C, so running jobs are cancelled and their files removed."""
+    raise KeyboardInterrupt

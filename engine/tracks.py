@@ -67,6 +67,7 @@ def collect_observations(info, tracker, *, batch_size: int, frame_start=None, fr
             progress(done, total, f"tracking hands: frame {done}/{total}")
     finally:
         batches.close()
+        release_freed_memory()
     if not frame_index:
         raise InputError(f"the frame range selects no frames of {info.source!r} ({info.frame_count} frames).")
     if obs.errors:
@@ -75,6 +76,22 @@ def collect_observations(info, tracker, *, batch_size: int, frame_start=None, fr
     obs.frame_index = np.asarray(frame_index, np.int64)
     obs.decoded = np.asarray(decoded, bool)
     return obs
+
+
+def release_freed_memory() -> None:
+    """Hands the heap memory freed by the decoded frames back to the OS (glibc's malloc_trim; elsewhere a
+    no-op). Frames freed by several threads stay in glibc's arenas otherwise, and the fit's JAX then adds
+    on top: the capture's peak RSS varied 850-1110 MB on the sample clip, 845-850 with this."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = getattr(libc, "malloc_trim", None)
+    except OSError:
+        return
+    if trim is not None:
+        trim(0)
 
 
 def _track_batch(batch, tracker, frame_index: list, decoded: list, obs: Observations, timer) -> None:

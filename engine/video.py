@@ -10,11 +10,18 @@ does not blow up a batch). Frames are RGB uint8 `(H, W, 3)`.
   here, explicitly (OpenCV's own auto-rotation is switched off so the behaviour does not depend on its
   defaults): frames come out upright and `VideoInfo.width/height` are the upright size.
 - A frame that cannot be decoded in the middle of the footage is yielded as `Frame(index, None, reason)`:
-  the capture marks it invalid and reports it. Failures after the last decodable frame are the end of the
-  stream (containers often over-announce their frame count), not corrupt frames.
+  the capture marks it invalid and reports it. A long damaged stretch does not end the stream: after
+  `SEEK_AFTER_FAILURES` failed reads in a row the reader seeks ahead to where frames decode again (doubling
+  steps, then bisecting back: a few seeks however long the stretch), marks the frames in between corrupt
+  and reads on. Failures after the last frame that decodes, up to the announced frame count, are the end of
+  the stream (containers often over-announce their frame count), not corrupt frames.
 - Image folders: files with an image extension, sorted by name with numbers compared as numbers
   (`frame_2.png` before `frame_10.png`); an unreadable image or one whose size differs from the first is a
   corrupt frame. EXIF orientation is applied by OpenCV.
+- Frame rate: a video's own (from its container). Footage without one (image folders, a single image, a
+  video whose container has none) gets the `fps` given to `probe`, by default `DEFAULT_FPS` = 24: Blender's
+  default scene rate, so a capture keyed into a default scene keeps its timing. The add-on passes its
+  scene's rate (protocol `capture` arg `fps`), the CLI `--fps`.
 """
 
 from __future__ import annotations
@@ -39,8 +46,15 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm", ".exr", ".hdr"}
 )
-#: After this many failed reads in a row the stream is considered finished.
+#: `probe` tries this many reads for a first decodable frame.
 MAX_CONSECUTIVE_FAILURES = 32
+#: After this many failed reads in a row, reading seeks past the damage (`_resync`): a demuxer that lost its
+#: place in damaged data may never find it again by reading on (seen with AVI), while a seek uses the index.
+SEEK_AFTER_FAILURES = 8
+#: Frame rate of footage that has none (image folders): Blender's default scene rate (see the docstring).
+DEFAULT_FPS = 24.0
+#: Highest frame rate accepted for `fps` (high-speed cameras reach 1000).
+MAX_FPS = 1000.0
 #: Default cap on the pixels one batch may hold (bytes of RGB uint8).
 DEFAULT_MAX_BATCH_BYTES = 512 * 1024 * 1024
 
@@ -143,13 +157,29 @@ def _capture_rotation(cap) -> int:
     return rot if rot in (90, 180, 270) else 0
 
 
-def probe(source: str | os.PathLike) -> VideoInfo:
+def check_fps(fps: float | None) -> float:
+    """The frame rate for footage without one: `fps` checked (None: DEFAULT_FPS). Raises InputError."""
+    if fps is None:
+        return DEFAULT_FPS
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        raise InputError(f"--fps must be a number of frames per second (got {fps!r}).") from None
+    if not (np.isfinite(value) and 0 < value <= MAX_FPS):
+        raise InputError(f"--fps must be a frame rate above 0 and at most {MAX_FPS:g} frames per second (got {fps!r}).")
+    return value
+
+
+def probe(source: str | os.PathLike, fps: float | None = None) -> VideoInfo:
     """Opens `source` (a video file, a folder of images or one image) and describes it; raises InputError.
 
-    Reads the first frame, so a video that opens but holds no decodable frame is refused here.
+    fps: the frame rate of footage that has none (image folders; a video whose container has none);
+    None: DEFAULT_FPS. A video's own frame rate always wins. Reads the first frame, so a video that opens
+    but holds no decodable frame is refused here.
     """
     import cv2
 
+    fallback_fps = check_fps(fps)
     path = _check_exists(source)
     if path.is_dir():
         files = _image_files(path)
@@ -165,11 +195,11 @@ def probe(source: str | os.PathLike) -> VideoInfo:
                 break
         if first is None:
             raise InputError(f"none of the first images in {str(path)!r} could be decoded; they are damaged or not images.")
-        return VideoInfo(str(path), "images", first.shape[1], first.shape[0], 0.0, len(files))
+        return VideoInfo(str(path), "images", first.shape[1], first.shape[0], fallback_fps, len(files))
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         img = _imread_rgb(path)
         if img is not None:
-            return VideoInfo(str(path), "images", img.shape[1], img.shape[0], 0.0, 1)
+            return VideoInfo(str(path), "images", img.shape[1], img.shape[0], fallback_fps, 1)
     if path.stat().st_size == 0:
         raise InputError(f"{str(path)!r} is an empty file (0 bytes), not a video. Export the footage again.")
     cap = _open_capture(path)
@@ -189,6 +219,12 @@ def probe(source: str | os.PathLike) -> VideoInfo:
                 break
             if not cap.grab() and count <= 0:
                 break
+        if not ok and count > MAX_CONSECUTIVE_FAILURES:  # a damaged start: seek to where frames decode
+            resume = _resync(cap, 0, count - 1)
+            if resume is not None and _seek(cap, resume):
+                ok, frame = cap.read()
+                if ok:
+                    h, w = frame.shape[:2]
         if not ok:
             raise InputError(
                 f"{str(path)!r} contains no video frames that can be decoded (announced frame count: {count}). "
@@ -198,8 +234,9 @@ def probe(source: str | os.PathLike) -> VideoInfo:
         cap.release()
     if rotation in (90, 270):
         w, h = h, w
-    if not np.isfinite(fps) or fps <= 0 or fps > 1000:
-        fps = 0.0
+    if not np.isfinite(fps) or fps <= 0 or fps > MAX_FPS:
+        log.warning("%s announces no usable frame rate (%r): using %g fps", path, fps, fallback_fps)
+        fps = fallback_fps
     return VideoInfo(str(path), "video", int(w), int(h), fps, max(count, 0), rotation, codec)
 
 
@@ -270,23 +307,41 @@ def _iter_video(info: VideoInfo, start: int, end: int | None, stride: int) -> It
 
     cap = _open_capture(pathlib.Path(info.source))
     rot = _rotation_code(info.rotation)
+    announced_last = info.frame_count - 1 if info.frame_count > 0 else None
+
+    def wanted(i: int) -> bool:
+        return i >= start and (i - start) % stride == 0 and (end is None or i <= end)
+
+    def damaged(first: int, stop: int) -> Iterator[Frame]:
+        """A run of failed reads [first, stop) with frames decoding after it: damage, not the end."""
+        log.warning("frame(s) %d..%d of %s cannot be decoded: marked invalid", first, stop - 1, info.source)
+        for bad in range(first, stop):
+            if wanted(bad):
+                yield Frame(bad, None, "frame cannot be decoded (damaged data)")
+
+    def resume_after(failed: int) -> int | None:
+        """Where frames decode again after the failed read at `failed` (None: the stream is over)."""
+        if announced_last is None or failed >= announced_last:
+            return None
+        return _resync(cap, failed, announced_last)
+
     try:
         index = 0
-        if start > 0:
-            if start > 64 and cap.set(cv2.CAP_PROP_POS_FRAMES, start) and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == start:
-                index = start
-            else:
-                cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                while index < start and cap.grab():
-                    index += 1
-                if index < start:
-                    return
-        pending: list[int] = []  # failed reads not yet known to be mid-stream (corrupt) rather than the end
-        while end is None or index <= end:
-            wanted = (index - start) % stride == 0
+        if start > 64 and _seek(cap, start):
+            index = start
+        else:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        gap_from: int | None = None  # first frame of the current run of failed reads
+        fails = 0
+        while True:
+            if end is not None and index > end:
+                if gap_from is not None and resume_after(index - 1) is not None:
+                    yield from damaged(gap_from, index)
+                    gap_from = None
+                break
             ok = cap.grab()
             image = None
-            if ok and wanted:
+            if ok and wanted(index):
                 ok, bgr = cap.retrieve()
                 if ok and bgr is not None:
                     if rot is not None:
@@ -295,28 +350,82 @@ def _iter_video(info: VideoInfo, start: int, end: int | None, stride: int) -> It
                 else:
                     ok = False
             if not ok:
-                pending.append(index)
-                if len(pending) >= MAX_CONSECUTIVE_FAILURES or (info.frame_count > 0 and index >= info.frame_count):
-                    break
+                gap_from = index if gap_from is None else gap_from
+                fails += 1
+                if announced_last is not None and index > announced_last:
+                    break  # past the announced end: the stream is over
+                if fails >= SEEK_AFTER_FAILURES:
+                    # A long damaged stretch, or the end: seek past it to where frames decode again.
+                    resume = resume_after(index)
+                    if resume is None:
+                        break
+                    if end is not None and resume > end:  # the damage covers the rest of the range
+                        yield from damaged(gap_from, end + 1)
+                        gap_from = None
+                        break
+                    if not _seek(cap, resume):
+                        break
+                    index, fails = resume, 0
+                    continue
                 index += 1
                 continue
-            for bad in pending:
-                if (bad - start) % stride == 0:
-                    log.warning("frame %d of %s cannot be decoded: skipped", bad, info.source)
-                    yield Frame(bad, None, "frame cannot be decoded (damaged data)")
-            pending.clear()
-            if wanted:
+            if gap_from is not None:
+                yield from damaged(gap_from, index)
+                gap_from, fails = None, 0
+            if wanted(index):
                 if image.shape[:2] != (info.height, info.width):
                     yield Frame(index, None, f"frame is {image.shape[1]}x{image.shape[0]}, expected {info.width}x{info.height}")
                 else:
                     yield Frame(index, image)
             index += 1
-        if pending and info.frame_count > 0 and pending[0] < info.frame_count - 1:
-            log.warning(
-                "%s ended at frame %d although it announces %d frames", info.source, pending[0], info.frame_count
-            )
+        if gap_from is not None and announced_last is not None and gap_from < announced_last:
+            log.warning("%s ended at frame %d although it announces %d frames", info.source, gap_from, info.frame_count)
     finally:
         cap.release()
+
+
+def _seek(cap, position: int) -> bool:
+    """Moves the capture to `position`; True when OpenCV says it is exactly there."""
+    import cv2
+
+    return bool(cap.set(cv2.CAP_PROP_POS_FRAMES, position)) and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == position
+
+
+def _decodes_at(cap, position: int) -> bool:
+    """Seeks to `position` and decodes one frame there (the capture is left after it)."""
+    import cv2
+
+    return _seek(cap, position) and cap.grab() and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == position + 1
+
+
+def _resync(cap, failed: int, last: int) -> int | None:
+    """The first frame after `failed` (a frame in a run of failed reads) that decodes when sought, up to
+    `last`; None when none does. Steps ahead doubling from MAX_CONSECUTIVE_FAILURES, then bisects back to
+    the gap's end: O(log gap) seeks, however long the damaged stretch. When the doubling overshoots to
+    `last` without finding one, a few evenly spaced frames before it are tried (containers over-announce
+    their length, so the last announced frame may not exist while earlier ones decode)."""
+    lo, step = failed, MAX_CONSECUTIVE_FAILURES
+    hi = None
+    while hi is None:
+        p = min(lo + step, last)
+        if _decodes_at(cap, p):
+            hi = p
+        elif p >= last:
+            for q in np.linspace(lo, last, 10)[1:-1].astype(int):
+                if q > lo and _decodes_at(cap, int(q)):
+                    hi = int(q)
+                    break
+            else:
+                return None
+        else:
+            lo, step = p, step * 2
+    while hi - lo > 1:  # lo fails, hi decodes: find where the damage ends
+        mid = (lo + hi) // 2
+        if _decodes_at(cap, mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def iter_batches(

@@ -4,11 +4,19 @@ The version lives in blender_manifest.toml only. This package imports bpy, numpy
 library, never torch/jax/smplx/cv2 or the engine: the engine runs as a child process (io/engine_client.py).
 """
 
+# Every submodule, each after the ones it imports: re-registering (F3 "Reload Scripts", a reinstall) reloads
+# them all in this order, so no module keeps a stale reference to another.
+MODULES = ("io.results", "io.engine_client", "poses", "camera", "rig", "keys", "capture", "preferences", "props",
+           "engine_modal", "ops_engine", "ops_capture", "ops_retailor", "ops_export", "panels")
+
 if "bpy" in locals():  # script reload
     import importlib
+    import sys
 
-    for _m in (preferences, props, ops_engine, ops_capture, ops_retailor, ops_export, panels):  # noqa: F821
-        importlib.reload(_m)
+    for _name in MODULES:
+        _m = sys.modules.get(f"{__name__}.{_name}")
+        if _m is not None:
+            importlib.reload(_m)
 
 import bpy
 

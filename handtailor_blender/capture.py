@@ -46,13 +46,22 @@ class CaptureSettings:
     overlay: str | None = None
     interpolation: str = "LINEAR"
     correctives: bool = True
+    fps: float | None = None  # frame rate for footage without one (image folders): the scene's (scene_fps)
 
     def engine_args(self) -> dict:
-        return dict(source=self.source, output=self.output, frame_start=self.frame_start,
+        args = dict(source=self.source, output=self.output, frame_start=self.frame_start,
                     frame_end=self.frame_end, stride=self.stride, hands=self.hands, intrinsics=self.intrinsics,
                     hand_model=self.hand_model, iterations=self.iterations, smoothing=self.smoothing,
                     steady_shape=self.steady_shape, mirrored=self.mirrored, overlay=self.overlay,
                     batch_size=self.batch_size)
+        if self.fps is not None:
+            args["fps"] = float(self.fps)
+        return args
+
+
+def scene_fps(scene) -> float:
+    """The scene's frame rate (fps / fps_base): what an image folder captured into it is timed at."""
+    return float(scene.render.fps) / float(scene.render.fps_base or 1.0)
 
 
 @dataclasses.dataclass
@@ -91,10 +100,10 @@ def start_engine(config: EngineConfig) -> EngineClient:
 
 def run_job(client: EngineClient, cmd: str, args: dict, config: EngineConfig, on_progress=None,
             timeout: float | None = None) -> dict:
-    """Synchronous: hello (once) then `cmd`; returns the result dict; EngineFailure otherwise."""
+    """Synchronous: hello (once, protocol checked) then `cmd`; returns the result dict; EngineFailure otherwise."""
     if not client.hello:
-        client.hello = client.request("hello", {}, hang_timeout=config.hello_timeout).wait(
-            timeout=config.hello_timeout + 5)
+        client.hello = engine_client.check_hello(client.request("hello", {}, hang_timeout=config.hello_timeout).wait(
+            timeout=config.hello_timeout + 5))
     return client.request(cmd, args, hang_timeout=config.hang_timeout).wait(timeout=timeout, on_progress=on_progress)
 
 
@@ -183,6 +192,8 @@ def capture(scene, settings: CaptureSettings, config: EngineConfig, *, clip=None
     """Synchronous capture (headless path): engine -> result file -> rig/keys/camera."""
     if not settings.output:
         settings.output = default_output(settings.source)
+    if settings.fps is None:
+        settings.fps = scene_fps(scene)
     pathlib.Path(settings.output).parent.mkdir(parents=True, exist_ok=True)
     client = start_engine(config)
     try:
@@ -223,10 +234,11 @@ def _rig_model(arm):
 
 
 def prepare_retailor(scene, arm, *, frame_range: tuple[int, int] | None = None, joints: list[str] | None = None,
-                     iterations: int = 20) -> RetailorPlan:
+                     iterations: int = 20, hand_model: str | None = None) -> RetailorPlan:
     """Collects the edited keys of the rig's take (and its sibling hands from the same capture) into an
     EDITS.npz and the engine's retailor args. Locks accumulate over re-tailors: once edited, a key stays
-    locked."""
+    locked. `hand_model` (the preferences' model) is where the engine looks for the capture's hand model
+    when it is no longer at the path the result records (used only when its content matches)."""
     ad = arm.animation_data
     if not ad or not ad.action or not ad.action.get("ht_result"):
         raise ResultFileError(f"{arm.name} has no HandTailor take to re-tailor: capture first")
@@ -288,7 +300,7 @@ def prepare_retailor(scene, arm, *, frame_range: tuple[int, int] | None = None, 
                 lock_theta, lock_beta, lock_root, lock_scale)
     fs, fe = frame_range if frame_range else (None, None)
     args = dict(result=result_path, edits=edits_path, output=output_path, frame_start=fs, frame_end=fe,
-                joints=joints, iterations=iterations)
+                joints=joints, iterations=iterations, hand_model=hand_model)
     return RetailorPlan(result_path, edits_path, output_path, rigs, args, n_edited)
 
 
@@ -384,9 +396,10 @@ def restore_backup(arm) -> bool:
 
 
 def retailor(scene, arm, config: EngineConfig, *, frame_range=None, joints=None, iterations=20,
-             on_progress=None, timeout=None) -> list:
+             on_progress=None, timeout=None, hand_model: str | None = None) -> list:
     """Synchronous re-tailor (headless path)."""
-    plan = prepare_retailor(scene, arm, frame_range=frame_range, joints=joints, iterations=iterations)
+    plan = prepare_retailor(scene, arm, frame_range=frame_range, joints=joints, iterations=iterations,
+                            hand_model=hand_model)
     client = start_engine(config)
     try:
         res = run_job(client, "retailor", plan.args, config, on_progress=on_progress, timeout=timeout)

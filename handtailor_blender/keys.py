@@ -2,8 +2,8 @@
 
 A take = two new actions per hand (the armature object's and its shape keys'), never written over an
 earlier take. The values written are stored per take in a sidecar .npz (path on the action as
-`ht_take_file`) so that re-tailor can tell which keys an artist changed. Blender 4.4+ slotted actions
-(channelbags) and the 4.2 legacy `action.fcurves` both work. Letters: M keyed frames, J=16.
+`ht_take_file`) so that re-tailor can tell which keys an artist changed. Actions are made and read through
+actions.py (legacy 4.2 actions, 4.4+ slotted ones). Letters: M keyed frames, J=16.
 """
 
 from __future__ import annotations
@@ -15,53 +15,14 @@ import bpy
 import numpy as np
 
 from . import camera, poses, rig
+from .actions import assign_action, fcurves_of, new_action, new_fcurve  # noqa: F401 (the add-on's API)
 from .io.results import CaptureResult, RigModel, write_npz_atomic
 
-SLOTTED = bpy.app.version >= (4, 4, 0)
 INTERPOLATIONS = ("LINEAR", "BEZIER", "CONSTANT")
 
 # ------------------------------------------------------------------------------------- action plumbing
-
-
-def new_action(id_block, name: str, id_type: str):
-    """A fresh action assigned to id_block; returns (action, fcurve collection)."""
-    action = bpy.data.actions.new(name)
-    action.use_fake_user = True  # takes stay in the file when another take is active
-    ad = id_block.animation_data_create()
-    if SLOTTED:
-        from bpy_extras import anim_utils
-
-        slot = action.slots.new(id_type=id_type, name=id_block.name)
-        ad.action = action
-        ad.action_slot = slot
-        return action, anim_utils.action_ensure_channelbag_for_slot(action, slot).fcurves
-    ad.action = action
-    return action, action.fcurves
-
-
-def assign_action(id_block, action) -> None:
-    ad = id_block.animation_data_create()
-    ad.action = action
-    if SLOTTED and len(action.slots):
-        ad.action_slot = action.slots[0]
-
-
-def fcurves_of(action):
-    """The fcurve collection of a take action (its first slot's channelbag on 4.4+)."""
-    if SLOTTED and not getattr(action, "is_action_legacy", False):
-        from bpy_extras import anim_utils
-
-        if not len(action.slots):
-            return None
-        cb = anim_utils.action_get_channelbag_for_slot(action, action.slots[0])
-        return cb.fcurves if cb is not None else None
-    return action.fcurves
-
-
-def _new_fcurve(fcurves, data_path: str, index: int, group: str):
-    if SLOTTED:
-        return fcurves.new(data_path, index=index, group_name=group)
-    return fcurves.new(data_path, index=index, action_group=group)
+# Blender's animation API differs across versions: actions.py is the one place that knows how.
+_new_fcurve = new_fcurve
 
 
 def _interp_value(name: str) -> int:

@@ -1,5 +1,7 @@
 """FBX export with settings that round-trip: no leaf bones, baked animation, no key simplification."""
 
+import logging
+
 import bpy
 from bpy.props import EnumProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper
@@ -18,6 +20,20 @@ ROUND_TRIP = dict(add_leaf_bones=False, bake_anim=True, bake_anim_use_all_bones=
                   bake_anim_force_startend_keying=True, bake_anim_step=1.0, bake_anim_simplify_factor=0.0,
                   primary_bone_axis="Y", secondary_bone_axis="X", use_armature_deform_only=False,
                   armature_nodetype="NULL", object_types={"ARMATURE", "MESH"}, use_mesh_modifiers=False)
+
+
+log = logging.getLogger(__name__)
+
+
+def supported_options(operator, options: dict) -> dict:
+    """`options` less those this Blender's `operator` does not have (logged): an exporter option renamed or
+    dropped by a newer Blender costs that setting, not the export."""
+    known = operator.get_rna_type().properties.keys()
+    missing = sorted(set(options) - set(known))
+    if missing:
+        log.warning("%s: this Blender has no option %s; exporting without", operator.idname_py(),
+                    ", ".join(missing))
+    return {k: v for k, v in options.items() if k in known}
 
 
 def hand_rigs(scene) -> list:
@@ -41,7 +57,8 @@ def export_fbx(filepath: str, objects, preset: str = "BLENDER", context=None) ->
                 child.select_set(True)
         if objects:
             view_layer.objects.active = objects[0]
-        bpy.ops.export_scene.fbx(filepath=filepath, use_selection=True, **ROUND_TRIP, **PRESETS[preset])
+        fbx = bpy.ops.export_scene.fbx
+        fbx(filepath=filepath, use_selection=True, **supported_options(fbx, {**ROUND_TRIP, **PRESETS[preset]}))
     finally:
         for o in view_layer.objects:
             o.select_set(o in selected)

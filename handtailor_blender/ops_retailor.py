@@ -5,7 +5,8 @@ from __future__ import annotations
 import bpy
 
 from . import capture
-from .ops_capture import _EngineModal
+from .engine_modal import EngineModal
+from .preferences import hand_model_path
 
 
 def _active_rig(context):
@@ -17,7 +18,7 @@ def _active_rig(context):
     return obj
 
 
-class HANDTAILOR_OT_retailor(_EngineModal, bpy.types.Operator):
+class HANDTAILOR_OT_retailor(EngineModal, bpy.types.Operator):
     """Refit the capture with your edited keys locked; every other key is rewritten"""
 
     bl_idname = "handtailor.retailor"
@@ -38,7 +39,7 @@ class HANDTAILOR_OT_retailor(_EngineModal, bpy.types.Operator):
             frame_range = (scene.frame_preview_start - off, scene.frame_preview_end - off)
         joints = capture.selected_joint_names(arm) if ht.retailor_selected_bones else None
         self.plan = capture.prepare_retailor(scene, arm, frame_range=frame_range, joints=joints,
-                                             iterations=ht.retailor_iterations)
+                                             iterations=ht.retailor_iterations, hand_model=hand_model_path(context))
         return self.plan.args
 
     def finish(self, context, result: dict) -> str:

@@ -95,7 +95,7 @@ def test_weak_perspective_edge_on_reference_bone():
     uv = _weak_camera(P, s_m, np.zeros((8, 2)))
     d, B = _normalized(P)
     np.testing.assert_allclose(np.abs(d[:, 0]), 1.0)
-    lengths = lifting.pair_lengths_from_keypoints(P)
+    lengths = lifting.pair_ratios(P, lifting.PALM_PAIRS)
     joints, s, fallback = lifting.weak_perspective_lift(uv, d, lengths)
     assert np.all(fallback) and np.all(np.isfinite(joints)) and np.all(np.isfinite(s))
     np.testing.assert_allclose(s, s_m * B, rtol=1e-9)  # palm pairs with the true lengths: exact
@@ -138,7 +138,7 @@ def test_rigid_pairs_are_pose_invariant_on_the_model():
         b = np.linalg.norm(kp_rest[:, pairs[:, 1]] - kp_rest[:, pairs[:, 0]], axis=-1)
         np.testing.assert_allclose(a, b, atol=2e-3)  # tips are LBS vertices: ~rigid
     rest0 = layer(torch.tensor([[1.0, 0, 0, 0]]).repeat(1, 16, 1).double(), torch.zeros(1, 10).double())[1]
-    generic = lifting.pair_lengths_from_keypoints(rest0.numpy()[0])
+    generic = lifting.pair_ratios(rest0.numpy()[0], lifting.PALM_PAIRS)
     np.testing.assert_allclose(lifting.GENERIC_PALM_LENGTHS, generic, atol=5e-3)
 
 
@@ -175,6 +175,6 @@ def test_lifting_exact_on_the_hand_model():
     assert unique.sum() > 50
     s_m = rng.uniform(800, 3000, 64)
     uv = _weak_camera(P, s_m, rng.uniform(0, 500, (64, 2)))
-    joints, s, fallback = lifting.weak_perspective_lift(uv, d, lifting.pair_lengths_from_keypoints(P))
+    joints, s, fallback = lifting.weak_perspective_lift(uv, d, lifting.pair_ratios(P, lifting.PALM_PAIRS))
     np.testing.assert_allclose(joints, (P - P[:, 9:10]) / B[:, None, None], atol=1e-9)
     np.testing.assert_allclose(s, s_m * B, rtol=1e-9)

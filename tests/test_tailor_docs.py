@@ -54,7 +54,6 @@ CASES = [
     (camera.nominal_K, ((640, 480),)),
     (E.crop_scale, (KP, CONF)),
     (E.joint_energy_perspective, (J3, KM, KP, CONF, ONES)),
-    (E.joint_energy_weak_perspective, (J3, ONES, KP[:, 0], KP, CONF, ONES)),
     (E.twist_terms, (J3,)),
     (E.twist_energy, (J3,)),
     (E.identity_energy, (np.zeros((B, 16, 3), np.float32), np.ones((B, 10), np.float32), np.zeros((B, 10)))),

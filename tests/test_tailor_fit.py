@@ -213,19 +213,6 @@ def test_input_errors(model, case):
             config=TailorConfig(camera_model="weak_perspective"))
 
 
-def test_reference_matches_jitted(model, case):
-    from engine.tailor.reference import reference_fit
-
-    cfg = TailorConfig(iterations=2)
-    sl = slice(0, 1)
-    args = (case["theta0"][sl], case["beta0"][sl], case["root0"][sl], case["keypoints_2d"][sl], None, None, case["K"])
-    ref = reference_fit(model, *args, config=cfg)
-    jit = fit(model, *args, config=cfg)
-    np.testing.assert_allclose(ref["theta"], jit["theta"], atol=2e-4)
-    np.testing.assert_allclose(ref["joints_3d"], jit["joints_3d"], atol=2e-5)
-    np.testing.assert_allclose(ref["hand_scale"], jit["hand_scale"], rtol=1e-5)
-
-
 def test_empty_batch(model):
     out = fit(model, np.zeros((0, 16, 4)), np.zeros((0, 10)), np.zeros((0, 3)), np.zeros((0, 21, 2)), None, None,
               np.eye(3))

@@ -16,7 +16,7 @@ import pytest
 import engine
 from engine.hand_model import load_hand_model
 from engine.tailor import TailorConfig, fit, model_params
-from engine.tailor.optimize import loop_is_one_kernel
+from engine.tailor.api import loop_is_one_kernel
 from engine.tailor.synthetic import make_case
 
 SIZES = (1, 4, 16)  # buckets 1 and 4 take the one-kernel loop, 16 the per-op loop

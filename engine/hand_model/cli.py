@@ -24,12 +24,12 @@ from engine.hand_model.constants import (
     FINGER_NAMES,
     JOINT_TO_KEYPOINT,
     MANO_PARENTS,
-    MANO_TO_KEYPOINT,
     N_JOINTS,
     N_KEYPOINTS,
     N_SHAPE,
 )
 from engine.hand_model.loading import HandModel, load_hand_model
+from engine.hand_model.rest import keypoints_at, rest_keypoints
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +43,9 @@ _FIST_FLEX = {"finger": (1.45, 1.75, 1.2), "thumb": (0.6, 0.7, 1.0)}
 # Facts about a model (numpy only)
 
 
-def rest_keypoints(model: HandModel, beta: np.ndarray | None = None) -> np.ndarray:
-    """The 21 keypoints of the flat pose (theta = identity) for shape beta (10,) -> (21, 3), model frame."""
-    verts = model.shaped_vertices(beta)
-    joints = model.J_regressor @ verts
-    return np.concatenate([joints, verts[model.tip_vertex_ids]])[MANO_TO_KEYPOINT]
-
-
 def hand_length(model: HandModel, beta: np.ndarray | None = None) -> float:
     """Wrist joint to middle fingertip keypoint (meters) in the flat pose for shape beta (None: zeros)."""
-    kp = rest_keypoints(model, beta)
+    kp = keypoints_at(rest_keypoints(model), beta)
     return float(np.linalg.norm(kp[12] - kp[0]))
 
 
@@ -137,7 +130,7 @@ def flexion_axes(model: HandModel) -> np.ndarray:
     """(16, 3) unit axes about which a positive rotation curls each finger joint towards the palm
     (bone direction x palm direction); row 0 is zero."""
     joints = model.rest_joints()
-    kp = rest_keypoints(model)
+    kp = keypoints_at(rest_keypoints(model))
     palm = palm_direction(model)
     axes = np.zeros((N_JOINTS, 3))
     for j in range(1, N_JOINTS):
@@ -190,7 +183,7 @@ def pose_axis_angle(model: HandModel, kind: str, rng: np.random.Generator | None
 def _view_rotation(model: HandModel, view: str = "back") -> np.ndarray:
     """Rotation (3, 3) model -> view (OpenCV camera: x right, y down, z forward): a 3/4 view of the back
     (or the palm) of the hand turned 35 degrees towards the thumb and tilted 25 degrees, fingers up."""
-    kp = rest_keypoints(model)
+    kp = keypoints_at(rest_keypoints(model))
     up = kp[9] - kp[0]
     up = up / np.linalg.norm(up)
     back = -palm_direction(model)  # out of the side of the hand that faces the camera

@@ -23,8 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from engine.hand_model.constants import MANO_PARENTS, MANO_TO_KEYPOINT
+from engine.hand_model.constants import JOINT_TO_KEYPOINT, MANO_PARENTS, MANO_TO_KEYPOINT, TIP_TO_KEYPOINT
 from engine.hand_model.loading import HandModel
+from engine.hand_model.rest import rest_keypoints
+from engine.hand_model.rotations import (  # noqa: F401  (re-exported)
+    axis_angle_to_quat, quat_multiply, quat_to_rotmat, rotmat_to_quat)
 
 _PARENTS = tuple(int(p) for p in MANO_PARENTS)
 _TO_KEYPOINT = np.asarray(MANO_TO_KEYPOINT)
@@ -48,18 +51,17 @@ class JaxHandParams(NamedTuple):
 def prepare(model: HandModel, dtype=None) -> JaxHandParams:
     """Precomputes the posing arrays of `model`. dtype: None = JAX's default float (float64 under x64)."""
     dtype = dtype or jnp.result_type(float)
-    J0 = model.J_regressor @ model.v_template  # (16, 3)
-    Jdirs = np.einsum("jv,vcs->jcs", model.J_regressor, model.shapedirs)  # (16, 3, 10)
+    rest = rest_keypoints(model)  # rest joints and tips, affine in beta
     tips = np.asarray(model.tip_vertex_ids)
 
     def arr(x):
         return jnp.asarray(np.asarray(x), dtype=dtype)
 
     return JaxHandParams(
-        J0=arr(J0),
-        Jdirs=arr(Jdirs),
-        tip_template=arr(model.v_template[tips]),
-        tip_shapedirs=arr(model.shapedirs[tips]),
+        J0=arr(rest.k0[JOINT_TO_KEYPOINT]),  # (16, 3)
+        Jdirs=arr(rest.kdirs[JOINT_TO_KEYPOINT]),  # (16, 3, 10)
+        tip_template=arr(rest.k0[TIP_TO_KEYPOINT]),
+        tip_shapedirs=arr(rest.kdirs[TIP_TO_KEYPOINT]),
         tip_posedirs=arr(model.posedirs[tips]),
         tip_weights=arr(model.weights[tips]),
         v_template=arr(model.v_template),
@@ -71,61 +73,6 @@ def prepare(model: HandModel, dtype=None) -> JaxHandParams:
 
 # ------------------------------------------------------------------------------------------------
 # Rotations
-
-
-def quat_multiply(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Hamilton product a * b of (..., 4) quaternions (w, x, y, z): the rotation b, then a."""
-    aw, ax, ay, az = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
-    bw, bx, by, bz = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
-    return jnp.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        axis=-1,
-    )
-
-
-def quat_to_rotmat(quat: jax.Array) -> jax.Array:
-    """Quaternions (..., 4) (w, x, y, z), normalized here -> rotation matrices (..., 3, 3)."""
-    norm2 = jnp.sum(quat * quat, axis=-1, keepdims=True)
-    q = quat * jax.lax.rsqrt(jnp.maximum(norm2, jnp.finfo(quat.dtype).tiny))
-    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
-    row0 = jnp.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], axis=-1)
-    row1 = jnp.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], axis=-1)
-    row2 = jnp.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=-1)
-    return jnp.stack([row0, row1, row2], axis=-2)
-
-
-def rotmat_to_quat(rotmat: jax.Array) -> jax.Array:
-    """Rotation matrices (..., 3, 3) -> unit quaternions (..., 4) (w, x, y, z) with w >= 0.
-
-    Shepperd's method: the candidate with the largest denominator is picked, so it is stable everywhere.
-    """
-    m = rotmat
-    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
-    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
-    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
-    t = jnp.stack(
-        [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], axis=-1
-    )  # (..., 4): 4w^2, 4x^2, 4y^2, 4z^2
-    cands = jnp.stack(
-        [
-            jnp.stack([t[..., 0], m21 - m12, m02 - m20, m10 - m01], axis=-1),
-            jnp.stack([m21 - m12, t[..., 1], m10 + m01, m02 + m20], axis=-1),
-            jnp.stack([m02 - m20, m10 + m01, t[..., 2], m21 + m12], axis=-1),
-            jnp.stack([m10 - m01, m02 + m20, m21 + m12, t[..., 3]], axis=-1),
-        ],
-        axis=-2,
-    )  # (..., 4 candidates, 4)
-    best = jnp.argmax(t, axis=-1)
-    cand = jnp.take_along_axis(cands, best[..., None, None], axis=-2)[..., 0, :]
-    t_best = jnp.take_along_axis(t, best[..., None], axis=-1)
-    q = cand * (0.5 * jax.lax.rsqrt(jnp.maximum(t_best, jnp.finfo(t.dtype).tiny)))
-    q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
-    return jnp.where(q[..., :1] < 0, -q, q)
 
 
 def axis_angle_to_rotmat(axis_angle: jax.Array) -> jax.Array:

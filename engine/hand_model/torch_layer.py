@@ -22,49 +22,14 @@ from torch import nn
 
 from engine.hand_model.constants import MANO_TO_KEYPOINT, N_JOINTS
 from engine.hand_model.loading import HandModel
+from engine.hand_model.rotations import (  # noqa: F401  (re-exported)
+    axis_angle_to_quat, quat_multiply, quat_to_rotmat, rotmat_to_quat)
 
 log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------
 # Rotations (torch)
-
-
-def quat_to_rotmat(quat: torch.Tensor) -> torch.Tensor:
-    """Quaternions (..., 4) (w, x, y, z), normalized here -> rotation matrices (..., 3, 3)."""
-    q = quat / quat.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(quat.dtype).tiny)
-    w, x, y, z = q.unbind(-1)
-    row0 = torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], dim=-1)
-    row1 = torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], dim=-1)
-    row2 = torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], dim=-1)
-    return torch.stack([row0, row1, row2], dim=-2)
-
-
-def rotmat_to_quat(rotmat: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices (..., 3, 3) -> unit quaternions (..., 4) (w, x, y, z), w >= 0 (Shepperd)."""
-    m = rotmat
-    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
-    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
-    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
-    t = torch.stack(
-        [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], dim=-1
-    )
-    cands = torch.stack(
-        [
-            torch.stack([t[..., 0], m21 - m12, m02 - m20, m10 - m01], dim=-1),
-            torch.stack([m21 - m12, t[..., 1], m10 + m01, m02 + m20], dim=-1),
-            torch.stack([m02 - m20, m10 + m01, t[..., 2], m21 + m12], dim=-1),
-            torch.stack([m10 - m01, m02 + m20, m21 + m12, t[..., 3]], dim=-1),
-        ],
-        dim=-2,
-    )
-    best = t.argmax(dim=-1)
-    index = best[..., None, None].expand(*best.shape, 1, 4)
-    cand = torch.gather(cands, -2, index)[..., 0, :]
-    t_best = torch.gather(t, -1, best[..., None])
-    q = cand * (0.5 * torch.rsqrt(t_best.clamp_min(torch.finfo(t.dtype).tiny)))
-    q = q / q.norm(dim=-1, keepdim=True)
-    return torch.where(q[..., :1] < 0, -q, q)
 
 
 def axis_angle_to_rotmat(axis_angle: torch.Tensor) -> torch.Tensor:
@@ -94,30 +59,6 @@ def rotmat_to_axis_angle(rotmat: torch.Tensor) -> torch.Tensor:
     small = s < 1e-12
     scale = torch.where(small, torch.full_like(s, 2.0), angle / torch.where(small, torch.ones_like(s), s))
     return q[..., 1:] * scale[..., None]
-
-
-def axis_angle_to_quat(axis_angle: torch.Tensor) -> torch.Tensor:
-    """Axis-angle (..., 3) -> quaternions (..., 4) (w, x, y, z)."""
-    angle = axis_angle.norm(dim=-1, keepdim=True)
-    half = 0.5 * angle
-    small = angle < 1e-8
-    scale = torch.where(small, 0.5 - angle * angle / 48.0, torch.sin(half) / torch.where(small, torch.ones_like(angle), angle))
-    return torch.cat([torch.cos(half), axis_angle * scale], dim=-1)
-
-
-def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Hamilton product a * b of (..., 4) quaternions (w, x, y, z): the rotation b, then a."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        dim=-1,
-    )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import sys
 
 import numpy as np
 
+from engine.cli_args import add_backbone_arguments
 from engine.errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
@@ -77,10 +78,7 @@ def main(argv: list[str], prog: str = "python -m engine keypoints") -> int:
     parser.add_argument("--overlay", type=pathlib.Path, metavar="DIR", help="write keypoint overlays here")
     parser.add_argument("--mirrored", action="store_true", help="selfie (mirrored) images: swaps handedness")
     parser.add_argument("--max-hands", type=int, default=2, help="hands per image (default 2)")
-    parser.add_argument("--backbone", choices=["mediapipe", "hourglass"], default="mediapipe",
-                        help="keypoint network (default mediapipe; hourglass needs --hourglass-weights)")
-    parser.add_argument("--hourglass-weights", metavar="FILE", default=None,
-                        help="hourglass.safetensors written by `python -m engine train run` (for --backbone hourglass)")
+    add_backbone_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 

@@ -74,11 +74,15 @@ def roi_from_landmarks(landmarks: np.ndarray) -> Roi:
     return transform_rect(cx, cy, w, h, angle, LANDMARK_SCALE, LANDMARK_SHIFT_Y)
 
 
-def crop_matrix(roi: Roi, out_size: int) -> np.ndarray:
-    """(3, 3) perspective transform full-frame px -> crop px (boxPoints + getPerspectiveTransform)."""
+def crop_matrix(roi: Roi, out_size: int, flip: bool = False) -> np.ndarray:
+    """(3, 3) perspective transform full-frame px -> crop px (boxPoints + getPerspectiveTransform, MediaPipe's
+    float32 path), then mirrored left-right in the crop when `flip` (left hands, the hourglass's training)."""
     src = cv2.boxPoints(((roi.cx, roi.cy), (roi.size, roi.size), math.degrees(roi.angle))).astype(np.float32)
     dst = np.array([[0, out_size], [0, 0], [out_size, 0], [out_size, out_size]], dtype=np.float32)
-    return cv2.getPerspectiveTransform(src, dst)
+    A = cv2.getPerspectiveTransform(src, dst)
+    if flip:
+        A = np.array([[-1.0, 0.0, out_size], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ A
+    return A
 
 
 def warp(image: np.ndarray, roi: Roi, out_size: int, border: str = "replicate") -> np.ndarray:
@@ -111,6 +115,11 @@ def rotate_world(world: np.ndarray, angle: float) -> np.ndarray:
     w = np.asarray(world, dtype=np.float64)
     c, s = math.cos(angle), math.sin(angle)
     return np.stack([c * w[..., 0] - s * w[..., 1], s * w[..., 0] + c * w[..., 1], w[..., 2]], axis=-1)
+
+
+def same_hand(a: Roi, b: Roi) -> bool:
+    """Loose ROI match that keeps a track id across a re-detection: centres within half a ROI size."""
+    return math.hypot(a.cx - b.cx, a.cy - b.cy) < 0.5 * max(a.size, b.size)
 
 
 def roi_iou(a: Roi, b: Roi) -> float:

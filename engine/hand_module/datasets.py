@@ -34,6 +34,7 @@ from engine.camera import project_perspective
 from engine.errors import InputError
 from engine.groundtruth import ANNOTATIONS, Record, load_annotations
 from engine.hand_model.constants import N_KEYPOINTS, REFERENCE_BONE, ROOT_KEYPOINT
+from engine.hand_module import crops
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +57,6 @@ def _gaussian_heatmaps(uv_cells: np.ndarray, size: int, sigma: float = HEATMAP_S
     gx = np.exp(-((g[None, :] - uv_cells[:, :1]) ** 2) / (2 * sigma**2))  # (K, size)
     gy = np.exp(-((g[None, :] - uv_cells[:, 1:2]) ** 2) / (2 * sigma**2))
     return (gy[:, :, None] * gx[:, None, :]).astype(np.float32)
-
-
-def crop_matrix(centre, side: float, size: int, angle: float = 0.0, flip: bool = False) -> np.ndarray:
-    """A (3, 3): full-frame px -> crop px for a square of `side` px around `centre` turned by `angle` (rad),
-    then mirrored left-right when `flip` (left hands)."""
-    r = size / side
-    c, s = math.cos(angle), math.sin(angle)
-    A = np.array([[r * c, r * s, 0.0], [-r * s, r * c, 0.0], [0.0, 0.0, 1.0]])
-    A[:2, 2] = size / 2 - A[:2, :2] @ np.asarray(centre, np.float64)
-    if flip:
-        A = np.array([[-1.0, 0.0, size], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ A
-    return A
 
 
 class HandCropDataset(torch.utils.data.Dataset):
@@ -116,7 +105,7 @@ class HandCropDataset(torch.utils.data.Dataset):
             centre = centre + rng.uniform(-0.08, 0.08, 2) * side
             angle = rng.uniform(-math.pi / 6, math.pi / 6)
         flip = rec.hand == "left"
-        A = crop_matrix(centre, side, S, angle, flip)
+        A = crops.crop_matrix(crops.Roi(float(centre[0]), float(centre[1]), side, angle), S, flip)
         crop = cv2.warpAffine(image, A[:2], (S, S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
         if self.augment:
             crop = _colour_augment(crop, rng)
@@ -252,6 +241,7 @@ class SyntheticHandRenderer:
 
     def __init__(self, size: int = 256, hand_model_path=None):
         from engine.hand_model import load_hand_model
+        from engine.hand_model.rest import rest_keypoints
         from engine.hand_model.torch_layer import HandLayer
 
         self.size = int(size)
@@ -260,10 +250,7 @@ class SyntheticHandRenderer:
             model = load_hand_model(hand_model_path, side=side)
             self.models[side] = model
             self.layers[side] = HandLayer(model, dtype=torch.float64).eval()
-            with torch.no_grad():
-                _, kp, _ = self.layers[side](torch.tensor([[[1.0, 0, 0, 0]] * 16], dtype=torch.float64),
-                                             torch.zeros(1, 10, dtype=torch.float64))
-            self.rest[side] = kp[0].numpy()
+            self.rest[side] = rest_keypoints(model).k0
 
     def render(self, rng: np.random.Generator, side: str) -> dict:
         """One image: dict(image (S, S, 3) uint8 RGB, K (3, 3), joints_3d (21, 3) m, joints_2d (21, 2) px,

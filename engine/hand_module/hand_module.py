@@ -26,7 +26,7 @@ import logging
 
 import numpy as np
 
-from engine.camera import backproject_perspective
+from engine.camera import backproject_perspective, focal_length
 from engine.errors import InputError
 from engine.hand_model.constants import N_JOINTS, N_KEYPOINTS, N_SHAPE
 from engine.hand_module import lifting
@@ -42,11 +42,6 @@ DEPTH_SOURCES = ("auto", "uvd", "hybrid", "world")
 # (IKNet output PA-MPJPE 6.3 vs 10.4 mm). With a d that really had the scale of x, "uvd" would win
 # (5.2 vs 6.3 mm): the choice follows the measured d.
 DEFAULT_DEPTH_SOURCE = "auto"
-# Weak perspective: IKNet and the shape take the lifted joints as placed under the nominal camera (each
-# keypoint on its pixel's ray at its lifted depth, then normalized), not Eq. 14's parallel-projection joints
-# ("eq14"). Measured (synthetic, hands with the same pixel size, true focal 0.5x / 1x / 2x the nominal):
-# IKNet PA-MPJPE 6.83 / 6.32 / 7.10 mm vs 7.92 / 7.04 / 6.83 mm for "eq14" (hybrid depth).
-WEAK_IKNET_INPUT = "nominal_camera"
 
 
 @functools.lru_cache(maxsize=4)
@@ -91,15 +86,15 @@ def _lift(uv, d_norm, camera, K, bone, pair_lengths, uvd=None):
         log.debug("weak perspective: %d frame(s) with an edge-on reference bone used the palm fallback",
                   int(fallback.sum()))
     s_m = s / bone  # px per meter
-    f = 0.5 * (K[0, 0] + K[1, 1])
-    z_root = f / s_m
+    z_root = focal_length(K) / s_m
     # Placed under the nominal camera (DESIGN.md): the root at depth f / s, each keypoint at its lifted
-    # relative depth and on its pixel's ray, so that K @ joints lands on the keypoints.
+    # relative depth and on its pixel's ray, so that K @ joints lands on the keypoints. IKNet and the shape
+    # take these joints (normalized), not Eq. 14's parallel-projection ones: measured (synthetic, hands with
+    # the same pixel size, true focal 0.5x / 1x / 2x the nominal) IKNet PA-MPJPE 6.83 / 6.32 / 7.10 mm vs
+    # 7.92 / 7.04 / 6.83 mm (hybrid depth).
     z = np.maximum(z_root[:, None] + rel[..., 2] * bone[:, None], 0.1 * z_root[:, None])
     joints = np.asarray(backproject_perspective(uv, z, K))
-    if WEAK_IKNET_INPUT == "nominal_camera":
-        return joints, lifting.normalize_joints(joints), s_m
-    return joints, rel, s_m
+    return joints, lifting.normalize_joints(joints), s_m
 
 
 def fit_init(
@@ -195,16 +190,16 @@ def fit_init(
     beta0 = np.zeros((len(uv), N_SHAPE))
     # Pass 1 at the mean shape, then the shape from the lifted ratios, then the lift at that shape.
     bone0 = shape_mod.reference_bone_length(rest, beta0)
-    pairs0 = lifting.pair_lengths_from_keypoints(shape_mod.keypoints_at(rest, beta0))
+    pairs0 = lifting.pair_ratios(shape_mod.keypoints_at(rest, beta0), lifting.PALM_PAIRS)
     pixel_uvd = uvd if (depth_source == "uvd" and pixel_depth) else None
     joints, joints_n, _ = _lift(uv, d_norm, camera, K, bone0, pairs0, pixel_uvd)
-    shape_input = lifting.world_landmarks_normalized(world) if depth_source == "world" else joints_n
+    shape_input = lifting.normalize_joints(world) if depth_source == "world" else joints_n
     beta = shape_mod.fit_shape(shape_input, rest=rest, confidence=conf, steady=steady_shape)
     bone = shape_mod.reference_bone_length(rest, beta)
-    pairs = lifting.pair_lengths_from_keypoints(shape_mod.keypoints_at(rest, beta))
+    pairs = lifting.pair_ratios(shape_mod.keypoints_at(rest, beta), lifting.PALM_PAIRS)
     joints, joints_n, proj_scale = _lift(uv, d_norm, camera, K, bone, pairs, pixel_uvd)
 
-    ik_input = lifting.world_landmarks_normalized(world) if depth_source == "world" else joints_n
+    ik_input = lifting.normalize_joints(world) if depth_source == "world" else joints_n
     if iknet is None:
         iknet = _cached_iknet(model.side)
     theta = predict_theta(iknet, ik_input)

@@ -16,7 +16,7 @@ Pipeline (one right-hand crop; a left hand is flipped horizontally first, see `H
            z_root = rho * B * f_crop / S      (f_crop: the crop camera's focal length, pixels)
        so that rho is the root depth in "bone lengths at a unit focal length per crop side", independent of
        the crop's zoom (about S / L for a reference bone L crop pixels long: 2-3 for the training crops).
-    -> Eq. 5 (`lift_crop_torch`): p_j = pi^-1(K_crop, (u_j, v_j), z_root + d'_j B); in bone units for training
+    -> `lift_crop_torch`: p_j = pi^-1(K_crop, (u_j, v_j), z_root + d'_j B) (Eq. 5); in bone units for training
     -> IKNet (engine.hand_module.iknet) on the root-relative, bone-normalized P -> theta (B, 16, 4)
     -> hand layer (engine.hand_model.torch_layer.HandLayer) theta, beta -> mesh and 21 keypoints, translated
        so that keypoint 9 sits at p_9 (the paper's "add the translation back").
@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.hand_model.constants import N_KEYPOINTS, N_SHAPE, REFERENCE_BONE, ROOT_KEYPOINT
+from engine.hand_model.constants import N_KEYPOINTS, N_SHAPE, ROOT_KEYPOINT
+from engine.hand_module.lifting import normalize_joints, perspective_unproject
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,8 @@ def crop_focal(K_crop: torch.Tensor) -> torch.Tensor:
 
 
 def lift_crop_torch(uvd: torch.Tensor, rho: torch.Tensor, K_crop: torch.Tensor, input_size: int) -> torch.Tensor:
-    """Eq. 5 in reference-bone units, differentiable: p_j / B = K_crop^-1 (u_j, v_j, 1) (z_root / B + d'_j).
+    """The crop's joints in reference-bone units, differentiable: Eq. 5 (`lifting.perspective_unproject`)
+    with B = 1 and the root depth z_root / B = rho f / S.
 
     Args:
         uvd: (B, K, 3) crop pixels and d' (d'_9 is subtracted). rho: (B,) scale-normalized root depth.
@@ -222,19 +224,14 @@ def lift_crop_torch(uvd: torch.Tensor, rho: torch.Tensor, K_crop: torch.Tensor, 
         (B, K, 3) camera-frame joints divided by the reference bone length (multiply by B for meters).
     """
     z_root = rho * crop_focal(K_crop) / input_size  # (B,) in bone units
-    d = uvd[..., 2] - uvd[..., ROOT_KEYPOINT : ROOT_KEYPOINT + 1, 2]
-    z = z_root[:, None] + d
     ones = torch.ones_like(uvd[..., :1])
     rays = torch.einsum("bij,bkj->bki", torch.linalg.inv(K_crop), torch.cat([uvd[..., :2], ones], dim=-1))
     rays = rays / rays[..., 2:3]
-    return rays * z[..., None]
+    return perspective_unproject(rays, z_root, uvd[..., 2], torch.ones_like(z_root))
 
 
-def root_relative_normalized(joints: torch.Tensor) -> torch.Tensor:
-    """(B, K, 3) -> root-relative (keypoint 9), divided by |k9 - k0| (IKNet's input convention)."""
-    a, b = REFERENCE_BONE
-    bone = (joints[:, b] - joints[:, a]).norm(dim=-1).clamp_min(1e-9)
-    return (joints - joints[:, ROOT_KEYPOINT : ROOT_KEYPOINT + 1]) / bone[:, None, None]
+# IKNet's input convention, under the name training.py uses
+root_relative_normalized = normalize_joints
 
 
 class HandModuleNet(nn.Module):
@@ -242,7 +239,7 @@ class HandModuleNet(nn.Module):
 
     forward(images (B, 3, S, S), K_crop (B, 3, 3)) -> the HourglassNet outputs plus
         joints_norm (B, K, 3): Eq. 5 joints in bone units, camera frame of the crop
-        theta (B, 16, 4): IKNet on root_relative_normalized(joints_norm)
+        theta (B, 16, 4): IKNet on normalize_joints(joints_norm)
         mano_keypoints (B, K, 3): the hand layer's keypoints (theta, beta), meters, keypoint 9 at
             joints_norm[:, 9] * bone (the predicted root, meters), camera frame
         vertices (B, V, 3) when `with_mesh` (meters, same translation)
@@ -257,7 +254,7 @@ class HandModuleNet(nn.Module):
     def forward(self, images: torch.Tensor, K_crop: torch.Tensor, with_mesh: bool = False) -> dict:
         out = self.net(images)
         joints_norm = lift_crop_torch(out["uvd"], out["rho"], K_crop, self.net.config.input_size)
-        theta = self.iknet(root_relative_normalized(joints_norm))
+        theta = self.iknet(normalize_joints(joints_norm))
         verts, kp, _ = self.layer(theta, out["beta"])
         root = joints_norm[:, ROOT_KEYPOINT] * out["bone"][:, None]
         shift = (root - kp[:, ROOT_KEYPOINT].to(root.dtype))[:, None]
@@ -327,7 +324,7 @@ def uvd_pixels(uv: np.ndarray, d_norm: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
     uv = np.asarray(uv, np.float64)
     d_norm = np.asarray(d_norm, np.float64)
-    s, _ = lifting.weak_perspective_scale(uv, d_norm)
+    s, _ = lifting.bone_scale(uv, d_norm)
     d = (d_norm - d_norm[..., ROOT_KEYPOINT, None]) * s[..., None]
     return np.concatenate([uv, d[..., None]], axis=-1), s
 

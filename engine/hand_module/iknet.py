@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from engine.errors import ModelFileError
-from engine.hand_model.constants import N_JOINTS, N_KEYPOINTS, REFERENCE_BONE, ROOT_KEYPOINT
+from engine.hand_model.constants import N_JOINTS, N_KEYPOINTS
+from engine.hand_module.lifting import normalize_joints  # noqa: F401  (IKNet's input convention; re-exported)
 from engine.hand_model.torch_layer import (
     axis_angle_to_quat,
     quat_multiply,
@@ -127,13 +128,6 @@ def mirror_quaternions(q):
     """Rotation R -> M R M with M = diag(-1, 1, 1): (w, x, y, z) -> (w, x, -y, -z); (..., 4) torch or numpy."""
     sign = q.new_tensor(_MIRROR_Q) if isinstance(q, torch.Tensor) else np.array(_MIRROR_Q)
     return q * sign
-
-
-def normalize_joints(joints: torch.Tensor) -> torch.Tensor:
-    """(B, 21, 3) any units -> root-relative (keypoint 9), reference-bone-normalized (B, 21, 3)."""
-    a, b = REFERENCE_BONE
-    bone = (joints[:, b] - joints[:, a]).norm(dim=-1).clamp_min(1e-9)
-    return (joints - joints[:, ROOT_KEYPOINT : ROOT_KEYPOINT + 1]) / bone[:, None, None]
 
 
 def quaternion_distance(q: torch.Tensor, q_ref: torch.Tensor) -> torch.Tensor:

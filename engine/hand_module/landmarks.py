@@ -24,7 +24,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-MODEL_DIR = pathlib.Path(__file__).resolve().parents[2] / "models" / "mediapipe"
+from engine.hand_module.runtimes import MODEL_DIR
+
 LANDMARK_WEIGHTS = MODEL_DIR / "hand_landmark_full.safetensors"
 INPUT_SIZE = 224
 

@@ -1,6 +1,7 @@
 """Lifting: 21 (u, v, d) keypoints -> 3D joints (paper Sec. 3.3 Eq. 5 and Sec. 3.5 Eq. 14-15).
 
-Pure numpy functions. Letters in shapes: `...` any batch prefix (typically N frames), K = 21 keypoints.
+Pure numpy functions (`perspective_unproject` and `normalize_joints` take torch tensors too: the hourglass
+and IKNet training use them). Letters in shapes: `...` any batch prefix (typically N frames), K = 21 keypoints.
 
 Depth conventions
 -----------------
@@ -16,7 +17,7 @@ a weak-perspective picture of the hand in pixels: the reference bone's length in
     d'_j = (d_j - d_root) / L
 
 which is scale free (no K, no model needed) and exact under a weak-perspective camera with a correctly
-scaled d. With this mapping Eq. 15 returns s = L (pixels per reference-bone unit): the paper's weak
+scaled d. With this mapping Eq. 15 (`bone_scale`) returns s = L (pixels per reference-bone unit): the paper's weak
 perspective and "trust MediaPipe's depth scale" coincide.
 
 With K, `perspective_lift_pixel_depth` reads d as pixels at the root's depth instead (z_j = z_9 (1 + dd_j / f),
@@ -24,7 +25,7 @@ linear in z_9, no weak-perspective approximation of the bone's pixel length).
 
 Measured (models/iknet/measure_mediapipe_depth.py): MediaPipe's d does NOT have the scale of x: against the
 true depth its slope was 0.04-0.54 on the gt-sample hands, varying per hand. Its metric world landmarks give
-the hand's 3D shape directly: `world_landmarks_normalized` turns them into root-relative,
+the hand's 3D shape directly: `normalize_joints` turns them into root-relative,
 reference-bone-normalized joints, and `hybrid_normalized_depth` takes only their depth (z) as d' (2D from uvd,
 depth from the world landmarks). The hybrid was best on the real hands and on synthetic data with a d flattened
 like that, so `hand_module.fit_init` uses it whenever world landmarks are given (models/iknet/PROVENANCE.md).
@@ -50,7 +51,7 @@ RIGID_PAIRS = np.array(
 PALM_PAIRS = np.array([(0, 1), (0, 5), (0, 9), (0, 13), (0, 17), (5, 9), (9, 13), (13, 17), (1, 5)])
 
 # Eq. 15 is used on the reference bone while 1 - dd'^2 >= EQ15_MIN_DENOM (the bone at least ~18 degrees
-# out of the viewing direction); below that the scale comes from all palm pairs (see weak_perspective_scale).
+# out of the viewing direction); below that the scale comes from all palm pairs (see bone_scale).
 EQ15_MIN_DENOM = 0.1
 
 
@@ -71,24 +72,31 @@ def normalized_depth(uvd: np.ndarray) -> np.ndarray:
     return np.where((length > 1e-9)[..., None], d, 0.0)
 
 
-def world_landmarks_normalized(world: np.ndarray) -> np.ndarray:
-    """Metric 3D landmarks (any origin) -> root-relative joints in reference-bone units.
+def normalize_joints(joints):
+    """Root-relative (keypoint 9) joints in reference-bone units: IKNet's input, the shape fit's.
 
     Args:
-        world: (..., K, 3) meters, camera-aligned axes (MediaPipe world landmarks rotated back by the ROI angle).
+        joints: (..., K, 3) any units and origin, numpy or torch (e.g. MediaPipe's metric world landmarks,
+            camera-aligned axes).
     Returns:
-        (..., K, 3) (world - world[9]) / |world[9] - world[0]|.
+        (..., K, 3) (joints - joints[9]) / |joints[9] - joints[0]| (a zero-length reference bone: not divided).
     """
-    world = np.asarray(world, dtype=np.float64)
+    if not hasattr(joints, "norm"):  # numpy (torch tensors have .norm)
+        joints = np.asarray(joints, dtype=np.float64)
     a, b = REFERENCE_BONE
-    length = np.linalg.norm(world[..., b, :] - world[..., a, :], axis=-1)
-    safe = np.where(length > 1e-12, length, 1.0)
-    return (world - world[..., ROOT_KEYPOINT, None, :]) / safe[..., None, None]
+    d = joints[..., b, :] - joints[..., a, :]
+    length = d.norm(dim=-1) if hasattr(d, "norm") else np.linalg.norm(d, axis=-1)
+    length = length + (length <= 1e-12) * (1.0 - length)  # 1 where the bone has no length
+    return (joints - joints[..., ROOT_KEYPOINT : ROOT_KEYPOINT + 1, :]) / length[..., None, None]
+
+
+# the name models/iknet/measure_mediapipe_depth.py uses
+world_landmarks_normalized = normalize_joints
 
 
 def hybrid_normalized_depth(world: np.ndarray) -> np.ndarray:
     """d' taken from the world landmarks' depth (z) alone: (..., K, 3) -> (..., K)."""
-    return world_landmarks_normalized(world)[..., 2]
+    return normalize_joints(world)[..., 2]
 
 
 def solve_root_depth(uv: np.ndarray, d_norm: np.ndarray, K: np.ndarray, bone_length) -> np.ndarray:
@@ -128,8 +136,22 @@ def solve_root_depth(uv: np.ndarray, d_norm: np.ndarray, K: np.ndarray, bone_len
     return np.maximum(z, 2.0 * B)
 
 
+def perspective_unproject(rays, z_root, d_norm, bone):
+    """Eq. 5: p_j = pi^-1(K, (u_j, v_j)) at the depth z_root + d'_j B (the root keypoint's d' subtracted).
+
+    Args:
+        rays: (..., K, 3) K^-1 (u_j, v_j, 1), each with z = 1 (numpy or torch). z_root: (...) the root
+            keypoint's depth. d_norm: (..., K) root-relative normalized depth d'. bone: (...) the reference
+            bone length B (1: the result in bone units).
+    Returns:
+        (..., K, 3) joints in the camera frame, in the units of z_root and B.
+    """
+    d = d_norm - d_norm[..., ROOT_KEYPOINT : ROOT_KEYPOINT + 1]
+    return rays * (z_root[..., None] + d * bone[..., None])[..., None]
+
+
 def perspective_lift(uv: np.ndarray, d_norm: np.ndarray, K: np.ndarray, bone_length) -> tuple[np.ndarray, np.ndarray]:
-    """Eq. 5: p_j = pi^-1(K, (u_j, v_j), z_root + d'_j B), with z_root from `solve_root_depth`.
+    """The perspective lift: the root depth from the bone length (`solve_root_depth`), then Eq. 5.
 
     Args:
         uv: (..., K, 2) pixels (undistorted). d_norm: (..., K) normalized depth d'. K: (3, 3).
@@ -142,20 +164,21 @@ def perspective_lift(uv: np.ndarray, d_norm: np.ndarray, K: np.ndarray, bone_len
     d_norm = d_norm - d_norm[..., ROOT_KEYPOINT, None]
     B = np.broadcast_to(np.asarray(bone_length, dtype=np.float64), uv.shape[:-2])
     z_root = solve_root_depth(uv, d_norm, K, B)
-    z = z_root[..., None] + d_norm * B[..., None]
-    # A keypoint can only be in front of the camera; a wild depth (|d'| of several bones) is clamped there.
-    z = np.maximum(z, 0.1 * B[..., None])
-    joints = np.asarray(backproject_perspective(uv, z, np.asarray(K, np.float64)))
-    return joints, z_root
+    # A keypoint can only be in front of the camera; a wild depth (|d'| of several bones) is clamped there
+    # (z_j >= 0.1 B).
+    d_norm = np.maximum(d_norm, (0.1 - z_root / B)[..., None])
+    rays = np.asarray(backproject_perspective(uv, np.ones(uv.shape[:-1]), np.asarray(K, np.float64)))
+    return perspective_unproject(rays, z_root, d_norm, B), z_root
 
 
 def perspective_lift_pixel_depth(uvd: np.ndarray, K: np.ndarray, bone_length) -> tuple[np.ndarray, np.ndarray]:
-    """Eq. 5 with MediaPipe's d read as pixels at the root's depth (the variant used for uvd input with K).
+    """The perspective lift with MediaPipe's d read as pixels at the root's depth (uvd input with K).
 
     If d is "the scale of x" in full-frame pixels, a depth offset of dz metres at depth z_9 shows as
     d = f dz / z_9, so z_j = z_9 (1 + (d_j - d_9) / f). Then p_j = a_j z_j and |p_0 - p_9| = B is LINEAR in
     z_9: z_9 = B / |a_0 (1 + (d_0 - d_9) / f) - a_9|. Unlike `normalized_depth` + `perspective_lift` this
     needs no weak-perspective approximation of the bone's pixel length (exact for such a d, see tests).
+    Eq. 5 (`perspective_unproject`) with d' = (z_j / z_9 - 1) z_9 / B.
 
     Args:
         uvd: (..., K, 3) u, v pixels (undistorted), d pixel depth (any origin). K: (3, 3).
@@ -167,17 +190,17 @@ def perspective_lift_pixel_depth(uvd: np.ndarray, K: np.ndarray, bone_length) ->
     K = np.asarray(K, dtype=np.float64)
     uv = uvd[..., :2]
     B = np.broadcast_to(np.asarray(bone_length, dtype=np.float64), uv.shape[:-2])
-    rel = 1.0 + (uvd[..., 2] - uvd[..., ROOT_KEYPOINT, None, 2]) / K[0, 0]
+    rel = 1.0 + (uvd[..., 2] - uvd[..., ROOT_KEYPOINT, None, 2]) / K[0, 0]  # d has the scale of x: fx
     rel = np.maximum(rel, 0.1)  # a keypoint stays in front of the camera
     rays = np.asarray(backproject_perspective(uv, np.ones(uv.shape[:-1]), K))
     a, b = REFERENCE_BONE
     span = np.linalg.norm(rays[..., a, :] * rel[..., a, None] - rays[..., b, :], axis=-1)
     z_root = B / np.maximum(span, 1e-9)
-    return rays * (z_root[..., None] * rel)[..., None], z_root
+    return perspective_unproject(rays, z_root, (rel - 1.0) * (z_root / B)[..., None], B), z_root
 
 
-def weak_perspective_scale(uv: np.ndarray, d_norm: np.ndarray, pair_lengths=None) -> tuple[np.ndarray, np.ndarray]:
-    """Eq. 15, guarded: s = sqrt((du^2 + dv^2) / (1 - dd'^2)) on the reference bone (pixels per bone unit).
+def bone_scale(uv: np.ndarray, d_norm: np.ndarray, pair_lengths=None) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 15: s = sqrt((du^2 + dv^2) / (1 - dd'^2)) on the reference bone (pixels per bone unit), guarded.
 
     Eq. 15 is 0/0 when the reference bone points at the camera (|dd'| -> 1) and amplifies noise near it
     (the released implementation produced inf/NaN joints there). Where 1 - dd'^2 < EQ15_MIN_DENOM the same
@@ -215,7 +238,7 @@ def weak_perspective_scale(uv: np.ndarray, d_norm: np.ndarray, pair_lengths=None
 def weak_perspective_lift(
     uv: np.ndarray, d_norm: np.ndarray, pair_lengths=None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Eq. 14: [x, y, z] = Pi^-1(K', [u, v, d']) with s from Eq. 15 (guarded, see weak_perspective_scale).
+    """Eq. 14: [x, y, z] = Pi^-1(K', [u, v, d']) with s from `bone_scale` (Eq. 15, guarded).
 
     The result is root-relative (keypoint 9 at the origin) in reference-bone units: x = (u - u_9) / s,
     y = (v - v_9) / s, z = d' - d'_9. Multiply by a metric bone length to get meters; metric size and the
@@ -228,19 +251,14 @@ def weak_perspective_lift(
     """
     uv = np.asarray(uv, dtype=np.float64)
     d_norm = np.asarray(d_norm, dtype=np.float64)
-    s, fallback = weak_perspective_scale(uv, d_norm, pair_lengths)
+    s, fallback = bone_scale(uv, d_norm, pair_lengths)
     xy = (uv - uv[..., ROOT_KEYPOINT, None, :]) / s[..., None, None]
     z = d_norm - d_norm[..., ROOT_KEYPOINT, None]
     return np.concatenate([xy, z[..., None]], axis=-1), s, fallback
 
 
-def normalize_joints(joints: np.ndarray) -> np.ndarray:
-    """Root-relative, reference-bone-normalized joints (IKNet's input): (..., K, 3) -> (..., K, 3)."""
-    return world_landmarks_normalized(joints)
-
-
-def pair_lengths_from_keypoints(keypoints: np.ndarray, pairs: np.ndarray = PALM_PAIRS) -> np.ndarray:
-    """Distances of keypoint pairs in reference-bone units: (..., K, 3) -> (..., P)."""
+def pair_ratios(keypoints: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Distances of keypoint pairs (P, 2) divided by the reference bone length: (..., K, 3) -> (..., P)."""
     keypoints = np.asarray(keypoints, dtype=np.float64)
     a, b = REFERENCE_BONE
     ref = np.linalg.norm(keypoints[..., b, :] - keypoints[..., a, :], axis=-1)

@@ -21,33 +21,11 @@ Shapes: N frames, K = 21 keypoints, P pairs.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
-from engine.hand_model.constants import MANO_TO_KEYPOINT, N_SHAPE, REFERENCE_BONE
-from engine.hand_module.lifting import RIGID_PAIRS
-
-
-class RestKeypoints(NamedTuple):
-    """Rest-pose keypoints linear in beta: k(beta) = k0 + kdirs . beta."""
-
-    k0: np.ndarray  # (K, 3) meters
-    kdirs: np.ndarray  # (K, 3, 10)
-
-
-def rest_keypoints(model) -> RestKeypoints:
-    """The model's rest keypoints as an affine function of beta: (HandModel) -> RestKeypoints."""
-    Jr = np.asarray(model.J_regressor)
-    tips = np.asarray(model.tip_vertex_ids)
-    k0 = np.concatenate([Jr @ model.v_template, model.v_template[tips]], axis=0)[MANO_TO_KEYPOINT]
-    kd = np.concatenate([np.einsum("jv,vck->jck", Jr, model.shapedirs), model.shapedirs[tips]], axis=0)
-    return RestKeypoints(k0, kd[MANO_TO_KEYPOINT][..., :N_SHAPE])
-
-
-def keypoints_at(rest: RestKeypoints, beta: np.ndarray) -> np.ndarray:
-    """Rest keypoints for beta (..., 10) -> (..., K, 3)."""
-    return rest.k0 + np.einsum("kcs,...s->...kc", rest.kdirs, np.asarray(beta, dtype=np.float64))
+from engine.hand_model.constants import N_SHAPE, REFERENCE_BONE
+from engine.hand_model.rest import RestKeypoints, keypoints_at, rest_keypoints  # noqa: F401  (re-exported)
+from engine.hand_module.lifting import RIGID_PAIRS, pair_ratios  # noqa: F401  (re-exported)
 
 
 def reference_bone_length(rest: RestKeypoints, beta: np.ndarray) -> np.ndarray:
@@ -55,15 +33,6 @@ def reference_bone_length(rest: RestKeypoints, beta: np.ndarray) -> np.ndarray:
     k = keypoints_at(rest, beta)
     a, b = REFERENCE_BONE
     return np.linalg.norm(k[..., b, :] - k[..., a, :], axis=-1)
-
-
-def pair_ratios(keypoints: np.ndarray, pairs: np.ndarray = RIGID_PAIRS) -> np.ndarray:
-    """Pair distances divided by the reference bone length: (..., K, 3) -> (..., P)."""
-    keypoints = np.asarray(keypoints, dtype=np.float64)
-    a, b = REFERENCE_BONE
-    ref = np.linalg.norm(keypoints[..., b, :] - keypoints[..., a, :], axis=-1)
-    d = np.linalg.norm(keypoints[..., pairs[:, 1], :] - keypoints[..., pairs[:, 0], :], axis=-1)
-    return d / np.where(ref > 1e-12, ref, 1.0)[..., None]
 
 
 def _ratios_and_jacobian(rest: RestKeypoints, beta: np.ndarray, pairs: np.ndarray):

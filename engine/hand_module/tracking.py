@@ -1,5 +1,6 @@
 """Keypoint stage: palm detection, hand landmarks and tracking over frames (MediaPipe's legacy hand graph,
-on the torch port of its networks).
+on MediaPipe's networks run by one of `runtimes.RUNTIMES`: OpenVINO by default on CPU, the torch port as
+the reference implementation and on other devices).
 
 Per frame (video mode, `HandTracker`):
 1. ROIs of the tracked hands come from the previous frame's landmarks (`crops.roi_from_landmarks`).
@@ -8,7 +9,10 @@ Per frame (video mode, `HandTracker`):
    When it finds nothing, it retries once, in one batch, on second-chance views (`retry_views`: the
    frame zoomed out 2x with an edge-replicated and with a black border, and for non-square frames squares
    of the short side at both ends): tight crops (datasets ship 224-256 px images that a hand fills) are
-   where the letterboxed pass misses palms. A frame with no hand thus costs 1 + 2..4 palm forwards.
+   where the letterboxed pass misses palms. Photos (static mode) always get the retry; in video mode only
+   every RETRY_INTERVAL-th frame and the RETRY_AFTER_LOSS frames after a track was lost do (a hand that
+   fills the frame is found within RETRY_INTERVAL frames), so a stretch without a hand costs 1 palm
+   forward a frame plus 2..4 every RETRY_INTERVAL frames, not 3..5 on every frame.
 3. Palm ROIs that overlap a tracked ROI (IoU > 0.5, axis-aligned, as MediaPipe's association) are
    dropped; tracked hands keep their `track_id`, new palms start new tracks (or continue a track whose
    landmark pass failed in this same frame, when their ROI centres are within half a ROI size).
@@ -33,34 +37,40 @@ network gives P("Left") under MediaPipe's mirrored (selfie) convention, so on un
 the person's right hand; `mirrored=True` is for selfie footage. A track's side is decided by the mean of
 its per-frame P("Left") (a track cannot flip sides), `side_score` is that mean's probability of the side.
 
-Batching: the tracking dependency is sequential (frame t's ROIs need frame t-1's landmarks), so landmark
-crops are batched per frame (all hands at once). Palm detection, when a frame needs it, is computed
-ahead for up to `detect_chunk` frames of the batch in one forward (speculatively: frames that end up not
-needing it discard theirs). `static_images=True` treats frames as unrelated photos (MediaPipe's static
-image mode): batched palm passes over all frames, then batched landmark passes over all crops. Every
-forward runs in chunks of at most `batch_size` (8: the fastest per crop on a 2-core CPU; memory stays flat).
+Batching and cores: the tracking dependency is sequential (frame t's ROIs need frame t-1's landmarks), so
+landmark crops are batched per frame (all hands at once). With `workers` > 1 a batch of frames is tracked
+as that many concurrent segments (`segments.track_segments`: each later segment starts with a palm
+detection and is joined to the one before; workers=1 is one sequential pass, MediaPipe's exact behaviour).
+With the torch runtime, palm detection, when a frame needs it, is computed ahead for up to `detect_chunk`
+frames of the batch in one forward (speculatively: frames that end up not needing it discard theirs; the
+other runtimes run one image at a time, where that gains nothing). `static_images=True` treats frames as
+unrelated photos (MediaPipe's static image mode): palm passes over all frames, then landmark passes over
+all crops. Torch forwards run in chunks of at most `batch_size` (8: the fastest per crop on a 2-core CPU).
+`process_batch` leaves `last_timings` = {"detect": s, "keypoints": s} for the batch it just processed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
+import time
 
 import numpy as np
-import torch
 
 from engine.errors import InputError
-from engine.hand_module import blazepalm, crops
+from engine.hand_module import BACKBONES, blazepalm, crops, runtimes, segments
 from engine.hand_module.crops import Roi
+from engine.hand_module.runtimes import HandNetworks
+from engine.hand_module.segments import TrackState
 
 log = logging.getLogger(__name__)
 
 PALM_SIZE = blazepalm.INPUT_SIZE
 CROP_SIZE = 224
 ASSOCIATION_IOU = 0.5
-BACKBONES = ("mediapipe", "hourglass")
 RETRY_ZOOM = 2.0
+RETRY_INTERVAL = 10  # video mode: every 10th frame may retry on widened views when no palm is found...
+RETRY_AFTER_LOSS = 5  # ...and every frame within 5 frames after a track was lost
 DUPLICATE_BOX_OVERLAP = 0.65
 
 
@@ -110,46 +120,37 @@ def check_backbone(backbone: str, hourglass_weights=None) -> None:
                              f"to an existing hourglass.safetensors; {how}")
 
 
-def to_tensor(images: list[np.ndarray], device: str | torch.device) -> torch.Tensor:
-    """list of (S, S, 3) uint8 RGB -> (B, 3, S, S) float32 in [0, 1], channels_last."""
-    x = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    return x.contiguous(memory_format=torch.channels_last)
-
-
 class PalmDetector:
     """The palm detector on whole frames: letterbox, forward, decode, weighted NMS, back to pixels."""
 
-    def __init__(self, net: torch.nn.Module | None = None, device: str = "cpu", min_score: float = blazepalm.MIN_SCORE,
-                 retry_zoomed_out: bool = True, batch_size: int = 8):
-        self.net = (net or blazepalm.load_palm_net()).to(device).to(memory_format=torch.channels_last)
-        self.device, self.min_score, self.retry_zoomed_out = device, min_score, retry_zoomed_out
-        self.batch_size = batch_size
+    def __init__(self, nets: HandNetworks, min_score: float = blazepalm.MIN_SCORE, retry_zoomed_out: bool = True):
+        self.nets, self.min_score, self.retry_zoomed_out = nets, min_score, retry_zoomed_out
+        self.passes = 0  # images through the palm network so far (the benchmark's no-hand cost)
 
-    @torch.no_grad()
     def _run(self, frames: list[np.ndarray], views: list[tuple[int, Roi, str]]) -> list[list[blazepalm.PalmDetection]]:
         """views: (frame index, square ROI, border) -> per frame, the palms of all its views (NMS'd, px)."""
-        regs, logits = [], []
-        for start in range(0, len(views), self.batch_size):
-            chunk = views[start : start + self.batch_size]
-            out = self.net(to_tensor([crops.warp(frames[i], r, PALM_SIZE, border=b) for i, r, b in chunk], self.device))
-            regs.append(out.regressors.cpu().numpy())
-            logits.append(out.logits.cpu().numpy())
-        regs, logits = np.concatenate(regs), np.concatenate(logits)
         per_frame: list[list[blazepalm.PalmDetection]] = [[] for _ in frames]
+        if not views:
+            return per_frame
+        out = self.nets.palm(np.stack([crops.warp(frames[i], r, PALM_SIZE, border=b) for i, r, b in views]))
+        self.passes += len(views)
         for k, (i, roi, _) in enumerate(views):
             c = np.array([roi.cx, roi.cy])
             per_frame[i] += [
                 blazepalm.PalmDetection(d.score, (d.box.reshape(2, 2) - 0.5).reshape(4) * roi.size + np.tile(c, 2),
                                         (d.keypoints - 0.5) * roi.size + c)
-                for d in blazepalm.weighted_nms(blazepalm.decode(regs[k], logits[k], self.min_score))
+                for d in blazepalm.weighted_nms(blazepalm.decode(out.regressors[k], out.logits[k], self.min_score))
             ]
         return [blazepalm.weighted_nms(d) if len(d) > 1 else d for d in per_frame]
 
-    def detect(self, frames: list[np.ndarray]) -> list[list[blazepalm.PalmDetection]]:
-        """frames: list of (H, W, 3) uint8 RGB -> per frame, palms (score-sorted; box, keypoints in px)."""
+    def detect(self, frames: list[np.ndarray], retry: list[bool] | None = None) -> list[list[blazepalm.PalmDetection]]:
+        """frames: list of (H, W, 3) uint8 RGB -> per frame, palms (score-sorted; box, keypoints in px).
+
+        retry: per frame, whether it gets the widened-view retry when the letterboxed pass finds nothing
+        (default: every frame, as for photos; `retry_zoomed_out=False` switches it off)."""
         views = [(i, crops.letterbox_roi(f.shape[1], f.shape[0]), "constant") for i, f in enumerate(frames)]
         result = self._run(frames, views)
-        missed = [i for i, dets in enumerate(result) if not dets]
+        missed = [i for i, dets in enumerate(result) if not dets and (retry is None or retry[i])]
         if self.retry_zoomed_out and missed:
             retried = self._run(frames, [v for i in missed for v in retry_views(frames[i].shape, i)])
             for i in missed:
@@ -178,11 +179,11 @@ class HandTracker:
 
     def __init__(self, max_hands: int = 2, mirrored: bool = False, device: str = "cpu", *, static_images: bool = False,
                  min_detection: float = blazepalm.MIN_SCORE, min_presence: float = 0.5, retry_zoomed_out: bool = True,
-                 detect_chunk: int = 8, batch_size: int = 8, backbone: str = "mediapipe", hourglass_weights=None,
-                 K: np.ndarray | None = None):
-        from engine.hand_module.landmarks import load_landmark_net
-
+                 detect_chunk: int | None = None, batch_size: int = 8, backbone: str = "mediapipe",
+                 hourglass_weights=None, K: np.ndarray | None = None, runtime: str | None = None, threads: int = 1,
+                 workers: int = 1):
         check_backbone(backbone, hourglass_weights)
+        self.runtime = runtimes.check_runtime(runtime, device)
         self.backbone = backbone
         self.hourglass = None
         if backbone == "hourglass":
@@ -192,45 +193,47 @@ class HandTracker:
         self.K = None if K is None else np.asarray(K, np.float64).reshape(3, 3)
         self._K_call = self.K
         self.max_hands, self.mirrored, self.device = max_hands, mirrored, device
-        self.static_images, self.min_presence, self.detect_chunk = static_images, min_presence, detect_chunk
-        self.batch_size = batch_size
-        self.palm = PalmDetector(device=device, min_score=min_detection, retry_zoomed_out=retry_zoomed_out,
-                                 batch_size=batch_size)
-        self.landmark_net = load_landmark_net().to(device).to(memory_format=torch.channels_last)
+        self.static_images, self.min_presence = static_images, min_presence
+        self.workers = max(1, int(workers))
+        # speculative palm passes pay off only where a batch is cheaper per image (torch)
+        self.detect_chunk = detect_chunk or (8 if self.runtime == "torch" else 1)
+        self.nets = runtimes.load_networks(self.runtime, device, threads=threads, streams=self.workers,
+                                           batch_size=batch_size)
+        self.palm = PalmDetector(self.nets, min_score=min_detection, retry_zoomed_out=retry_zoomed_out)
+        self.last_timings: dict[str, float] | None = None
+        self._segment_pool = None
         self.reset()
 
     def reset(self) -> None:
         """Forgets every track (the next frame runs palm detection)."""
-        self._tracks: list[_Track] = []
-        self._next_id = 0
+        self.state = TrackState([])
 
-    @torch.no_grad()
     def landmarks(self, frames: list[np.ndarray], rois: list[Roi]) -> list[dict]:
-        """Crops of rois[i] in frames[i] (batched, chunks of batch_size) -> per crop, full-frame outputs."""
+        """Crops of rois[i] in frames[i] -> per crop, full-frame outputs."""
         if not rois:
             return []
-        parts = []
-        for start in range(0, len(rois), self.batch_size):
-            chunk = zip(frames[start : start + self.batch_size], rois[start : start + self.batch_size])
-            x = to_tensor([crops.warp(f, r, CROP_SIZE) for f, r in chunk], self.device)
-            parts.append([t.cpu().numpy() for t in self.landmark_net(x)])
-        lm, presence, left, world = (np.concatenate(p) for p in zip(*parts))
+        out = self.nets.landmarks(np.stack([crops.warp(f, r, CROP_SIZE) for f, r in zip(frames, rois)]))
         return [
-            dict(uvd=crops.landmarks_to_image(lm[i], r, CROP_SIZE), world=crops.rotate_world(world[i], r.angle),
-                 presence=float(presence[i]), left=float(left[i]), roi=r)
+            dict(uvd=crops.landmarks_to_image(out.landmarks[i], r, CROP_SIZE),
+                 world=crops.rotate_world(out.world_landmarks[i], r.angle), presence=float(out.presence[i]),
+                 left=float(out.handedness[i]), roi=r)
             for i, r in enumerate(rois)
         ]
+
+    def side_of(self, p_left: float) -> tuple[str, float]:
+        """Mean P("Left") of a track -> (the person's side, its probability)."""
+        label_left = p_left >= 0.5
+        side = ("left" if label_left else "right") if self.mirrored else ("right" if label_left else "left")
+        return side, float(max(p_left, 1 - p_left))
 
     def _observation(self, track: _Track, res: dict, frame: np.ndarray) -> HandObservation:
         track.left_sum += res["left"]
         track.frames += 1
-        p_left = track.left_sum / track.frames
-        label_left = p_left >= 0.5
-        side = ("left" if label_left else "right") if self.mirrored else ("right" if label_left else "left")
+        side, side_score = self.side_of(track.left_sum / track.frames)
         r = res["roi"]
         roi = (float(r.cx), float(r.cy), float(r.size), float(r.angle))
         if self.hourglass is not None:
-            return self._hourglass_observation(track, side, float(max(p_left, 1 - p_left)), res, roi, frame)
+            return self._hourglass_observation(track, side, side_score, res, roi, frame)
         uvd = res["uvd"].astype(np.float32)
         # MediaPipe's pixels are x_norm * W (pixel centres at +0.5); the engine's are OpenCV's (centres at
         # integers, DESIGN.md): u = x_norm * W - 0.5. Measured: a mirrored image's keypoints came back 1.0 px
@@ -239,7 +242,7 @@ class HandTracker:
         h, w = frame.shape[:2]
         inside = (uvd[:, 0] >= -0.5) & (uvd[:, 0] < w - 0.5) & (uvd[:, 1] >= -0.5) & (uvd[:, 1] < h - 0.5)
         conf = (res["presence"] * np.where(inside, 1.0, 0.5)).astype(np.float32)
-        return HandObservation(track.track_id, side, float(max(p_left, 1 - p_left)), res["presence"], uvd, conf,
+        return HandObservation(track.track_id, side, side_score, res["presence"], uvd, conf,
                                res["world"].astype(np.float32), roi, res["left"])
 
     def _hourglass_observation(self, track: _Track, side: str, side_score: float, res: dict,
@@ -253,10 +256,6 @@ class HandTracker:
                                np.asarray(out["keypoints_uvd"], np.float32), conf, world.astype(np.float32), roi,
                                res["left"])
 
-    def _new_track(self, roi: Roi) -> _Track:
-        self._next_id += 1
-        return _Track(self._next_id - 1, roi)
-
     def _palm_rois(self, palms: list[blazepalm.PalmDetection]) -> list[Roi]:
         return [crops.roi_from_palm(d.box, d.keypoints) for d in palms[: self.max_hands]]
 
@@ -265,24 +264,46 @@ class HandTracker:
 
         K (3, 3): these frames' intrinsics for the hourglass backbone's Eq. 5 lifting (default: the tracker's K;
         None there too: weak perspective, Eq. 14-15). The MediaPipe backbone ignores it.
+        Sets `last_timings` = {"detect": s, "keypoints": s}: this call's wall time split between palm
+        detection and the rest (with concurrent segments, in proportion to the segments' busy time).
         """
         self._K_call = self.K if K is None else np.asarray(K, np.float64).reshape(3, 3)
         for f in frames:
             if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
                 raise InputError(f"frames must be HxWx3 uint8 RGB images, got an array {f.shape} {f.dtype}")
+        t0 = time.perf_counter()
         if self.static_images:
-            return self._process_static(frames)
+            out, busy, detect = self._process_static(frames)
+        else:
+            out, busy, detect = segments.track_segments(self, frames)
+        wall = time.perf_counter() - t0
+        share = detect / busy if busy > 0 else 0.0
+        self.last_timings = {"detect": wall * share, "keypoints": wall * (1.0 - share)}
+        return out
+
+    def _retry_due(self, st: TrackState, ahead: int = 0) -> bool:
+        """Video mode: does frame st.frame_no + ahead get the widened-view retry if its palm pass finds
+        nothing? Only on a schedule and shortly after a track was lost (not 3-5 palm passes on every
+        frame without a hand)."""
+        n = st.frame_no + ahead
+        return n % RETRY_INTERVAL == 0 or n - st.lost_at <= RETRY_AFTER_LOSS
+
+    def track_frames(self, frames: list[np.ndarray], st: TrackState) -> list[list[HandObservation]]:
+        """Video-mode tracking of consecutive frames from state `st` (updated in place; see the module docstring)."""
         palm_cache: dict[int, list] = {}
         results = []
         for t, frame in enumerate(frames):
             candidates: list[tuple[Roi, _Track | None]] = []
-            if len(self._tracks) < self.max_hands:
+            if len(st.tracks) < self.max_hands:
                 if t not in palm_cache:
                     chunk = list(range(t, min(t + self.detect_chunk, len(frames))))
-                    palm_cache.update(zip(chunk, self.palm.detect([frames[i] for i in chunk])))
+                    t0 = time.perf_counter()
+                    found = self.palm.detect([frames[i] for i in chunk], [self._retry_due(st, i - t) for i in chunk])
+                    st.detect_s += time.perf_counter() - t0
+                    palm_cache.update(zip(chunk, found))
                 for roi in self._palm_rois(palm_cache.pop(t)):
                     candidates = associate(candidates, roi, None)
-            for track in self._tracks:
+            for track in st.tracks:
                 candidates = associate(candidates, track.roi, track)
             res = self.landmarks([frame] * len(candidates), [c[0] for c in candidates])
             tracks, obs = [], []
@@ -291,20 +312,29 @@ class HandTracker:
                 if r["presence"] < self.min_presence:
                     continue
                 if track is None:  # a new palm; it continues a track lost in this very frame when they overlap
-                    near = [tr for tr in lost if same_hand(tr.roi, roi)]
-                    track = near[0] if near else self._new_track(roi)
+                    near = [tr for tr in lost if crops.same_hand(tr.roi, roi)]
                     if near:
+                        track = near[0]
                         lost.remove(track)
+                    else:
+                        track = _Track(st.next_id, roi)
+                        st.next_id += 1
                 obs.append(self._observation(track, r, frame))
                 track.roi = crops.roi_from_landmarks(r["uvd"])  # MediaPipe's landmarks, for either backbone
                 tracks.append(track)
-            self._tracks = dedupe_tracks(tracks, obs)
-            keep = {tr.track_id for tr in self._tracks}
+            if lost:  # not continued by a palm in this frame
+                st.lost_at = st.frame_no
+            st.tracks = dedupe_tracks(tracks, obs)
+            keep = {tr.track_id for tr in st.tracks}
             results.append([o for o in obs if o.track_id in keep])
+            st.frame_no += 1
         return results
 
-    def _process_static(self, frames: list[np.ndarray]) -> list[list[HandObservation]]:
+    def _process_static(self, frames: list[np.ndarray]) -> tuple[list[list[HandObservation]], float, float]:
+        """Static-image mode -> (per frame hands, busy seconds, palm detection seconds)."""
+        t0 = time.perf_counter()
         palms = self.palm.detect(frames)
+        detect = time.perf_counter() - t0
         owners, rois = [], []
         for i, dets in enumerate(palms):
             for roi in self._palm_rois(dets):
@@ -320,18 +350,12 @@ class HandTracker:
         for pairs in per_frame:
             keep = {t.track_id for t in dedupe_tracks([t for t, _ in pairs], [o for _, o in pairs])}
             results.append([o for t, o in pairs if t.track_id in keep])
-        return results
-
+        return results, time.perf_counter() - t0, detect
 
 def associate(current: list[tuple[Roi, _Track | None]], roi: Roi, track: _Track | None) -> list:
     """MediaPipe's AssociationNormRectCalculator step: `roi` replaces every element it overlaps (IoU > 0.5)."""
     kept = [c for c in current if crops.roi_iou(c[0], roi) <= ASSOCIATION_IOU]
     return kept + [(roi, track)]
-
-
-def same_hand(a: Roi, b: Roi) -> bool:
-    """Loose ROI match used to keep a track id across a re-detection: centres within half a ROI size."""
-    return math.hypot(a.cx - b.cx, a.cy - b.cy) < 0.5 * max(a.size, b.size)
 
 
 def keypoint_box_overlap(a: np.ndarray, b: np.ndarray) -> float:

@@ -55,7 +55,7 @@ LAMBDA_EQ7 = (1.0, 1.0, 0.1)
 
 # --------------------------------------------------------------------------------------------------- losses
 def loss_theta(out: dict, batch: dict) -> tuple[torch.Tensor, dict]:
-    """Eq. 6 on a batch: out from HourglassNet / HandModuleNet (needs joints_norm), batch from HandCropDataset.
+    """Eq. 6: L_theta on a batch, out from HourglassNet / HandModuleNet (needs joints_norm), batch from HandCropDataset.
 
     Returns (scalar L_theta, dict of the terms as floats)."""
     from engine.hand_module.hourglass import lift_crop_torch
@@ -144,6 +144,28 @@ def _to(batch: dict, device) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def load_checkpoint(path: pathlib.Path, device) -> dict:
+    """A training checkpoint (see save_checkpoint in `train`), loaded as weights only: tensors, numbers,
+    strings and containers, never an arbitrary pickled object, so a crafted file cannot run code.
+    Raises InputError naming the file."""
+    import pickle
+
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        # torch's message opens with advice to load without weights_only (which would run the file): keep the reason
+        why = next((line for line in lines if "unsupported" in line.lower()),
+                   lines[0] if lines and "weights_only" not in lines[0] else type(exc).__name__)
+        raise InputError(f"--resume: refusing to load {path}: it is not a plain training checkpoint ({why}); "
+                         "nothing from it was run. Start the run without --resume or in a new folder.") from None
+    missing = [k for k in ("config", "net", "iknet", "state", "optimizer") if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise InputError(f"--resume: refusing to load {path}: it lacks {', '.join(missing)}; nothing from it was run. "
+                         "Start the run without --resume or in a new folder.")
+    return ckpt
+
+
 def train(data_dirs, run_dir, *, epochs=PAPER_EPOCHS, max_steps=None, batch_size=32, device="auto", smoke=False,
           resume=False, workers=0, seed=0, iknet_init="shipped", log_every=10, checkpoint_every=500,
           stages=STAGES, hand_model=None, val_dirs=None) -> dict:
@@ -193,7 +215,7 @@ def train(data_dirs, run_dir, *, epochs=PAPER_EPOCHS, max_steps=None, batch_size
     if resume:
         if not ckpt_path.is_file():
             raise InputError(f"--resume: no checkpoint at {ckpt_path}")
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ckpt = load_checkpoint(ckpt_path, device)
         if ckpt["config"] != config._asdict():
             raise InputError(f"--resume: {ckpt_path} is for network {ckpt['config']}, not {config._asdict()}")
         net.load_state_dict(ckpt["net"])

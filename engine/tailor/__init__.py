@@ -3,10 +3,31 @@
     from engine.tailor import TailorConfig, fit
     out = fit(model, theta0, beta0, root0, keypoints_2d, confidence, valid, K, locks, TailorConfig())
 
-`energies` (the terms, pure jitted functions), `scale` (Eq. 12 / Eq. 17), `optimize` (the jitted loop),
-`reference` (the same math, not jitted), `bench` (`python -m engine bench tailor`).
+`energies` (the terms), `scale` (Eq. 12 / Eq. 17), `transform` (the fit as pure functions in optax's
+shape: `tailor(hand, settings) -> Tailor(init, update)`, NamedTuple state, the runner), `api` (`fit`:
+validation, padding, the jitted call; `jit=False` is the non-jitted reference), `clip` (a whole clip:
+overlapping windows, depth smoothing), `synthetic` and `bench` (`python -m engine bench tailor`).
+
+The paper's equations, each in exactly one function (its docstring starts with "Eq. N:"; checked by
+tests/test_equations.py), the hand module's included:
+
+| Eq. | what | function |
+|---|---|---|
+| 4 | soft-argmax: 2D keypoint and depth from heatmap H and depth map D | engine.hand_module.hourglass.soft_argmax |
+| 5 | perspective lifting: pi^-1(K, (u, v)) at depth z_root + d' B | engine.hand_module.lifting.perspective_unproject |
+| 6 | the keypoint network's loss | engine.hand_module.training.loss_theta |
+| 7 | the hand module's loss | engine.hand_module.training.loss_full |
+| 9 | E_J, 2D reprojection energy (pinhole) | engine.tailor.energies.joint_energy_perspective |
+| 10 | E_g, twist energy (coplanarity, bend consistency) | engine.tailor.energies.twist_energy |
+| 11 | E_id, identity energy | engine.tailor.energies.identity_energy |
+| 12 | s*, the analytic hand scale under perspective | engine.tailor.scale.perspective_scale |
+| 13 | E = lambda_J E_J + lambda_g E_g + lambda_id E_id | engine.tailor.energies.total_energy |
+| 14 | weak-perspective lifting Pi^-1(K', [u, v, d']) | engine.hand_module.lifting.weak_perspective_lift |
+| 15 | s from the reference bone (pixels per bone unit) | engine.hand_module.lifting.bone_scale |
+| 16 | weak-perspective projection Pi(M s) + t | engine.camera.project_weak_perspective |
+| 17 | s, the analytic projection scale under weak perspective | engine.tailor.scale.weak_perspective_scale |
 """
 
-from engine.tailor.optimize import CAMERA_MODELS, TailorConfig, fit, model_params
+from engine.tailor.api import CAMERA_MODELS, TailorConfig, fit, model_params
 
 __all__ = ["CAMERA_MODELS", "TailorConfig", "fit", "model_params"]

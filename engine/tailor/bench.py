@@ -6,7 +6,7 @@ Synthetic frames with ground truth (`engine.tailor.synthetic`) under a known pin
 * batched_ms_per_frame: B = --batch-size (256) frames per call, divided by B; median.
 * loop_one_kernel: whether XLA compiled the Adam loop into one kernel (`engine.SMALL_LOOP_KERNEL_BYTES`) for
   the single frame and for the batch.
-* reference_single_ms_per_frame: the same math not jitted (`engine.tailor.reference`), one frame.
+* reference_single_ms_per_frame: the same math not jitted (`fit(..., jit=False)`), one frame.
 * iterations_table: for 10/20/50/100 iterations and both Adam settings (the paper's lr 0.003 and the
   authors' lr 0.03, b1 = b2 = 0.5): ms/frame single and batched, and the residual errors (median over the
   batch of the mean 2D distance to the detected keypoints, and to the ground-truth 2D; PA-MPJPE in mm),
@@ -48,8 +48,7 @@ def run(batch_size: int = 256, repeats: int = 30, reference_frames: int = 1, see
     from engine.camera import project_perspective
     from engine.metrics import pa_mpjpe
     from engine.hand_model import load_hand_model
-    from engine.tailor.optimize import AUTHORS_ADAM, PAPER_ADAM, TailorConfig, fit, loop_is_one_kernel, model_params
-    from engine.tailor.reference import reference_fit
+    from engine.tailor.api import AUTHORS_ADAM, PAPER_ADAM, TailorConfig, fit, loop_is_one_kernel, model_params
     from engine.tailor.synthetic import make_case
 
     model = load_hand_model()
@@ -57,10 +56,10 @@ def run(batch_size: int = 256, repeats: int = 30, reference_frames: int = 1, see
     case = make_case(model, params, batch_size, seed=seed)
     default = TailorConfig()
 
-    def call(b, config, fn=fit):
+    def call(b, config, jit=True):
         sl = slice(0, b)
-        return fn(model, case["theta0"][sl], case["beta0"][sl], case["root0"][sl], case["keypoints_2d"][sl],
-                  case["confidence"][sl], None, case["K"], None, config)
+        return fit(model, case["theta0"][sl], case["beta0"][sl], case["root0"][sl], case["keypoints_2d"][sl],
+                   case["confidence"][sl], None, case["K"], None, config, jit=jit)
 
     t = time.perf_counter()
     call(1, default)
@@ -77,7 +76,7 @@ def run(batch_size: int = 256, repeats: int = 30, reference_frames: int = 1, see
     reference = None
     if nref:
         t = time.perf_counter()
-        call(nref, default, fn=reference_fit)
+        call(nref, default, jit=False)
         reference = (time.perf_counter() - t) * 1e3 / nref
     log.info("single %.3f ms, batched %.4f ms/frame, reference %s ms/frame", single, batched, reference)
 

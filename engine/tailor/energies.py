@@ -1,4 +1,4 @@
-"""The tailor's energies (paper Eq. 9, 10, 11, 13, 16) as pure jitted functions of joint arrays.
+"""The tailor's energies (paper Eq. 9, 10, 11, 13) as pure jitted functions of joint arrays.
 
 Units decide what the paper's weights (lambda_J, lambda_g, lambda_id = 1, 100, 0.1) mean, so they are fixed
 here for any footage:
@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from engine.camera import project_perspective, project_weak_perspective
+from engine.camera import project_perspective
 from engine.hand_model import FINGER_KEYPOINTS, REFERENCE_BONE
 from engine.hand_model.jax_layer import take_static  # x[:, ids] without a gather (no scatter in the gradient)
 
@@ -27,7 +27,6 @@ __all__ = [
     "CROP_PX",
     "crop_scale",
     "joint_energy_perspective",
-    "joint_energy_weak_perspective",
     "twist_energy",
     "twist_terms",
     "identity_energy",
@@ -91,25 +90,6 @@ def joint_energy_perspective(joints_3d, K, keypoints_2d, confidence, crop):
     return _weighted_mean_sq(err, confidence)
 
 
-@jax.jit
-def joint_energy_weak_perspective(joints_rel, s, t, keypoints_2d, confidence, crop):
-    """E_J under weak perspective, Eq. 16: u = s * x + t, confidence-weighted mean squared error, crop px^2.
-
-    Args:
-      joints_rel: (B, K, 3) model keypoints relative to the root joint, meters (camera axes).
-      s: (B,) projection scale, pixels per meter.
-      t: (B, 2) pixel position of the root joint.
-      keypoints_2d: (B, K, 2) observed keypoints, image pixels.
-      confidence: (B, K) per-keypoint weights.
-      crop: (B,) crop pixels per image pixel.
-    Returns:
-      (B,) E_J in 256-px-crop pixels squared.
-    """
-    uv = project_weak_perspective(joints_rel, s[:, None], t[:, None, :])
-    err = (uv - keypoints_2d) * crop[:, None, None]
-    return _weighted_mean_sq(err, confidence)
-
-
 def _bone_normalized(joints):
     """(B, K, 3) -> (B, K, 3) joints divided by the reference bone length (floored: never inf)."""
     a, b = REFERENCE_BONE
@@ -120,7 +100,7 @@ def _bone_normalized(joints):
 
 @jax.jit
 def twist_terms(joints_3d):
-    """The two parts of Eq. 10 per finger, on joints divided by the reference bone length.
+    """The two terms `twist_energy` sums, per finger, on joints divided by the reference bone length.
 
     For a finger with joints a, b, c, d in tip-to-palm order (FINGER_KEYPOINTS), V_ab = p_a - p_b, ...:
     coplanarity = |(V_ab x V_bc) . V_cd| (the finger leaves its bending plane) and
@@ -153,7 +133,7 @@ def _cross(u, v):
 
 @jax.jit
 def twist_energy(joints_3d):
-    """E_g, Eq. 10, summed over the five fingers: |(V_ab x V_bc) . V_cd| - min(0, (V_ab x V_bc).(V_bc x V_cd)).
+    """E_g, Eq. 10: |(V_ab x V_bc) . V_cd| - min(0, (V_ab x V_bc).(V_bc x V_cd)), summed over the five fingers.
 
     Args:
       joints_3d: (B, K, 3) keypoints; evaluated on joints divided by the reference bone length.

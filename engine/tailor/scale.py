@@ -25,7 +25,7 @@ _TINY = 1e-12
 
 @partial(jax.jit, static_argnames=("gauss_newton_steps",))
 def perspective_scale(joints_rel, root, K, keypoints_2d, confidence, fallback, gauss_newton_steps=2):
-    """s* of Eq. 8, solved by Eq. 12 then refined by a few Gauss-Newton steps on Eq. 8 itself.
+    """Eq. 12: the hand scale s* of Eq. 8 in closed form, then refined by a few Gauss-Newton steps on Eq. 8.
 
     Eq. 12 linearizes the projection of root + s * P about the root: u_i - u_root ~ (s / z_root) a_i with
     a_i = (f_u (x_i - z_i X_root / z_root), f_v (y_i - z_i Y_root / z_root)); for a root on the optical
@@ -77,10 +77,10 @@ def perspective_scale(joints_rel, root, K, keypoints_2d, confidence, fallback, g
 
 @jax.jit
 def weak_perspective_scale(joints_rel, t, keypoints_2d, confidence, fallback):
-    """Weak-perspective s of Eq. 17: s = sum (x_i, y_i).(u_i - t_u, v_i - t_v) / sum |(x_i, y_i)|^2.
+    """Eq. 17: the weak-perspective s = sum (x_i, y_i).(u_i - t_u, v_i - t_v) / sum |(x_i, y_i)|^2.
 
     The least-squares minimizer of the Eq. 16 reprojection error over s with t fixed, confidence-weighted.
-    Robust where Eq. 15 is not: an edge-on or end-on hand only shrinks the denominator, which is floored
+    Robust where Eq. 15 (`hand_module.lifting.bone_scale`) is not: an edge-on or end-on hand only shrinks the denominator, which is floored
     relative to the hand's 3D extent; a non-positive or non-finite s falls back.
 
     Args:

@@ -109,6 +109,17 @@ def child_env() -> dict:
 # ------------------------------------------------------------------------------------------ the client
 
 
+def check_hello(hello: dict) -> dict:
+    """The one protocol rule, for every path that says hello (UI, headless, check): the engine's hello
+    must carry this add-on's PROTOCOL_VERSION. Returns `hello`; EngineFailure('protocol_error') otherwise."""
+    proto = hello.get("protocol") if isinstance(hello, dict) else None
+    if proto != PROTOCOL_VERSION:
+        raise EngineFailure("protocol_error",
+                            f"the engine speaks protocol {proto}, this add-on speaks {PROTOCOL_VERSION}: "
+                            "update the add-on or the engine so they match")
+    return hello
+
+
 class EngineJob:
     """One request in flight. `poll()` returns the new progress events; `result` / `error` when done."""
 
@@ -234,12 +245,11 @@ class EngineClient:
             client.kill()
             raise EngineFailure("engine_start_failed" if exc.code != "engine_missing" else exc.code,
                                 f"the engine did not start: {exc.args[0]}") from None
-        proto = client.hello.get("protocol")
-        if proto != PROTOCOL_VERSION:
+        try:
+            check_hello(client.hello)
+        except EngineFailure:
             client.close()
-            raise EngineFailure("protocol_error",
-                                f"the engine speaks protocol {proto}, this add-on speaks {PROTOCOL_VERSION}: "
-                                "update the add-on or the engine so they match")
+            raise
         return client
 
     @property
@@ -391,31 +401,17 @@ def check_engine(python: str = "", root: str = "", start=None, timeout: float = 
         client.close()
 
 
-_CONVERT = (
-    "import sys, numpy as np\n"
-    "from engine.hand_model import load_hand_model\n"
-    "m = load_hand_model(sys.argv[1], side=sys.argv[2])\n"
-    "tmp = sys.argv[3] + '.part.npz'\n"
-    "np.savez(tmp, name=np.array(str(m.name)), side=np.array(m.side), v_template=m.v_template, f=m.faces,\n"
-    "         J_regressor=np.asarray(m.J_regressor), weights=m.weights,\n"
-    "         kintree_table=np.stack([np.where(m.parents < 0, 4294967295, m.parents), np.arange(16)]),\n"
-    "         shapedirs=m.shapedirs, posedirs=m.posedirs, tip_vertex_ids=m.tip_vertex_ids)\n"
-    "import os; os.replace(tmp, sys.argv[3])\n"
-)
-
-
 def convert_model(python: str, root: str, source: str, side: str, output: str, timeout: float = 300.0) -> str:
-    """Has the engine (its restricted unpickler, in its own Python) turn a MANO .pkl into the MANO-named .npz
-    the add-on reads. Returns `output`; EngineFailure('bad_model_file') with the engine's message."""
+    """Has the engine turn a hand model file (a MANO .pkl: read by its restricted unpickler, in its own
+    Python) into the MANO-named .npz the add-on reads: protocol command `export_model`. Returns the file
+    written; EngineFailure (code `bad_model_file` when the engine refuses the model) otherwise."""
+    client = EngineClient.start(python, root, hello_timeout=timeout)
     try:
-        proc = subprocess.run([python, "-c", _CONVERT, source, side, output], cwd=root, env=child_env(),
-                              capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EngineFailure("bad_model_file", f"cannot convert {source} with the engine: {exc}") from None
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise EngineFailure("bad_model_file", f"the engine refused the hand model {source}: {last}")
-    return output
+        res = client.request("export_model", {"source": source, "side": side, "output": output},
+                             hang_timeout=timeout).wait(timeout=timeout)
+    finally:
+        client.close()
+    return (res.get("files") or {}).get("model") or output
 
 
 def _main(argv=None) -> int:  # a tiny manual check: python -m handtailor_blender.io.engine_client

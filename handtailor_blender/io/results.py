@@ -10,6 +10,8 @@ import dataclasses
 import os
 import pathlib
 import tempfile
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -102,15 +104,25 @@ def _shape(name: str, arr: np.ndarray, shape: tuple, path) -> np.ndarray:
     return arr
 
 
+# What numpy and zipfile raise for a truncated or damaged archive (a member read lazily can fail late).
+_DAMAGED = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError)
+
+
 def read_result(path) -> CaptureResult:
     """Loads and checks a capture result `.npz` (format_version <= 2); raises ResultFileError."""
     path = os.fspath(path)
     try:
-        data = np.load(path, allow_pickle=False)
+        return _read_result(path)
     except FileNotFoundError:
         raise ResultFileError(f"{path}: no such capture result file") from None
-    except (OSError, ValueError) as exc:
-        raise ResultFileError(f"{path}: not a readable .npz capture result ({exc})") from None
+    except _DAMAGED as exc:
+        raise ResultFileError(
+            f"{path}: the capture result is damaged or truncated ({type(exc).__name__}: {exc}); capture again, "
+            "or restore the file if it was copied or downloaded incompletely") from None
+
+
+def _read_result(path: str) -> CaptureResult:
+    data = np.load(path, allow_pickle=False)
     with data:
         version = int(_need(data, "format_version", path))
         if version > FORMAT_VERSION:

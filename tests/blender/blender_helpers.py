@@ -3,6 +3,7 @@ written exactly per DESIGN.md. (The engine's own layer is compared against this 
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 
 import numpy as np
@@ -153,10 +154,14 @@ def make_result(path, models: list, N=12, seed=1, invalid=(3,), fps=30.0, image_
     for arr in (theta, beta, root, joints, kp2, conf):
         arr[~valid] = np.nan
     scale[~valid] = np.nan
+    # a model file is recorded with its sha256 (of the file's bytes, as the engine does): the engine's re-tailor
+    # uses a model only when it matches
+    sha = hashlib.sha256(pathlib.Path(hand_model).read_bytes()).hexdigest() if hand_model and pathlib.Path(
+        hand_model).is_file() else ""
     write_npz_atomic(path, dict(
         format_version=np.array(2), source=np.array(source), image_size=np.array(image_size),
         fps=np.array(fps), frame_index=np.arange(N) * 1, camera_model=np.array("perspective"), K=K,
-        distortion=np.zeros(5), hand_model=np.array([hand_model] * T), hand_model_sha256=np.array([""] * T),
+        distortion=np.zeros(5), hand_model=np.array([hand_model] * T), hand_model_sha256=np.array([sha] * T),
         hand_side=np.array([m.side for m in models]), valid=valid, theta=theta, beta=beta, root=root,
         hand_scale=scale, projection_scale=np.full((T, N), np.nan), keypoints_2d=kp2, confidence=conf,
         joints_3d=joints))

@@ -66,7 +66,6 @@ def test_zip_builds_validates_installs_enables(blank, tmp_path):
         assert bpy.context.scene.handtailor.iterations == 20
         prefs = bpy.context.preferences.addons["bl_ext.ht_test.handtailor"].preferences
         assert prefs.hand_model == "OPEN"
-        assert "torch" not in sys.modules or True  # the test process itself may hold torch
         addon_utils.disable("bl_ext.ht_test.handtailor", default_set=True)
         after = _snapshot()
         assert after == before

@@ -8,7 +8,8 @@ import pytest
 import blender_helpers as helpers
 
 bpy = pytest.importorskip("bpy")
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip(
+    "torch", reason="no torch in this venv (an older Blender's, see test.sh): the parity tests run under .venv")
 torch_layer = pytest.importorskip("engine.hand_model.torch_layer")
 
 from engine.hand_model import load_hand_model  # noqa: E402

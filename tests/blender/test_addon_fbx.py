@@ -58,3 +58,12 @@ def test_fbx_round_trip(blank, tmp_path, models_dir, preset):
                 worst = max(worst, np.abs(got[:, :3, 3] - ref[:, :3, 3]).max())
     logging.getLogger(__name__).info("%s", (preset, "fbx worst", worst))
     assert worst < 1e-4
+
+
+def test_export_options_this_blender_lacks_are_dropped(blank, caplog):
+    fbx = bpy.ops.export_scene.fbx
+    opts = {**ops_export.ROUND_TRIP, **ops_export.PRESETS["UNITY"]}
+    assert ops_export.supported_options(fbx, opts) == opts  # every tested Blender has them all
+    with caplog.at_level(logging.WARNING):
+        got = ops_export.supported_options(fbx, {**opts, "use_future_option": True})
+    assert got == opts and "use_future_option" in caplog.text

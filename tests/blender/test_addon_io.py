@@ -141,3 +141,28 @@ def test_edits_writer_and_models(tmp_path, models_dir):
     if shipped.exists():
         m = read_model(shipped, "right")
         assert m.J0.shape == (16, 3) and m.Jdirs.shape == (16, 3, 10)
+
+
+def test_every_module_is_reloaded_on_re_register():
+    """handtailor_blender/__init__.py's MODULES (its reload list) names every submodule, each after those it
+    imports; no module imports another's private names."""
+    import ast
+
+    pkg = REPO / "handtailor_blender"
+    tree = ast.parse((pkg / "__init__.py").read_text())
+    listed = next(ast.literal_eval(n.value) for n in tree.body
+                  if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "MODULES")
+    files = {".".join(p.relative_to(pkg).with_suffix("").parts) for p in pkg.rglob("*.py")}
+    assert set(listed) == files - {"__init__", "__main__", "io.__init__"}
+    for i, name in enumerate(listed):
+        src = (pkg / (name.replace(".", "/") + ".py")).read_text()
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = name.rsplit(".", 1)[0] + "." if node.level == 1 and "." in name else ""
+                deps = [base + (node.module + "." if node.module else "") + a.name for a in node.names]
+                deps = [d if d in files else d.rsplit(".", 1)[0] for d in deps]
+                for d in deps:
+                    if d in listed:
+                        assert listed.index(d) < i, f"{name} imports {d}, which is reloaded after it"
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{name} imports private {private} from {node.module}"

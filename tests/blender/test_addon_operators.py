@@ -90,7 +90,8 @@ def test_engine_failure_keeps_scene(fake_engine, footage, result_file, mode, mes
 def test_modal_capture_and_escape(fake_engine, footage, result_file):
     """The modal path, driven by hand (the bpy module has no event loop): timer events until done; a
     second run is cancelled with Esc."""
-    from handtailor_blender.ops_capture import HANDTAILOR_OT_capture, _EngineModal
+    from handtailor_blender.engine_modal import EngineModal
+    from handtailor_blender.ops_capture import HANDTAILOR_OT_capture
 
     fake_engine("ok", result_file)
     set_source(footage)
@@ -122,7 +123,7 @@ def test_modal_capture_and_escape(fake_engine, footage, result_file):
 
     state = run()
     assert state == {"FINISHED"}, reports
-    assert not bpy.context.scene.handtailor.running and not _EngineModal._running
+    assert not bpy.context.scene.handtailor.running and not EngineModal._running
     before = snapshot_keys()
     fake_engine("hang")
     state = run(escape_when=lambda op: op.phase == "work" and op.job.done >= 1)

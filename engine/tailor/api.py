@@ -1,0 +1,398 @@
+"""`fit`: the tailor on numpy arrays (validation, padding, one jitted call); `TailorConfig`, its settings.
+
+`fit(model, theta0, ..., config)` checks and converts its arguments, pads the batch to `bucket_size` (a few
+fixed sizes: one compiled executable each), and runs `transform.solve` jitted, or eagerly one frame at a
+time with `jit=False` (the non-jitted reference the benchmark compares with: the same math, every op
+dispatched on its own).
+
+The jitted call takes every frame input in two arrays (float32 and bool, `_FRAME_FLOATS`, `_FRAME_BOOLS`)
+and returns every output in one, so a call costs one transfer each way: with ~30 arguments and ~16
+results, dispatch and conversion would cost more than the whole one-frame fit. The settings and K travel as
+a typed `transform.Settings` already on the device (cached by content), the model's arrays likewise.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from engine.camera import nominal_K
+from engine.errors import InputError
+from engine.hand_model import HandModel
+from engine.hand_model import jax_layer
+from engine.tailor import transform
+from engine.tailor.transform import Frames, Settings
+
+__all__ = ["TailorConfig", "fit", "model_params", "bucket_size", "loop_is_one_kernel", "CAMERA_MODELS",
+           "PAPER_ADAM", "AUTHORS_ADAM"]
+
+CAMERA_MODELS = ("perspective", "weak_perspective")
+PAPER_ADAM = dict(lr=0.003, b1=0.9, b2=0.999)
+AUTHORS_ADAM = dict(lr=0.03, b1=0.5, b2=0.5)
+
+
+class TailorConfig(NamedTuple):
+    """Settings of one fit. Defaults: the authors' released optimizer and the paper's weights.
+
+    Adam: measured with `python -m engine bench tailor` (256 synthetic frames, 1-3 px noise, 10-20 degree
+    pose noise; median residual 2D error, initial 17.1 px): lr 0.03, b1 = b2 = 0.5 reaches 3.0 / 2.1 / 1.9 /
+    1.7 px after 10 / 20 / 50 / 100 iterations, the paper's lr 0.003 (b1 0.9, b2 0.999) 12.2 / 8.4 / 4.7 /
+    2.9 px: at the default 20 iterations the authors' setting is 4x closer, so it is the default.
+    `temporal_weight`: the term is in (reference-bone lengths)^2 of joint acceleration; on a static synthetic
+    hand with 3 px noise, 1e3 cut the joint acceleration by ~40% at the same reprojection error, 1e2 by ~20%,
+    1e4 by ~50% but with 30% more reprojection error. Every field is traced (`transform.Settings`):
+    changing one never recompiles.
+    """
+
+    iterations: int = 20
+    lr: float = 0.03  # paper text: 0.003 (with b1 = 0.9, b2 = 0.999); authors' code: 0.03, b1 = b2 = 0.5
+    b1: float = 0.5
+    b2: float = 0.5
+    lambda_j: float = 1.0
+    lambda_g: float = 100.0
+    lambda_id: float = 0.1
+    temporal_weight: float = 0.0  # > 0: joint-acceleration term over consecutive frames (couples the batch)
+    camera_model: str = "perspective"  # or "weak_perspective"
+    fit_root_xy: bool = True  # optimize the wrist's lateral position at fixed depth (transform's docstring)
+
+    def settings(self) -> Settings:
+        """The traced settings (numpy scalars of the dtypes the jitted core takes)."""
+        f = np.float32
+        return Settings(f(self.lr), f(self.b1), f(self.b2), f(self.lambda_j), f(self.lambda_g), f(self.lambda_id),
+                        f(self.temporal_weight), np.int32(self.iterations),
+                        np.bool_(self.camera_model == "weak_perspective"), np.bool_(self.fit_root_xy))
+
+
+# ------------------------------------------------------------------------------------------- caches
+
+
+class _Cache:
+    """A small least-recently-used cache; keys are contents (bytes, tuples), never object ids."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.items: collections.OrderedDict = collections.OrderedDict()
+
+    def get(self, key, make):
+        hit = self.items.get(key)
+        if hit is None:
+            hit = self.items[key] = make()
+            if len(self.items) > self.size:
+                self.items.popitem(last=False)
+        else:
+            self.items.move_to_end(key)
+        return hit
+
+
+_PARAMS = _Cache(4)  # model content -> (full JaxHandParams, the tailor's slim copy)
+_SETTINGS = _Cache(64)  # (K, config) -> (K, Settings) on the device
+
+
+def _model_key(model: HandModel) -> tuple:
+    """The model's content: its file's sha256 (+ side and loader fixes); a digest of the arrays when the
+    model was built in memory (no file)."""
+    if model.sha256:
+        return (model.sha256, model.side, tuple(model.fixes))
+    h = hashlib.sha256()
+    for a in (model.v_template, model.J_regressor, model.weights, model.shapedirs, model.posedirs,
+              model.tip_vertex_ids, model.parents):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return ("arrays", h.hexdigest(), model.side)
+
+
+def _params(model: HandModel) -> tuple[jax_layer.JaxHandParams, jax_layer.JaxHandParams]:
+    def make():
+        full = jax_layer.prepare(model, dtype=jnp.float32)
+        # the tailor needs `keypoints` only: the full-mesh arrays stay out of its calls (fewer arguments)
+        return full, full._replace(v_template=None, shapedirs=None, posedirs=None, weights=None)
+
+    return _PARAMS.get(_model_key(model), make)
+
+
+def model_params(model: HandModel) -> jax_layer.JaxHandParams:
+    """`jax_layer.prepare(model)` in float32, cached by the model's content (a capture calls `fit` per window)."""
+    return _params(model)[0]
+
+
+def _device_settings(K: np.ndarray, config: TailorConfig) -> tuple[jax.Array, Settings]:
+    K32 = np.asarray(K, np.float32)
+    return _SETTINGS.get((K32.tobytes(), tuple(config)), lambda: jax.device_put((K32, config.settings())))
+
+
+# --------------------------------------------------------------------------------------- the jitted call
+
+_FRAME_FLOATS = (("theta0", (16, 4)), ("beta0", (10,)), ("root0", (3,)), ("hand_scale0", ()),
+                 ("projection_scale0", ()), ("keypoints_2d", (21, 2)), ("confidence", (21,)))
+_FRAME_BOOLS = (("valid", ()), ("lock_theta", (16,)), ("lock_beta", ()), ("lock_root", ()), ("lock_hand_scale", ()))
+_OUT_ARRAYS = (("theta", (16, 4)), ("beta", (10,)), ("root", (3,)), ("hand_scale", ()), ("projection_scale", ()),
+               ("joints_3d", (21, 3)), ("fitted", ()))
+_OUT_ENERGIES = ("E_J", "E_g", "E_id", "E", "E_J_init", "E_g_init", "reprojection_px", "reprojection_px_init", "E_t")
+
+
+def _layout(fields):
+    """(((name, shape, start, stop), ...), width): fields side by side in the last axis of a (B, width) array."""
+    out, at = [], 0
+    for name, shape in fields:
+        n = int(np.prod(shape, dtype=np.int64))
+        out.append((name, shape, at, at + n))
+        at += n
+    return tuple(out), at
+
+
+_FLOAT_LAYOUT, _FLOAT_WIDTH = _layout(_FRAME_FLOATS)
+_BOOL_LAYOUT, _BOOL_WIDTH = _layout(_FRAME_BOOLS)
+_OUT_LAYOUT, _OUT_WIDTH = _layout(_OUT_ARRAYS + tuple((n, ()) for n in _OUT_ENERGIES))
+
+
+def _pack(inputs: dict, layout, width, dtype) -> np.ndarray:
+    b = inputs["theta0"].shape[0]
+    out = np.empty((b, width), dtype)
+    for name, _, start, stop in layout:
+        out[:, start:stop] = np.asarray(inputs[name]).reshape(b, stop - start)
+    return out
+
+
+def _solve_packed(hand, floats, bools, K, settings: Settings):
+    """`transform.solve` on packed frames: floats (B, _FLOAT_WIDTH), bools (B, _BOOL_WIDTH) -> (B, _OUT_WIDTH)."""
+    B = floats.shape[0]
+    cols = {name: floats[:, a:b].reshape((B,) + shape) for name, shape, a, b in _FLOAT_LAYOUT}
+    cols.update({name: bools[:, a:b].reshape((B,) + shape) for name, shape, a, b in _BOOL_LAYOUT})
+    out = transform.solve(hand, Frames(**cols), K, settings)
+    flat = dict(out, **out["energies"])
+    packed = []
+    for name, _, a, b in _OUT_LAYOUT:
+        v = flat[name].astype(floats.dtype)
+        packed.append((jnp.broadcast_to(v, (B,)) if v.ndim == 0 else v).reshape(B, b - a))
+    return jnp.concatenate(packed, axis=-1)
+
+
+# One compiled executable per batch size B (`fit` pads B up to a bucket): every setting is traced.
+_solve_jit = jax.jit(_solve_packed)
+
+
+def _unpack_outputs(packed: np.ndarray) -> dict:
+    """(B, _OUT_WIDTH) -> solve's dict of numpy arrays (contiguous copies)."""
+    b = packed.shape[0]
+    out, energies = {}, {}
+    for name, shape, start, stop in _OUT_LAYOUT:
+        v = np.ascontiguousarray(packed[:, start:stop]).reshape((b,) + shape)
+        if name == "fitted":
+            out[name] = v != 0
+        elif name == "E_t":
+            energies[name] = v[0] if b else np.zeros((), packed.dtype)
+        elif name in _OUT_ENERGIES:
+            energies[name] = v
+        else:
+            out[name] = v
+    out["energies"] = energies
+    return out
+
+
+def bucket_size(b: int) -> int:
+    """The padded batch size for b frames: 1, 2, 4, ..., 256, then multiples of 256 (few compilations)."""
+    if b <= 256:
+        return 1 << max(0, (int(b) - 1).bit_length())
+    return -(-int(b) // 256) * 256
+
+
+def _pad(inputs: dict, size: int) -> dict:
+    """Pads every (B, ...) input to `size` frames with invalid, harmless frames (K is shared, not padded)."""
+    b = inputs["theta0"].shape[0]
+    if size == b:
+        return inputs
+    out = {"K": inputs["K"]}
+    for name, arr in inputs.items():
+        if name == "K":
+            continue
+        fill = np.zeros((size - b,) + arr.shape[1:], arr.dtype)
+        if name == "theta0":
+            fill[..., 0] = 1.0
+        elif name == "root0":
+            fill[..., 2] = 1.0
+        elif name == "hand_scale0":
+            fill += 1.0
+        out[name] = np.concatenate([np.asarray(arr), fill], axis=0)
+    return out
+
+
+def loop_is_one_kernel(params: jax_layer.JaxHandParams, frames: int) -> bool:
+    """Whether XLA compiles the Adam loop for `frames` frames (padded to their bucket) into one kernel
+    rather than one thunk per op and step (`engine.SMALL_LOOP_KERNEL_BYTES`). Compiles once to find out."""
+    b = bucket_size(frames)
+    spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
+    slim = params._replace(v_template=None, shapedirs=None, posedirs=None, weights=None)
+    settings = jax.tree_util.tree_map(lambda x: spec(np.shape(x), np.asarray(x).dtype), TailorConfig().settings())
+    lowered = _solve_jit.lower(slim, spec((b, _FLOAT_WIDTH), np.float32), spec((b, _BOOL_WIDTH), np.bool_),
+                               spec((3, 3), np.float32), settings)
+    # the hoisting pass marks the call it makes of the loop with this attribute
+    return "xla_cpu_small_call" in lowered.compile().as_text()
+
+
+def _run(model: HandModel, inputs: dict, config: TailorConfig) -> dict:
+    """The jitted core on prepared inputs (padded to `bucket_size`): solve's dict of numpy arrays."""
+    b = inputs["theta0"].shape[0]
+    padded = _pad(inputs, bucket_size(b))
+    floats = _pack(padded, _FLOAT_LAYOUT, _FLOAT_WIDTH, np.float32)
+    bools = _pack(padded, _BOOL_LAYOUT, _BOOL_WIDTH, np.bool_)
+    K, settings = _device_settings(inputs["K"], config)
+    return _unpack_outputs(np.asarray(_solve_jit(_params(model)[1], floats, bools, K, settings))[:b])
+
+
+def _run_eager(model: HandModel, inputs: dict, config: TailorConfig) -> dict:
+    """The same math not jitted, one frame at a time (the whole batch with the temporal term, which couples
+    the frames): every op dispatched eagerly."""
+    hand = _params(model)[1]
+    settings = jax.tree_util.tree_map(jnp.asarray, config.settings())
+    names = [n for n, _ in _FRAME_FLOATS + _FRAME_BOOLS]
+    b = inputs["theta0"].shape[0]
+    pieces = [slice(0, b)] if float(config.temporal_weight) > 0 else [slice(i, i + 1) for i in range(b)]
+    with jax.disable_jit():
+        outs = [transform.solve(hand, Frames(**{n: jnp.asarray(inputs[n][sl]) for n in names}),
+                                jnp.asarray(inputs["K"]), settings) for sl in pieces]
+    outs = jax.device_get(outs)
+    if len(outs) == 1:
+        return outs[0]
+    out = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=0) if np.ndim(xs[0]) else xs[0], *outs)
+    out["energies"]["E_t"] = np.zeros((), np.float32)  # frames fitted apart: no temporal coupling
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ fit
+
+
+def _check(name, arr, shape):
+    arr = np.asarray(arr)
+    if arr.shape != shape:
+        raise InputError(f"tailor: {name} must have shape ({', '.join(str(s) for s in shape)}), got {arr.shape}")
+    return arr
+
+
+def _prepare(theta0, beta0, root0, keypoints_2d, confidence, valid, K, locks, hand_scale0, projection_scale0,
+             config: TailorConfig, image_size, focal_px):
+    """Validates and converts `fit`'s arguments: (inputs of float32/bool arrays, K used (3,3), originals, locks)."""
+    if config.camera_model not in CAMERA_MODELS:
+        raise InputError(f"tailor: camera_model must be one of {CAMERA_MODELS}, got {config.camera_model!r}")
+    if int(config.iterations) < 0:
+        raise InputError(f"tailor: iterations must be >= 0, got {config.iterations}")
+    if not all(math.isfinite(float(v)) for v in (config.lr, config.b1, config.b2)):
+        raise InputError("tailor: lr, b1 and b2 must be finite numbers")
+    theta0 = np.asarray(theta0)
+    if theta0.ndim != 3 or theta0.shape[1:] != (16, 4):
+        raise InputError(f"tailor: theta0 must have shape (B, 16, 4) quaternions (w, x, y, z), got {theta0.shape}")
+    B = theta0.shape[0]
+    beta0 = _check("beta0", beta0, (B, 10))
+    root0 = _check("root0", root0, (B, 3))
+    keypoints_2d = _check("keypoints_2d", keypoints_2d, (B, 21, 2))
+    confidence = _check("confidence", np.ones((B, 21)) if confidence is None else confidence, (B, 21))
+    valid = _check("valid", np.ones(B, bool) if valid is None else valid, (B,)).astype(bool)
+    hand_scale0 = _check("hand_scale0", np.ones(B) if hand_scale0 is None else hand_scale0, (B,))
+    ps0 = _check("projection_scale0", np.full(B, np.nan) if projection_scale0 is None else projection_scale0, (B,))
+    if K is None:
+        if config.camera_model == "perspective":
+            raise InputError("tailor: the perspective camera model needs intrinsics K; use weak_perspective without")
+        if image_size is None:
+            raise InputError("tailor: weak perspective needs the image size (for the nominal camera) or a nominal K "
+                             "(engine.camera.nominal_K(image_size))")
+        K = nominal_K(image_size, focal_px)
+    K = _check("K", K, (3, 3)).astype(np.float64)
+    if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise InputError(f"tailor: K must be finite with positive focal lengths, got {K.tolist()}")
+    locks = dict(locks or {})
+    unknown = set(locks) - {"lock_theta", "lock_beta", "lock_root", "lock_hand_scale"}
+    if unknown:
+        raise InputError(f"tailor: unknown lock names {sorted(unknown)}")
+    lk = {name: _check(name, locks.get(name, np.zeros(shape, bool)), shape)
+          for name, shape in (("lock_theta", (B, 16)), ("lock_beta", (B,)), ("lock_root", (B,)), ("lock_hand_scale", (B,)))}
+    f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731  (numpy: jit transfers them in one go)
+    inputs = dict(theta0=f32(theta0), beta0=f32(beta0), root0=f32(root0), hand_scale0=f32(hand_scale0),
+                  projection_scale0=f32(ps0), keypoints_2d=f32(keypoints_2d), confidence=f32(confidence),
+                  valid=valid, K=f32(K), **{k: np.asarray(v, bool) for k, v in lk.items()})
+    originals = dict(theta=theta0, beta=beta0, root=root0, hand_scale=hand_scale0, projection_scale=ps0)
+    return inputs, K, originals, lk
+
+
+def fit(model: HandModel, theta0, beta0, root0, keypoints_2d, confidence, valid, K, locks=None,
+        config: TailorConfig = TailorConfig(), *, hand_scale0=None, projection_scale0=None, image_size=None,
+        focal_px=None, jit: bool = True) -> dict:
+    """Tailors a batch of frames of one hand: analytic scale, then `config.iterations` Adam steps.
+
+    Args:
+      model: the hand model (`engine.hand_model.load_hand_model`).
+      theta0: (B, 16, 4) initial local joint rotations, quaternions (w, x, y, z), MANO joint order.
+      beta0: (B, 10) initial shape.
+      root0: (B, 3) initial wrist position, camera frame, meters (perspective: its depth is kept; weak
+        perspective: used only where `lock_root` holds).
+      keypoints_2d: (B, K, 2) detected keypoints, image pixels (undistorted).
+      confidence: (B, K) per-keypoint confidence, weights of E_J (None: all ones).
+      valid: (B,) bool, frames to fit; the others pass through unchanged (None: all).
+      K: (3, 3) intrinsics (perspective), or under weak perspective the nominal camera to finish under
+        (None: `nominal_K(image_size, focal_px)`).
+      locks: None or a dict with any of lock_theta (B, 16), lock_beta (B,), lock_root (B,),
+        lock_hand_scale (B,) bools: locked values come back bit-identical.
+      config: `TailorConfig` (camera_model, iterations, Adam settings, energy weights, temporal weight).
+      hand_scale0: (B,) initial hand scale (None: 1); the value kept where lock_hand_scale holds.
+      projection_scale0: (B,) weak-perspective s of the hand module (Eq. 15, px per meter; None or NaN:
+        unknown). Weak perspective: when known, Eq. 17's s is split as hand_scale = s / projection_scale0
+        (the hand module's size is compensated, like s* under perspective); when unknown, hand_scale
+        stays hand_scale0 and projection_scale = s / hand_scale0.
+      image_size: (width, height), needed under weak perspective when K is None. Under weak perspective a
+        locked root stays where it is (its depth then need not be f / projection_scale).
+      focal_px: nominal focal length for weak perspective (None: the image's long side).
+      jit: False runs the same math eagerly, one frame at a time (the benchmark's reference).
+    Returns:
+      dict with theta (B, 16, 4), beta (B, 10), root (B, 3), hand_scale (B,), projection_scale (B,) (NaN
+      under perspective), joints_3d (B, K, 3) camera frame (the model posed by the returned values),
+      K (3, 3) the camera used, fitted (B,) bool, energies: dict of (B,) float arrays (E_J, E_g, E_id, E and
+      their initial values, reprojection_px; E_t () with the temporal term). numpy arrays; values keep
+      the inputs' dtype where it is wider than float32 (locked entries are the inputs, bit for bit).
+    """
+    inputs, K_used, originals, lk = _prepare(theta0, beta0, root0, keypoints_2d, confidence, valid, K, locks,
+                                             hand_scale0, projection_scale0, config, image_size, focal_px)
+    if inputs["theta0"].shape[0] == 0:
+        out = _empty_outputs()
+    else:
+        out = (_run if jit else _run_eager)(model, inputs, config)
+    return _finish(out, originals, lk, K_used, config)
+
+
+def _empty_outputs() -> dict:
+    """solve's outputs for B = 0 frames (nothing to fit, nothing to compile)."""
+    z = lambda *shape: np.zeros((0,) + shape, np.float32)  # noqa: E731
+    energies = {n: z() for n in _OUT_ENERGIES}
+    energies["E_t"] = np.zeros((), np.float32)
+    return dict(theta=z(16, 4), beta=z(10), root=z(3), hand_scale=z(), projection_scale=z(), joints_3d=z(21, 3),
+                fitted=np.zeros(0, bool), energies=energies)
+
+
+def _finish(out, originals, lk, K_used, config):
+    """numpy outputs; kept entries copied from the caller's original arrays (exact in any dtype)."""
+    fitted = np.asarray(out["fitted"])
+    res = {}
+
+    def merge(name, keep):
+        orig = np.asarray(originals[name])
+        new = np.asarray(out[name])
+        dt = np.result_type(orig.dtype, np.float32) if orig.dtype.kind == "f" else np.float32
+        if not keep.any():  # nothing kept (the common case): the fitted values as they are
+            return new.astype(dt)
+        return np.where(keep, orig.astype(dt, copy=False), new.astype(dt))
+
+    res["theta"] = merge("theta", (lk["lock_theta"].astype(bool) | ~fitted[:, None])[..., None])
+    res["beta"] = merge("beta", (lk["lock_beta"].astype(bool) | ~fitted)[:, None])
+    res["root"] = merge("root", (lk["lock_root"].astype(bool) | ~fitted)[:, None])
+    res["hand_scale"] = merge("hand_scale", lk["lock_hand_scale"].astype(bool) | ~fitted)
+    if config.camera_model == "weak_perspective":
+        res["projection_scale"] = merge("projection_scale", ~fitted)
+    else:
+        res["projection_scale"] = np.full(fitted.shape, np.nan, np.float32)
+    res["joints_3d"] = np.asarray(out["joints_3d"])
+    res["K"] = np.asarray(K_used)
+    res["fitted"] = fitted
+    res["energies"] = {k: np.asarray(v) for k, v in out["energies"].items()}
+    return res

@@ -1,0 +1,293 @@
+"""The tailor's two-step fit (paper Sec. 3.4-3.5) as pure JAX functions, in optax's shape.
+
+    problem = scale_step(hand, frames, K, settings)        step 1: sanitize, analytic scale (Eq. 12 / 17)
+    t = tailor(hand, settings)                             step 2: Tailor(init, update), Adam on Eq. 13
+    state = run(t, problem, settings.iterations)           the runner: one lax.fori_loop of t.update
+    out = outputs(hand, frames, problem, state, settings)  quaternions, joints, energies; locks written back
+
+`solve` chains the four; `engine.tailor.api.fit` is the thin numpy API around it (validation, padding,
+one jit). Every state is a NamedTuple passed in and returned, never mutated (jit-safe).
+
+Parameters and their handling (decided here, once):
+
+* Pose: optimized as an axis-angle *change* per joint, R_j = exp(delta_j) R0_j (delta in the parent's
+  axes; for the root joint in the camera axes), starting at delta = 0. The identity term's
+  ||theta - theta'||^2 (Eq. 11) is then ||delta||^2 in radians^2, the geodesic distance to the
+  initialization, free of the axis-angle wrap at pi. In and out: quaternions (w, x, y, z).
+* Shape beta: optimized directly (units of the model's shape space).
+* Hand scale s*: solved analytically first (Eq. 12 under perspective, Eq. 17 under weak perspective) and
+  held fixed during Adam (the paper's two-step scheme). Returned as `hand_scale`, about the wrist.
+* Root translation: the depth is never optimized (from 2D keypoints, depth and hand_scale are one and the
+  same unknown, which s* already resolves: moving the root in depth would fight s*, as the paper's
+  "scale is a global constraint" warns). The authors' code keeps the whole root fixed; we also optimize its
+  lateral (x, y) position at that depth (`fit_root_xy`, default on), in units of 0.1 reference bone
+  (`ROOT_STEP`): the hand module places the wrist on its own detected 2D keypoint, which is as noisy as
+  any other, and the weak-perspective placement (t = that keypoint) inherits the same error. Measured on
+  the synthetic set (64 frames, 1-3 px noise): neutral under perspective (2D error to the true keypoints
+  2.50 vs 2.51 px, PA-MPJPE 4.03 vs 4.14 mm), better under weak perspective (2.32 vs 3.04 px residual).
+  With a step of one whole bone it was worse (Adam's fixed-size steps made the wrist jitter by ~3 px).
+* Batches: the frames' energies are independent (without the temporal term) and Adam is elementwise, so
+  one Adam over the stacked (B, ...) parameters of sum_b E_b is exactly B independent per-frame Adams in
+  one loop. With the temporal term (`temporal_weight > 0`) the frames of a batch are coupled and optimized
+  jointly, in the same loop. For 1-4 frames XLA compiles that loop into a single kernel
+  (`engine.SMALL_LOOP_KERNEL_BYTES`, `api.loop_is_one_kernel`); larger batches run it op by op.
+* Locks (DESIGN.md EDITS): locked entries get zero gradients (Adam then never moves them) and are written
+  back from the original inputs with `where` at the end: bit-identical. Invalid frames pass through.
+* Weak perspective (Sec. 3.5, no K): Eq. 17 gives s (px per meter) with t = the detected wrist; the hand
+  is then placed under a nominal pinhole camera (`engine.camera.nominal_K`) at depth f / projection_scale
+  (f: `engine.camera.focal_length`), and the Adam iterations finish the fit under that camera (DESIGN.md),
+  so project_perspective(joints_3d, K) lands on the fitted 2D positions. At that depth the pinhole E_J
+  equals the weak-perspective one (Eq. 16's projection, `camera.project_weak_perspective`) to first order in
+  the hand's depth extent, and that one is what Eq. 17 minimizes in closed form. Without
+  `projection_scale0` the hand keeps hand_scale0 (the model's size) and all of Eq. 17's s goes to
+  projection_scale; with it, hand_scale = s / projection_scale0 compensates the hand module's size.
+
+Shapes: B frames, K = 21 keypoints, 16 joints.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from engine.camera import backproject_perspective, focal_length, project_perspective
+from engine.hand_model import REFERENCE_BONE
+from engine.hand_model import jax_layer
+from engine.tailor import energies as E
+from engine.tailor.scale import S_MAX, S_MIN, perspective_scale, weak_perspective_scale
+
+__all__ = ["Settings", "Frames", "Params", "Problem", "TailorState", "Tailor", "tailor", "scale_step", "run",
+           "outputs", "solve", "energy", "ROOT_STEP"]
+
+ROOT_STEP = 0.1  # units of the lateral root parameter, in reference-bone lengths (Adam moves ~lr per step)
+
+
+class Settings(NamedTuple):
+    """One fit's settings, all traced: changing any of them never recompiles."""
+
+    lr: jax.Array  # () float32, Adam's learning rate
+    b1: jax.Array  # () float32
+    b2: jax.Array  # () float32
+    lambda_j: jax.Array  # () float32, Eq. 13's weights
+    lambda_g: jax.Array  # () float32
+    lambda_id: jax.Array  # () float32
+    temporal_weight: jax.Array  # () float32, > 0 couples the frames (joint acceleration)
+    iterations: jax.Array  # () int32, Adam steps
+    weak_perspective: jax.Array  # () bool: Eq. 17 and the nominal camera (else Eq. 12 under K)
+    fit_root_xy: jax.Array  # () bool: also move the wrist laterally at its depth
+
+
+class Frames(NamedTuple):
+    """A batch of frames to fit, as given (NaN and invalid frames allowed: they pass through)."""
+
+    theta0: jax.Array  # (B, 16, 4) initial local rotations, quaternions (w, x, y, z)
+    beta0: jax.Array  # (B, 10)
+    root0: jax.Array  # (B, 3) wrist, camera frame, meters
+    hand_scale0: jax.Array  # (B,)
+    projection_scale0: jax.Array  # (B,) px per meter (NaN: unknown)
+    keypoints_2d: jax.Array  # (B, K, 2) pixels
+    confidence: jax.Array  # (B, K)
+    valid: jax.Array  # (B,) bool
+    lock_theta: jax.Array  # (B, 16) bool
+    lock_beta: jax.Array  # (B,) bool
+    lock_root: jax.Array  # (B,) bool
+    lock_hand_scale: jax.Array  # (B,) bool
+
+
+class Params(NamedTuple):
+    """What Adam moves."""
+
+    delta_pose: jax.Array  # (B, 16, 3) axis-angle change of each local rotation, radians
+    beta: jax.Array  # (B, 10)
+    delta_root: jax.Array  # (B, 2) lateral wrist shift, in ROOT_STEP reference-bone lengths
+
+
+class Problem(NamedTuple):
+    """Step 1's outcome: the sanitized evidence and the analytic scale, fixed during the Adam steps."""
+
+    K: jax.Array  # (3, 3)
+    keypoints_2d: jax.Array  # (B, K, 2), zeros where not finite
+    confidence: jax.Array  # (B, K), zero where not usable or the frame is not fitted
+    crop: jax.Array  # (B,) crop pixels per image pixel (E_J's unit)
+    fitted: jax.Array  # (B,) bool: the frames fitted
+    R0: jax.Array  # (B, 16, 3, 3) initial local rotations
+    quat0: jax.Array  # (B, 16, 4) the same, unit quaternions
+    beta0: jax.Array  # (B, 10) initial shape (zeros where not fitted)
+    rel0: jax.Array  # (B, K, 3) initial keypoints relative to the wrist, hand_scale 1
+    root_start: jax.Array  # (B, 3) the wrist after step 1
+    hand_scale: jax.Array  # (B,) s* (Eq. 12 / 17)
+    projection_scale: jax.Array  # (B,) weak-perspective s (NaN under perspective)
+    root_unit: jax.Array  # (B,) meters per unit of Params.delta_root
+    grad_mask: Params  # 1 where a parameter is free, 0 where locked or not fitted
+
+
+class TailorState(NamedTuple):
+    params: Params
+    adam: optax.OptState
+
+
+class Tailor(NamedTuple):
+    """optax-style pair of pure functions: init(problem) -> state, update(state, problem) -> state."""
+
+    init: Callable[[Problem], TailorState]
+    update: Callable[[TailorState, Problem], TailorState]
+
+
+def scale_step(hand: jax_layer.JaxHandParams, frames: Frames, K, settings: Settings) -> Problem:
+    """Step 1: sanitizes the frames and solves the hand scale in closed form (Eq. 12 or Eq. 17).
+
+    Both camera models are computed and `settings.weak_perspective` selects (one compilation for both)."""
+    f = frames
+    weak = settings.weak_perspective
+    dtype = f.keypoints_2d.dtype
+    # invalid frames and non-finite inputs never reach the math (outputs pass them through)
+    ok_in = (jnp.all(jnp.isfinite(f.theta0), axis=(-2, -1)) & jnp.all(jnp.isfinite(f.beta0), axis=-1)
+             & jnp.isfinite(f.hand_scale0) & (f.hand_scale0 > 0))
+    ok_root = jnp.all(jnp.isfinite(f.root0), axis=-1) & (f.root0[:, 2] > 1e-3)
+    run_ = f.valid & ok_in & (ok_root | weak)
+    kp_ok = jnp.all(jnp.isfinite(f.keypoints_2d), axis=-1)
+    conf = jnp.where(kp_ok & jnp.isfinite(f.confidence), jnp.clip(f.confidence, 0.0, None), 0.0)
+    conf = jnp.where(run_[:, None], conf, 0.0)
+    kp = jnp.where(kp_ok[..., None], f.keypoints_2d, 0.0)
+    ident = jnp.zeros_like(f.theta0).at[..., 0].set(1.0)
+    th0 = jnp.where(run_[:, None, None], f.theta0, ident)
+    b0 = jnp.where(run_[:, None], f.beta0, 0.0)
+    r_default = jnp.broadcast_to(jnp.asarray([0.0, 0.0, 1.0], dtype), f.root0.shape)
+    r0 = jnp.where((run_ & ok_root)[:, None], f.root0, r_default)
+    hs0 = jnp.where(run_, f.hand_scale0, 1.0)
+
+    R0 = jax_layer.quat_to_rotmat(th0)  # (B, 16, 3, 3), normalizes
+    rel0 = jax_layer.keypoints(hand, R0, b0, None, None)  # (B, K, 3)
+    crop = E.crop_scale(kp, conf)
+
+    # weak perspective, Eq. 17: t = the detected wrist (else the keypoints' weighted centroid)
+    centroid = jnp.sum(conf[..., None] * kp, axis=1) / jnp.maximum(jnp.sum(conf, axis=1), 1e-12)[:, None]
+    t = jnp.where((conf[:, 0] > 0)[:, None], kp[:, 0], centroid)
+    focal = focal_length(K)
+    ps_known = jnp.isfinite(f.projection_scale0) & (f.projection_scale0 > 0)
+    ps0 = jnp.where(ps_known, f.projection_scale0, 1.0)
+    fallback = jnp.where(ps_known, ps0 * hs0, focal / r0[:, 2] * hs0)
+    s_tot = weak_perspective_scale(rel0, t, kp, conf, fallback)  # px per model meter
+    hs_w = jnp.where(ps_known, s_tot / ps0, hs0)
+    hs_w = jnp.where(f.lock_hand_scale, hs0, jnp.clip(hs_w, S_MIN, S_MAX))
+    ps_w = s_tot / hs_w
+    root_w = jnp.where(f.lock_root[:, None], r0, backproject_perspective(t, focal / ps_w, K))  # depth f / s
+    # perspective, Eq. 12 (+ Gauss-Newton on Eq. 8)
+    hs_p = jnp.where(f.lock_hand_scale, hs0, perspective_scale(rel0, r0, K, kp, conf, hs0))
+
+    hs = jnp.where(weak, hs_w, hs_p)
+    a, b = REFERENCE_BONE
+    runf = run_.astype(dtype)
+    grad_mask = Params(
+        (runf[:, None] * (1.0 - f.lock_theta.astype(dtype)))[..., None],
+        (runf * (1.0 - f.lock_beta.astype(dtype)))[:, None],
+        (runf * (1.0 - f.lock_root.astype(dtype)))[:, None] * settings.fit_root_xy.astype(dtype),
+    )
+    return Problem(
+        K=K, keypoints_2d=kp, confidence=conf, crop=crop, fitted=run_, R0=R0,
+        quat0=th0 * jax.lax.rsqrt(jnp.maximum(jnp.sum(th0 * th0, axis=-1, keepdims=True), 1e-30)),
+        beta0=b0, rel0=rel0, root_start=jnp.where(weak, root_w, r0), hand_scale=hs,
+        projection_scale=jnp.where(weak, ps_w, jnp.nan),
+        root_unit=ROOT_STEP * hs * jnp.sqrt(jnp.sum((rel0[:, b] - rel0[:, a]) ** 2, axis=-1) + 1e-12),
+        grad_mask=grad_mask,
+    )
+
+
+def _posed(hand, problem: Problem, params: Params):
+    """Keypoints relative to the wrist (B, K, 3), camera-frame keypoints (B, K, 3) and root (B, 3)."""
+    R = jax_layer.matmul3(jax_layer.axis_angle_to_rotmat(params.delta_pose), problem.R0)  # elementwise: fuses
+    rel = jax_layer.keypoints(hand, R, params.beta, None, None)  # hand_scale 1
+    shift = params.delta_root * problem.root_unit[:, None]
+    root = problem.root_start + jnp.concatenate([shift, jnp.zeros_like(shift[:, :1])], axis=-1)
+    return rel, root[:, None, :] + problem.hand_scale[:, None, None] * rel, root
+
+
+def energy(hand, settings: Settings, problem: Problem, params: Params):
+    """The objective Adam minimizes: sum over fitted frames of Eq. 13's E (+ the temporal term). () scalar."""
+    rel, joints, _ = _posed(hand, problem, params)
+    e = E.total_energy(E.joint_energy_perspective(joints, problem.K, problem.keypoints_2d, problem.confidence, problem.crop),
+                       E.twist_energy(rel), E.identity_energy(params.delta_pose, params.beta, problem.beta0),
+                       settings.lambda_j, settings.lambda_g, settings.lambda_id)
+    runf = problem.fitted.astype(joints.dtype)
+    return jnp.sum(runf * e) + settings.temporal_weight * E.temporal_energy(joints, problem.fitted)
+
+
+def tailor(hand: jax_layer.JaxHandParams, settings: Settings) -> Tailor:
+    """Step 2's optimizer: Adam (optax) on `energy`, locked and unfitted entries frozen by a gradient mask."""
+    opt = optax.adam(settings.lr, b1=settings.b1, b2=settings.b2)
+    grad = jax.grad(lambda params, problem: energy(hand, settings, problem, params))
+
+    def init(problem: Problem) -> TailorState:
+        params = Params(jnp.zeros(problem.R0.shape[:2] + (3,), problem.beta0.dtype), problem.beta0,
+                        jnp.zeros(problem.beta0.shape[:1] + (2,), problem.beta0.dtype))
+        return TailorState(params, opt.init(params))
+
+    def update(state: TailorState, problem: Problem) -> TailorState:
+        g = jax.tree_util.tree_map(lambda gi, m: jnp.where(m > 0, gi * m, 0.0), grad(state.params, problem),
+                                   problem.grad_mask)
+        step, adam = opt.update(g, state.adam, state.params)
+        return TailorState(optax.apply_updates(state.params, step), adam)
+
+    return Tailor(init, update)
+
+
+def run(t: Tailor, problem: Problem, iterations) -> TailorState:
+    """The runner: t.init, then `iterations` (traced) t.update steps in one lax.fori_loop."""
+    return jax.lax.fori_loop(0, iterations, lambda _, state: t.update(state, problem), t.init(problem))
+
+
+def _reprojection_px(joints, K, kp, conf):
+    """(B,) confidence-weighted mean 2D distance in image pixels (0 where no confidence)."""
+    uv = project_perspective(jnp.concatenate([joints[..., :2], jnp.maximum(joints[..., 2:], 1e-3)], axis=-1), K)
+    d = jnp.sqrt(jnp.sum((uv - kp) ** 2, axis=-1) + 1e-20)
+    return jnp.sum(conf * d, axis=-1) / jnp.maximum(jnp.sum(conf, axis=-1), 1e-12)
+
+
+def outputs(hand, frames: Frames, problem: Problem, state: TailorState, settings: Settings) -> dict:
+    """The fit's results: the fitted values, with the originals written back where locked or not fitted.
+
+    Returns theta (B,16,4), beta (B,10), root (B,3), hand_scale (B,), projection_scale (B,), joints_3d
+    (B,K,3), fitted (B,) and energies {E_J, E_g, E_id, E, E_J_init, E_g_init, reprojection_px,
+    reprojection_px_init: (B,) (NaN where not fitted), E_t: ()}."""
+    f, p, run_ = frames, state.params, problem.fitted
+    dtype = f.keypoints_2d.dtype
+    # q(delta) * q0: the same rotation as exp(delta) R0; w(q(delta)) = cos(|delta| / 2) > 0 keeps the sign
+    # of the input quaternion (continuity along a clip), and no matrix -> quaternion round trip is needed
+    q_fit = jax_layer.quat_multiply(jax_layer.axis_angle_to_quat(p.delta_pose), problem.quat0)
+    q_fit = q_fit * jax.lax.rsqrt(jnp.sum(q_fit * q_fit, axis=-1, keepdims=True))
+    _, _, root_fit = _posed(hand, problem, p)  # (the joints are recomputed below from the returned values)
+    theta = jnp.where((f.lock_theta | ~run_[:, None])[..., None], f.theta0, q_fit)
+    beta = jnp.where((f.lock_beta | ~run_)[:, None], f.beta0, p.beta)
+    root = jnp.where((f.lock_root | ~run_)[:, None], f.root0, root_fit)
+    hand_scale = jnp.where(f.lock_hand_scale | ~run_, f.hand_scale0, problem.hand_scale)
+    projection_scale = jnp.where(run_ | ~settings.weak_perspective, problem.projection_scale, f.projection_scale0)
+    joints_3d = jax_layer.keypoints(hand, jax_layer.quat_to_rotmat(theta), beta, root, hand_scale)
+    joints_init = problem.root_start[:, None, :] + problem.hand_scale[:, None, None] * problem.rel0
+    K, kp, conf, crop = problem.K, problem.keypoints_2d, problem.confidence, problem.crop
+    # final energies from the returned joints (E_g is scale and translation invariant)
+    e_j = E.joint_energy_perspective(joints_3d, K, kp, conf, crop)
+    e_g = E.twist_energy(joints_3d)
+    e_id = E.identity_energy(p.delta_pose, p.beta, problem.beta0)
+    nan = jnp.full(run_.shape, jnp.nan, dtype)
+    energies = {
+        "E_J": e_j, "E_g": e_g, "E_id": e_id,
+        "E": E.total_energy(e_j, e_g, e_id, settings.lambda_j, settings.lambda_g, settings.lambda_id),
+        "E_J_init": E.joint_energy_perspective(joints_init, K, kp, conf, crop),
+        "E_g_init": E.twist_energy(problem.rel0),
+        "reprojection_px": _reprojection_px(joints_3d, K, kp, conf),
+        "reprojection_px_init": _reprojection_px(joints_init, K, kp, conf),
+    }
+    energies = {k: jnp.where(run_, v, nan) for k, v in energies.items()}
+    energies["E_t"] = E.temporal_energy(joints_3d, run_)
+    return {"theta": theta, "beta": beta, "root": root, "hand_scale": hand_scale,
+            "projection_scale": projection_scale, "joints_3d": joints_3d, "fitted": run_, "energies": energies}
+
+
+def solve(hand: jax_layer.JaxHandParams, frames: Frames, K, settings: Settings) -> dict:
+    """The whole fit of a batch: scale_step, run(tailor(...)), outputs. Traceable (jitted by `api`)."""
+    problem = scale_step(hand, frames, K, settings)
+    state = run(tailor(hand, settings), problem, settings.iterations)
+    return outputs(hand, frames, problem, state, settings)

@@ -1,0 +1,94 @@
+"""engine.tailor.transform in optax's test style: one jitted update step of the tailor against an Adam step
+computed by hand from the energy's gradient; the runner; the non-jitted path's plumbing."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from engine.hand_model import load_hand_model
+from engine.tailor import TailorConfig, fit, model_params
+from engine.tailor import transform as T
+from engine.tailor.synthetic import make_case
+
+B = 2
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = load_hand_model()
+    hand = model_params(model)
+    c = make_case(model, hand, B, seed=3)
+    lock_theta = np.zeros((B, 16), bool)
+    lock_theta[1, 3] = True
+    frames = T.Frames(
+        theta0=c["theta0"], beta0=c["beta0"], root0=c["root0"], hand_scale0=np.ones(B, np.float32),
+        projection_scale0=np.full(B, np.nan, np.float32), keypoints_2d=c["keypoints_2d"], confidence=c["confidence"],
+        valid=np.ones(B, bool), lock_theta=lock_theta, lock_beta=np.array([True, False]), lock_root=np.zeros(B, bool),
+        lock_hand_scale=np.zeros(B, bool))
+    frames = jax.tree_util.tree_map(jnp.asarray, frames)
+    config = TailorConfig(lr=0.05, b1=0.9, b2=0.99, temporal_weight=3.0)
+    settings = jax.tree_util.tree_map(jnp.asarray, config.settings())
+    problem = jax.jit(T.scale_step)(hand, frames, jnp.asarray(c["K"]), settings)
+    t = T.tailor(hand, settings)
+    return model, hand, c, config, settings, problem, t, jax.jit(t.update)
+
+
+_energy_grad = jax.jit(jax.grad(T.energy, argnums=3))
+
+
+def _grad(hand, settings, problem, params):
+    """The energy's gradient, with locked entries zeroed (what the update is documented to step on)."""
+    g = _energy_grad(hand, settings, problem, params)
+    return [np.asarray(gi, np.float64) * np.asarray(m > 0) for gi, m in zip(g, problem.grad_mask)]
+
+
+def test_one_jitted_update_is_a_hand_computed_adam_step(setup):
+    _, hand, _, config, settings, problem, t, update = setup
+    s0 = t.init(problem)
+    s1 = update(s0, problem)
+    s2 = update(s1, problem)
+    lr, b1, b2, eps = config.lr, config.b1, config.b2, 1e-8  # optax.adam's eps
+    p0 = [np.asarray(x, np.float64) for x in s0.params]
+    g0 = _grad(hand, settings, problem, s0.params)
+    m1 = [(1 - b1) * g for g in g0]
+    v1 = [(1 - b2) * g * g for g in g0]
+    p1 = [p - lr * (m / (1 - b1)) / (np.sqrt(v / (1 - b2)) + eps) for p, m, v in zip(p0, m1, v1)]
+    for got, want in zip(s1.params, p1):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-6)
+    g1 = _grad(hand, settings, problem, s1.params)
+    m2 = [b1 * m + (1 - b1) * g for m, g in zip(m1, g1)]
+    v2 = [b2 * v + (1 - b2) * g * g for v, g in zip(v1, g1)]
+    p2 = [p - lr * (m / (1 - b1**2)) / (np.sqrt(v / (1 - b2**2)) + eps) for p, m, v in zip(p1, m2, v2)]
+    for got, want in zip(s2.params, p2):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+    # a step is about lr per free coordinate (Adam's first step is lr * sign(g)); locked ones do not move
+    assert np.abs(np.abs(p1[0] - p0[0]).max() - lr) < 1e-3
+    assert (np.asarray(s2.params.delta_pose)[1, 3] == 0).all()
+    assert np.array_equal(np.asarray(s2.params.beta)[0], np.asarray(problem.beta0)[0])
+    assert not np.array_equal(np.asarray(s2.params.beta)[1], np.asarray(problem.beta0)[1])
+
+
+def test_the_runner_is_init_then_n_updates(setup):
+    _, _, _, _, _, problem, t, update = setup
+    ran = jax.jit(T.run, static_argnums=0)(t, problem, 3)
+    state = t.init(problem)
+    for _ in range(3):
+        state = update(state, problem)
+    for a, b in zip(jax.tree_util.tree_leaves(ran), jax.tree_util.tree_leaves(state)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_unjitted_path_returns_the_same_fit(setup):
+    """`fit(jit=False)` (the benchmark's reference: every op dispatched on its own, ~a minute a frame for
+    20 steps) splits the batch into frames and joins the results. Step 1 and the outputs only: 0 steps."""
+    model, c = setup[0], setup[2]
+    args = (c["theta0"], c["beta0"], c["root0"], c["keypoints_2d"], c["confidence"], None, c["K"])
+    config = TailorConfig(iterations=0)
+    eager = fit(model, *args, config=config, jit=False)
+    jitted = fit(model, *args, config=config)
+    assert eager["theta"].shape == (B, 16, 4) and eager["fitted"].all() and eager["energies"]["E_t"] == 0
+    for key in ("theta", "beta", "root", "hand_scale", "joints_3d"):
+        np.testing.assert_allclose(eager[key], jitted[key], atol=2e-5)
+    np.testing.assert_allclose(eager["energies"]["E"], jitted["energies"]["E"], rtol=1e-3)
