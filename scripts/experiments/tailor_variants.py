@@ -84,6 +84,35 @@ for _i in (3.0, 10.0, 30.0):
     for _b in (0.3, 1.0, 3.0):
         VARIANTS[f"g_i{_i:g}_b{_b:g}"] = dict(BASE, identity=_i, identity_beta=_b, identity_global=1.0, depth=1e3,
                                              depth_mode="finger", anneal=0.1)
+# phase B candidates: s* as distance, size held, finger depth prior, identity 10 (global 1, beta 1), annealed Adam
+CAND = dict(BASE, identity=10.0, identity_global=1.0, identity_beta=1.0, depth=1e3, depth_mode="finger", anneal=0.1)
+VARIANTS.update({
+    "B": CAND,
+    "B_lr05": dict(CAND, lr=0.05),
+    "B_lr08": dict(CAND, lr=0.08),
+    "B_an02": dict(CAND, anneal=0.2),
+    "B_lr05_an02": dict(CAND, lr=0.05, anneal=0.2),
+    "B_wrist": dict(CAND, depth_mode="wrist"),
+    "B_d3k": dict(CAND, depth=3e3),
+    "B_d300": dict(CAND, depth=300.0),
+    "B_id3": dict(CAND, identity=3.0),
+    "B_id30": dict(CAND, identity=30.0),
+    "B_nosize": dict(CAND, size=0.0),
+    "B_lim": dict(CAND, limits=10.0),
+    "B_coup": dict(CAND, coupling=3.0),
+})
+ENG = dict(BASE, identity=10.0, identity_global=1.0, identity_beta=1.0, depth=280.0, depth_mode="finger", anneal=0.2,
+           lr=0.05)  # the engine's defaults (depth 200 over 15 keypoints = 280 over 21)
+VARIANTS.update({
+    "ENG": ENG,
+    "ENG_gs": dict(ENG, gsolve=True),
+    "ENG_d0": dict(ENG, depth=0.0),
+    "ENG_id3": dict(ENG, identity=3.0),
+    "ENG_gs_lr03": dict(ENG, gsolve=True, lr=0.03),
+})
+for _b1, _b2 in ((0.9, 0.999), (0.9, 0.99), (0.7, 0.9)):
+    for _lr in (0.03, 0.05, 0.08):
+        VARIANTS[f"ENG_b{_b1:g}_{_b2:g}_lr{_lr:g}"] = dict(ENG, b1=_b1, b2=_b2, lr=_lr)
 # flexion: the axis-angle z component for the right model (rest frame), -z for the left (x-mirror)
 # each keypoint's finger base (palm keypoints are their own base: no depth prior on them in "finger" mode)
 FINGER_BASE = (0, 1, 1, 1, 1, 5, 5, 5, 5, 9, 9, 9, 9, 13, 13, 13, 13, 17, 17, 17, 17)
@@ -114,6 +143,22 @@ def make_fit(opts: dict, side_sign: float):
             root, hs = root0 / s[:, None], jnp.ones(1)
         else:
             root, hs = root0, s
+        if opts.get("gsolve"):  # in-plane rotation about the root's ray + lateral shift, 2D Procrustes
+            w = conf[..., None]
+            uv0 = project_perspective(root[:, None] + hs[:, None, None] * rel0, K)
+            cm = jnp.sum(w * uv0, 1) / jnp.sum(w, 1)
+            ck = jnp.sum(w * kp, 1) / jnp.sum(w, 1)
+            pa, pb = uv0 - cm[:, None], kp - ck[:, None]
+            cross = jnp.sum(w[..., 0] * (pa[..., 0] * pb[..., 1] - pa[..., 1] * pb[..., 0]), -1)
+            dot = jnp.sum(w[..., 0] * jnp.sum(pa * pb, -1), -1)
+            phi = jnp.arctan2(cross, dot)
+            ray = root / jnp.linalg.norm(root, axis=-1, keepdims=True)
+            Rr = jax_layer.axis_angle_to_rotmat((ray * phi[:, None])[:, None])[:, 0]
+            R0 = R0.at[:, 0].set(jnp.einsum("bij,bjk->bik", Rr, R0[:, 0]))
+            rel0 = jax_layer.keypoints(params, R0, beta0, None, None)
+            uv1 = project_perspective(root[:, None] + hs[:, None, None] * rel0, K)
+            d_uv = ck - jnp.sum(w * uv1, 1) / jnp.sum(w, 1)
+            root = root + jnp.concatenate([d_uv / K[0, 0] * root[:, 2:], jnp.zeros((1, 1))], -1)
         crop = E.crop_scale(kp, conf)
         bone = jnp.linalg.norm(rel0[:, b] - rel0[:, a], axis=-1) * hs
         def rel_depth(x):
