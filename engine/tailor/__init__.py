@@ -1,4 +1,4 @@
-"""The tailor (paper Sec. 3.4-3.5): analytic hand scale, then Adam on E = E_J + 100 E_g + 10 E_id + 200 E_z +
+"""The tailor (paper Sec. 3.4-3.5): analytic hand scale, then Adam on E = E_J + 100 E_g + 3 E_id + 200 E_z +
 1000 E_size, in JAX.
 
     from engine.tailor import TailorConfig, fit

@@ -110,6 +110,11 @@ VARIANTS.update({
     "ENG_id3": dict(ENG, identity=3.0),
     "ENG_gs_lr03": dict(ENG, gsolve=True, lr=0.03),
 })
+for _i in (1.0, 2.0, 3.0, 5.0):  # the engine's lambda_id with its relative global / shape weights 0.1
+    VARIANTS[f"ENG_lid{_i:g}"] = dict(ENG, identity=_i, identity_global=0.1 * _i, identity_beta=0.1 * _i)
+VARIANTS["ENG_lid3_lr06"] = dict(VARIANTS["ENG_lid3"], lr=0.06)
+VARIANTS.update({"ENG_rs03": dict(ENG, root_step=0.3), "ENG_rs1": dict(ENG, root_step=1.0),
+                 "ENG_g100": dict(ENG, identity_global=0.1), "ENG_beta01": dict(ENG, identity_beta=0.1)})
 for _b1, _b2 in ((0.9, 0.999), (0.9, 0.99), (0.7, 0.9)):
     for _lr in (0.03, 0.05, 0.08):
         VARIANTS[f"ENG_b{_b1:g}_{_b2:g}_lr{_lr:g}"] = dict(ENG, b1=_b1, b2=_b2, lr=_lr)
@@ -173,7 +178,7 @@ def make_fit(opts: dict, side_sign: float):
             dpose, beta, dxy = p
             R = jax_layer.matmul3(jax_layer.axis_angle_to_rotmat(dpose), R0)
             rel = jax_layer.keypoints(params, R, beta, None, None)
-            r = root + jnp.concatenate([dxy * 0.1 * bone[:, None], jnp.zeros((1, 1))], -1)
+            r = root + jnp.concatenate([dxy * opts.get('root_step', 0.1) * bone[:, None], jnp.zeros((1, 1))], -1)
             joints = r[:, None] + hs[:, None, None] * rel
             if opts.get("robust"):
                 z = jnp.maximum(joints[..., 2:], 1e-3)
@@ -216,7 +221,7 @@ def make_fit(opts: dict, side_sign: float):
 
         (dpose, beta, dxy), _ = jax.lax.fori_loop(0, iterations, step, (p0, st0))
         R = jax_layer.matmul3(jax_layer.axis_angle_to_rotmat(dpose), R0)
-        r = root + jnp.concatenate([dxy * 0.1 * bone[:, None], jnp.zeros((1, 1))], -1)
+        r = root + jnp.concatenate([dxy * opts.get('root_step', 0.1) * bone[:, None], jnp.zeros((1, 1))], -1)
         return r[:, None] + hs[:, None, None] * jax_layer.keypoints(params, R, beta, None, None)
 
     return fit
