@@ -7,18 +7,28 @@
 Runs the hand module (`fit_init`, as `eval`) on each matched hand of a ground-truth set (perspective, the
 record's K), then each variant of the tailor from the same initialization, and prints a table: per variant
 and iteration count the mean px error to the 2D ground truth, the fit residual (px to the keypoints fitted),
-the wrist-aligned MPJPE, PA-MPJPE and rigid MPJPE (mm). The variants are a private re-implementation of the
-tailor's Adam loop (engine.tailor) with optional terms; "shipped" calls the engine's tailor itself. Nothing
-here is product code: what works moves into engine/tailor (phase B of issue 14).
+the wrist-aligned MPJPE, PA-MPJPE and rigid MPJPE (mm); `--json` adds per-keypoint errors. The variants are
+a private re-implementation of the tailor's Adam loop with optional terms; "shipped" calls the engine's
+tailor itself (`engine.tailor.fit` with its defaults). Nothing here is product code: what measured well
+moved into engine/tailor (issue 14: s* as a distance, E_size, E_z in "finger" mode, E_id per part, the
+annealed step); "ENG*" variants re-implement those defaults (the prototype's E_z averages over all 21
+keypoints, the engine's over the 15 finger keypoints: prototype 280 = engine 200), the figures quoted in
+engine.tailor.api.TailorConfig come from here.
 
 Terms (weights in `VARIANTS`; E_J in 256-px-crop px^2 as the engine's):
 * distance: s* (Eq. 12) moves the hand along its viewing ray (root / s*) at the model's metric size instead of
   scaling it about the wrist (hand_scale stays 1): the same image, no inflated hand;
 * size: ((S(beta) - S(beta0)) / S(beta0))^2 with S the RMS distance of the rest joints from the wrist: the
   hand's size is not a per-frame unknown;
-* depth: mean over keypoints of ((z_k - z_0) - (z0_k - z0_0))^2 / bone^2: wrist-relative depth kept near the
-  hand module's (2D cannot see it); a Gaussian prior with sd sigma_z against E_J's sd sigma_2D has the weight
-  (sigma_2D / (sigma_z / bone))^2, e.g. (10 crop px / (12 mm / 85 mm))^2 = 5e3;
+* depth: mean over keypoints of ((z_k - z_b) - (z0_k - z0_b))^2 / bone^2 with b the wrist ("wrist" mode) or
+  the keypoint's finger base ("finger" mode, `depth_mode`): depth kept near the hand module's (2D cannot see
+  it); a Gaussian prior with sd sigma_z against E_J's sd sigma_2D has the weight ~(sigma_2D / (sigma_z /
+  bone))^2;
+* identity / identity_global / identity_beta: E_id's weights on the finger joints, the global rotation and
+  the shape (absolute; the paper: 0.1 on all);
+* anneal: Adam's step decays geometrically to anneal * lr at the last iteration; gsolve: an in-plane rotation
+  about the root's ray and a lateral shift, from a 2D Procrustes fit, before Adam; root_step: the lateral
+  root parameter's unit (reference bones);
 * limits: squared hinge on the axis-angle components outside the model's joint limits (rad^2);
 * coupling: sum over the four fingers of (flex_DIP - 2/3 flex_PIP)^2 (rad^2, flexion = the axis-angle
   component about the flexion axis);
