@@ -63,7 +63,7 @@ class TailorConfig(NamedTuple):
     the DIP ~ 2/3 PIP coupling, the size term's removal (each -0.04..+0.01 mm PA), a Cauchy 2D loss (c = 20
     or 40 crop px: +0.00..+0.04, earlier model), an in-plane orientation solve before Adam (PA equal, MPJPE
     +0.26 at 20) and a 3x or 10x larger lateral root step (equal) gained nothing, so none but the size term
-    (principled, free) is in. With ground-truth 2D (200 hands) the defaults take PA 9.12 -> 6.76 -> 6.16 mm
+    (principled, free) is in. With ground-truth 2D (200 hands) the defaults take PA 9.12 -> 6.72 -> 6.17 mm
     from the hand module to 20 and 100 iterations (the paper's tailor on the old model: 9.87 -> 8.35 -> 8.44).
     Every field is traced (`transform.Settings`): changing one never recompiles.
     """
