@@ -140,7 +140,9 @@ def fit_timeline(model, positions: np.ndarray, n_frames: int, init: dict, keypoi
     beta (M,10), root (M,3), hand_scale (M,), projection_scale (M,) (optional: ones / NaN);
     keypoints_2d (M,21,2), confidence (M,21) the evidence. With `config.temporal_weight > 0` the depth the
     tailor keeps (weak perspective: f / projection_scale; perspective: the lifted root's z) is smoothed
-    over time first (zero phase, no lag); the per-frame size then goes to hand_scale. Returns theta, beta,
+    over time first (zero phase, no lag); the per-frame size then goes to hand_scale (the tailor reads s* as
+    a scale there, `TailorConfig.scale_as_distance` off: as a distance it would undo the smoothing; one metric
+    size per track is issue 15's). Returns theta, beta,
     root, hand_scale, projection_scale, joints_3d (n_frames, ...), keypoints_2d, confidence and valid.
     """
     pos = np.asarray(positions, np.int64)
@@ -162,6 +164,7 @@ def fit_timeline(model, positions: np.ndarray, n_frames: int, init: dict, keypoi
                   projection_scale=line(init.get("projection_scale", np.full(M, np.nan))),
                   keypoints_2d=line(keypoints_2d), confidence=line(confidence, 0.0), valid=valid_line)
     if float(config.temporal_weight) > 0 and DEPTH_SIGMA > 0:
+        config = config._replace(scale_as_distance=False)
         if config.camera_model == "weak_perspective":
             arrays["projection_scale"] = np.exp(smooth_series(np.log(arrays["projection_scale"]), valid_line, DEPTH_SIGMA))
         else:
