@@ -214,7 +214,8 @@ def apply_result(scene, result_path: str, *, clip=None, interpolation: str = "LI
         arms = []
         for t in tracks:
             model = models[t]
-            beta = rig.track_identity(result.beta[t][result.valid[t]])
+            ok = result.valid[t]
+            beta = rig.track_identity(result.beta[t][ok], result.hand_scale[t][ok])
             name = _rig_name(result.hand_side[t], t, result.hand_side)
             arm = bpy.data.objects.get(name)
             if not _reusable(arm, model, beta):

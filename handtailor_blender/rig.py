@@ -3,8 +3,9 @@
 Bones: `wrist.R`, `index1.R` .. `thumb3.R` (MANO joint names + Blender's side suffix, so mirror tools
 work) and five tip bones (`thumb_tip.R` ...), rolled so that a finger curls about its local X
 (anatomy.bone_frames), not connected. Two kinds of rig:
-- identity rig (`ht_beta` set): the track's one shape is in the rest skeleton (joints J(beta)) and in the
-  mesh, so no bone location or shape key is keyed;
+- identity rig (`ht_beta` set; beta and size constant over the track): the track's one shape is in the rest
+  skeleton (joints J(beta)) and in the mesh, so no bone location or shape key is keyed, and its size is a
+  constant object scale;
 - per-frame shape rig: rest = template joints at beta 0; shape moves the heads through location keys and 10
   shape keys `beta0`..`beta9` (poses.py).
 Mesh: smooth shaded, a skin material, vertex groups = skinning weights; for models with pose correctives 135
@@ -48,11 +49,17 @@ def rest_vertices(model: RigModel, beta=None) -> np.ndarray:
     return model.v_template + model.shapedirs @ np.asarray(beta, np.float64)
 
 
-def track_identity(beta: np.ndarray, atol: float = 1e-6):
-    """The one shape (10,) of a track whose beta rows (M, 10) are all the same, else None."""
+def track_identity(beta: np.ndarray, hand_scale=None, atol: float = 1e-6):
+    """The one shape (10,) of a track whose identity is constant, else None: beta rows (M, 10) all the same
+    and, when given, hand_scale (M,) too (an identity rig's size is its object scale, which must not be
+    animated; a varying size goes to the per-frame rig's wrist bone)."""
     beta = np.asarray(beta, np.float64)
     if not len(beta) or np.abs(beta - beta[:1]).max() > atol:
         return None
+    if hand_scale is not None:
+        s = np.asarray(hand_scale, np.float64)
+        if np.abs(s - s[:1]).max() > atol * max(1.0, abs(float(s[0]))):
+            return None
     return beta[0].copy()
 
 

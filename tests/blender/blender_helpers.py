@@ -385,16 +385,43 @@ def chain_ends(heads_of: dict, tip_of: dict | None = None) -> dict:
     return out
 
 
-def take_flexion(arm, frames) -> np.ndarray:
-    """(F, 5) per-finger flexion (degrees) of a HandTailor rig over frames."""
-    from handtailor_blender import anatomy, rig
+def signed_flexion(H: np.ndarray, E: np.ndarray, side: str) -> np.ndarray:
+    """(F, 5) `anatomy.flexion` with a sign per joint (degrees; index, middle, pinky, ring, thumb): + where
+    the segment turns toward the palm (about the flexion axis: the palm's lateral axis, the palm normal for
+    the thumb), - where it turns the other way, which the unsigned flexion cannot tell. H, E: (F, 16, 3)."""
+    from handtailor_blender import anatomy
+
+    d = E - H
+    d = d / np.linalg.norm(d, axis=-1, keepdims=True)
+    out = np.zeros((len(H), 5))
+    for n in range(len(H)):
+        lateral, forward, palmar = anatomy.palm_axes(H[n], side)
+        s = anatomy.side_sign(side)
+        for f, (name, (a, b, c)) in enumerate(anatomy.FINGERS.items()):
+            axis = s * (palmar if name == "thumb" else lateral)
+            segs = [d[n, a], d[n, b], d[n, c]] if name == "thumb" else [forward, d[n, a], d[n, b], d[n, c]]
+            for p, q in zip(segs[:-1], segs[1:]):
+                ang = np.degrees(np.arccos(np.clip(p @ q, -1.0, 1.0)))
+                out[n, f] += ang if np.cross(p, q) @ axis >= 0 else -ang
+    return out
+
+
+def take_points(arm, frames):
+    """World (F, 16, 3) joint heads and bone ends of a HandTailor rig over frames (tips from its tip bones)."""
+    from handtailor_blender import rig
     from handtailor_blender.io.results import TIP_PARENTS
 
     names = rig.bone_names(arm["ht_side"])
     heads_of = {j: names[j] for j in range(16)}
     tip_of = {int(p): names[16 + k] for k, p in enumerate(TIP_PARENTS)}
-    H, E = posed_points(arm, heads_of, chain_ends(heads_of, tip_of), frames)
-    return anatomy.flexion(H, E, arm["ht_side"])
+    return posed_points(arm, heads_of, chain_ends(heads_of, tip_of), frames)
+
+
+def take_flexion(arm, frames) -> np.ndarray:
+    """(F, 5) per-finger flexion (degrees) of a HandTailor rig over frames."""
+    from handtailor_blender import anatomy
+
+    return anatomy.flexion(*take_points(arm, frames), arm["ht_side"])
 
 
 def bone_x_share(arm, frames):

@@ -79,9 +79,10 @@ def build(name: str = "Character", seed: int = 11, with_mesh: bool = True):
         # -z (palm) -> down; the left hand is the mirror image
         R = np.diag([-1.0, -1.0, 1.0])
         for suffix, (h, t) in hand_points().items():
-            h, t = wrist + R @ h, wrist + R @ t
-            if side == "Left":
+            h, t = R @ h, R @ t
+            if side == "Left":  # mirror the hand about its wrist (x -> -x), then put it on the left wrist
                 h, t = h * [-1, 1, 1], t * [-1, 1, 1]
+            h, t = wrist + h, wrist + t
             parent = (f"{side}ForeArm" if suffix == "Hand" else
                       f"{side}Hand" if suffix.endswith("1") else f"{side}Hand{suffix[:-1]}{int(suffix[-1]) - 1}")
             bones[f"{side}Hand" if suffix == "Hand" else f"{side}Hand{suffix}"] = (h, t, parent)
@@ -93,6 +94,7 @@ def build(name: str = "Character", seed: int = 11, with_mesh: bool = True):
     for short, (h, t, _) in bones.items():
         b = eb.new("mixamorig:" + short)
         h, t = np.asarray(h, float), np.asarray(t, float)
+        b.head, b.tail = tuple(h), tuple(t)  # a new bone has no length: the matrix alone would lose its direction
         b.matrix = Matrix(_matrix(h, t, rng).tolist())
         b.length = float(np.linalg.norm(t - h))
     for short, (_, _, parent) in bones.items():

@@ -81,6 +81,26 @@ def test_per_frame_shape_fallback(blank, tmp_path, models_dir):
     assert _mesh_error(scene, arm, right, result, 0, (0, 5, 9)) < 1e-4
 
 
+def test_steady_shape_with_changing_size_keeps_a_constant_object_scale(blank, tmp_path, models_dir):
+    """One beta but a size that changes over the track: not an identity rig (its size would be an animated
+    object scale, an animated FBX top node); the wrist bone carries the size."""
+    from handtailor_blender.io.results import write_npz_atomic
+
+    _, right, _ = models_dir
+    res = helpers.make_curl_result(tmp_path / "s.npz", [right], N=10, constant_identity=False)
+    data = dict(np.load(res))
+    data["beta"][:] = data["beta"][:, :1]
+    write_npz_atomic(res, data)
+    result = read_result(res)
+    assert np.ptp(result.hand_scale[0]) > 0.01
+    [arm] = capture.apply_result(bpy.context.scene, str(res))
+    assert rig.identity_beta(arm) is None
+    fcs = keys.fcurves_of(arm.animation_data.action)
+    assert all(len(fcs.find("scale", index=i).keyframe_points) == 1 for i in range(3))
+    assert len(fcs.find('pose.bones["wrist.R"].scale', index=0).keyframe_points) > 1
+    assert _mesh_error(bpy.context.scene, arm, right, result, 0, (0, 5, 9)) < 1e-4
+
+
 def test_euler_channels(blank, tmp_path, models_dir):
     """Euler XYZ bones: three angle curves per bone, the mesh (pose correctives included) unchanged."""
     d, right, _ = models_dir

@@ -123,7 +123,7 @@ def test_real_capture_curls_about_x_and_retargets(blank, tmp_path):
     import json
 
     import independent_character
-    from blender_helpers import bone_x_share, take_flexion
+    from blender_helpers import bone_x_share, signed_flexion, take_points
 
     from handtailor_blender import anatomy, bone_maps, retarget_scene
 
@@ -145,7 +145,9 @@ def test_real_capture_curls_about_x_and_retargets(blank, tmp_path):
     frames = retarget_scene.read_take(take).frames
     per_bone, overall = bone_x_share(take, frames)
     assert overall >= 0.8, (overall, per_bone)
-    take_flex = take_flexion(take, frames)
+    take_H, take_E = take_points(take, frames)
+    take_flex = anatomy.flexion(take_H, take_E, take["ht_side"])
+    take_signed = signed_flexion(take_H, take_E, take["ht_side"])
     side = take["ht_side"]
     bpy.ops.wm.read_factory_settings(use_empty=True)
     independent_character.build("Hero")
@@ -163,13 +165,16 @@ def test_real_capture_curls_about_x_and_retargets(blank, tmp_path):
     tip_of = {j: mapping[j][:-1] + "4" for j in (3, 6, 9, 12, 15)}
     H, E = helpers_posed(char, mapping, tip_of, frames)
     char_flex = anatomy.flexion(H, E, side)
+    char_signed = signed_flexion(H, E, side)
     moving = np.ptp(take_flex, axis=0) > 5  # a finger that hardly moves has no flexion curve to follow
     corr = np.array([np.corrcoef(take_flex[:, f], char_flex[:, f])[0, 1] for f in range(5)])
+    signed = np.array([np.corrcoef(take_signed[:, f], char_signed[:, f])[0, 1] for f in range(5)])
     med = np.median(np.abs(take_flex - char_flex), axis=0)
-    logging.getLogger(__name__).info("x share %.3f per bone %s; keys %d -> %d; flexion corr %s median %s; retarget %s",
-                                     overall, np.round(per_bone, 2), *counts,
-                                     np.round(corr, 3), np.round(med, 2), report)
-    assert (corr[moving] >= 0.9).all(), corr
+    logging.getLogger(__name__).info(
+        "x share %.3f per bone %s; keys %d -> %d; flexion span %s corr %s median %s; signed flexion corr %s; "
+        "retarget %s", overall, np.round(per_bone, 2), *counts, np.round(np.ptp(take_flex, axis=0), 1),
+        np.round(corr, 3), np.round(med, 2), np.round(signed, 3), {k: v for k, v in report.items() if k != "mapped"})
+    assert (corr[moving] >= 0.9).all() and (signed[moving] >= 0.9).all(), (corr, signed)
     assert med.max() <= 10
 
 

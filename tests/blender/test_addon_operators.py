@@ -78,6 +78,29 @@ def test_capture_choices(fake_engine, footage, result_file):
     assert all(pb.rotation_mode == "XYZ" for pb in arm.pose.bones)
 
 
+def test_frame_ranges_are_timeline_frames(addon, footage):
+    """The range is typed in timeline frames: footage frame 0 sits on the start frame (1: Blender's first
+    frame; or a movie clip's own Start Frame), and a range before the footage says where it starts."""
+    from handtailor_blender import ops_capture
+
+    ht = bpy.context.scene.handtailor
+    set_source(footage)
+    ht.use_frame_range, ht.frame_start, ht.frame_end = True, 5, 10
+    settings, _ = ops_capture.capture_settings(bpy.context)
+    assert (settings.frame_start, settings.frame_end, settings.start_frame) == (4, 9, 1)
+    ht.start_frame, ht.frame_start, ht.frame_end = 101, 105, 110
+    settings, _ = ops_capture.capture_settings(bpy.context)
+    assert (settings.frame_start, settings.frame_end, settings.start_frame) == (4, 9, 101)
+    ht.source_mode, ht.clip = "CLIP", bpy.data.movieclips.load(str(footage))
+    ht.clip.frame_start = 50
+    ht.frame_start, ht.frame_end = 50, 60
+    settings, clip = ops_capture.capture_settings(bpy.context)
+    assert (settings.frame_start, settings.frame_end) == (0, 10) and clip == ht.clip
+    ht.frame_start = 40
+    with pytest.raises(ValueError, match="starts at timeline frame 50"):
+        ops_capture.capture_settings(bpy.context)
+
+
 def test_clip_camera_needs_a_solve(fake_engine, footage, result_file):
     """'Clip camera' on a clip without a camera solve refuses (it would be Blender's default 24 mm lens)."""
     fake_engine("ok", result_file)

@@ -94,6 +94,7 @@ def test_retailor_keeps_edits_and_restores(fake_engine, tmp_path, models_dir):
     # take, and two sidecar files at most however often it is re-tailored
     assert [a.name for a in bpy.data.actions if a.get("ht_backup_of") == act] == [act + "_backup"]
     assert len(list(tmp_path.glob(f"*{act}*keys.npz"))) == 2
+    assert all(p.name.count("retailor") == 1 for p in tmp_path.glob("cap.retailor_*.npz"))  # names never chain
     assert takes.restore_backup(arm)
     restored = snapshot_keys()
     assert arm.animation_data.action.name == act
@@ -136,4 +137,5 @@ def test_retailor_of_a_reduced_take(fake_engine, tmp_path, models_dir):
     assert v[f == edit_frame].tolist() == [np.float32(0.3)]
     new = bpy.data.actions[act]
     assert new["ht_keys_after"] < new["ht_keys_before"] / 2
+    assert new["ht_max_error_deg"] <= 0.5 and new["ht_max_error_mm"] <= 0.5  # Blender's curves, sampled
     assert [a.name for a in bpy.data.actions if a.get("ht_backup_of") == act] == [act + "_backup"]
