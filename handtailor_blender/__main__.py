@@ -195,6 +195,8 @@ def main(argv=None) -> int:
                 overlay=str(pathlib.Path(args.overlay).absolute()) if args.overlay else None)
             if not settings.output:
                 settings.output = str(args.blend.absolute().with_suffix(".npz"))
+            log.info("Blender %s: capturing %s (the footage as the camera's background, then the engine)",
+                     bpy.app.version_string, settings.source)
             clip = None
             try:
                 clip = bpy.data.movieclips.load(settings.source, check_existing=True)

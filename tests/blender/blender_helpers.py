@@ -442,3 +442,29 @@ def bone_x_share(arm, frames):
             rv[n, i] = q[1:] / max(np.linalg.norm(q[1:]), 1e-12) * ang
     per_bone = (rv[..., 0] ** 2).sum(0) / np.maximum((rv ** 2).sum((0, 2)), 1e-12)
     return per_bone, float((rv[..., 0] ** 2).sum() / max((rv ** 2).sum(), 1e-12))
+
+
+def run_headless(args: list, timeout: float, **kw):
+    """Runs `python -m handtailor_blender ARGS` (this Blender's Python) and returns the CompletedProcess.
+    A run past `timeout` fails the test with every thread's stack: the child runs with faulthandler on and
+    gets SIGABRT, so a hang says where it was instead of being killed silently."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = dict(kw.pop("env", None) or os.environ, PYTHONFAULTHANDLER="1")
+    proc = subprocess.Popen([sys.executable, "-m", "handtailor_blender", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        raise AssertionError(f"handtailor_blender {' '.join(map(str, args))} ran past {timeout:.0f} s; its stacks "
+                             f"and log:\n{err[-6000:]}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

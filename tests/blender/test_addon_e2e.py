@@ -9,8 +9,6 @@ these run under every tested Blender (test.sh's bpy 4.2 / 4.5 venvs hold no torc
 import logging
 import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -22,7 +20,7 @@ bpy = pytest.importorskip("bpy")
 from handtailor_blender import camera, keys, retailor, rig, takes  # noqa: E402
 from handtailor_blender.io import engine_client  # noqa: E402
 from handtailor_blender.io.results import read_model, read_result  # noqa: E402
-from blender_helpers import evaluated_verts_camera, projected_mesh_joints  # noqa: E402
+from blender_helpers import evaluated_verts_camera, projected_mesh_joints, run_headless  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CLIP = REPO / "samples" / "dex-retargeting_human_hand_video.mp4"
@@ -43,10 +41,9 @@ def test_headless_capture_of_sample_clip(blank, tmp_path):
         pytest.skip(f"{CLIP} is missing")
     blend, fbx, res = tmp_path / "take.blend", tmp_path / "take.fbx", tmp_path / "take.npz"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "handtailor_blender", "capture", str(CLIP), "--blend", str(blend),
-                           "--fbx", str(fbx), "--result", str(res), "--frames", "0:11", "--iterations", "10",
-                           "--tolerance-deg", "0", "--tolerance-mm", "0"],  # every frame keyed: exact checks
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=580)
+    proc = run_headless(["capture", CLIP, "--blend", blend, "--fbx", fbx, "--result", res, "--frames", "0:11",
+                         "--iterations", "10", "--tolerance-deg", "0", "--tolerance-mm", "0"],  # every frame keyed
+                        timeout=300, cwd=REPO, env=env)
     if proc.returncode != 0 and "weights not found" in proc.stderr:
         pytest.skip("the engine's model weights are not in place yet: " + proc.stderr.strip().splitlines()[-1])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -131,9 +128,8 @@ def test_real_capture_curls_about_x_and_retargets(blank, tmp_path):
         pytest.skip(f"{ASL} (research data in /work/shared) is missing")
     take_blend, char_blend, out = tmp_path / "take.blend", tmp_path / "char.blend", tmp_path / "out.blend"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "handtailor_blender", "capture", str(ASL), "--blend",
-                           str(take_blend), "--frames", "200:279", "--hands", "1"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=580)
+    proc = run_headless(["capture", ASL, "--blend", take_blend, "--frames", "200:279", "--hands", "1"],
+                        timeout=300, cwd=REPO, env=env)
     if proc.returncode != 0 and "weights not found" in proc.stderr:
         pytest.skip("the engine's model weights are not in place yet")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -152,9 +148,8 @@ def test_real_capture_curls_about_x_and_retargets(blank, tmp_path):
     bpy.ops.wm.read_factory_settings(use_empty=True)
     independent_character.build("Hero")
     bpy.ops.wm.save_as_mainfile(filepath=str(char_blend))
-    proc = subprocess.run([sys.executable, "-m", "handtailor_blender", "retarget", str(take_blend), "--character",
-                           str(char_blend), "--preset", "auto", "--out", str(out), "--json"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = run_headless(["retarget", take_blend, "--character", char_blend, "--preset", "auto", "--out", out,
+                         "--json"], timeout=300, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert report["preset"] == "mixamo" and len(report["mapped"]) >= 15
