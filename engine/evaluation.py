@@ -83,6 +83,7 @@ import numpy as np
 from engine.errors import EngineError, InputError, NoHandError, OutputError
 from engine.evaluation_report import STAGES, hand_row, markdown_report, stage_metrics, summarize
 from engine.groundtruth import Record, load_annotations
+from engine.hand_module.blazepalm import box_iou
 from engine.stored_detections import DETECTIONS, detection_json, load_detections, mirror_detection, save_detections
 
 log = logging.getLogger(__name__)
@@ -321,15 +322,6 @@ def unflip_prediction(uv, xyz, width: int):
 def _box(uv: np.ndarray) -> np.ndarray:
     """(K, 2) -> (4,) x0, y0, x1, y1."""
     return np.concatenate([uv.min(0), uv.max(0)])
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two axis-aligned boxes (4,) x0, y0, x1, y1 (0 when either is empty)."""
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def match_detection(dets: list, rec: Record, width: int, flip: bool):

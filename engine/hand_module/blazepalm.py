@@ -182,7 +182,7 @@ def decode(regressors: np.ndarray, logits: np.ndarray, min_score: float = MIN_SC
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two (xmin, ymin, xmax, ymax) boxes."""
+    """IoU of two (xmin, ymin, xmax, ymax) boxes (4,); 0 when either is empty."""
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = iw * ih
