@@ -144,28 +144,37 @@ def make_result(path, models: list, N=12, seed=1, invalid=(3,), fps=30.0, image_
     valid = np.ones((T, N), bool)
     for n in invalid:
         valid[:, n] = False
+    conf = rng.uniform(0.5, 1.0, size=(T, N, 21))
+    # a model file is recorded with its sha256 (of the file's bytes, as the engine does): the engine's re-tailor
+    # uses a model only when it matches
+    sha = hashlib.sha256(pathlib.Path(hand_model).read_bytes()).hexdigest() if hand_model and pathlib.Path(
+        hand_model).is_file() else ""
+    _write_result(path, models, K, theta, beta, root, scale, valid, conf, source=source, fps=fps,
+                  image_size=image_size, hand_model=[hand_model] * T, sha=[sha] * T)
+    return pathlib.Path(path)
+
+
+def _write_result(path, models, K, theta, beta, root, scale, valid, conf, *, source, fps, image_size, hand_model,
+                  sha) -> None:
+    """Poses every valid frame with the track's model, projects it with K and writes the result .npz (format 2);
+    invalid frames hold NaN."""
+    T, N = valid.shape
     joints = np.zeros((T, N, 21, 3))
     for t in range(T):
         for n in range(N):
             joints[t, n] = lbs(models[t], theta[t, n], beta[t, n], root[t, n], scale[t, n])[1]
     proj = joints @ K.T
     kp2 = proj[..., :2] / proj[..., 2:]
-    conf = rng.uniform(0.5, 1.0, size=(T, N, 21))
     for arr in (theta, beta, root, joints, kp2, conf):
         arr[~valid] = np.nan
     scale[~valid] = np.nan
-    # a model file is recorded with its sha256 (of the file's bytes, as the engine does): the engine's re-tailor
-    # uses a model only when it matches
-    sha = hashlib.sha256(pathlib.Path(hand_model).read_bytes()).hexdigest() if hand_model and pathlib.Path(
-        hand_model).is_file() else ""
     write_npz_atomic(path, dict(
-        format_version=np.array(2), source=np.array(source), image_size=np.array(image_size),
-        fps=np.array(fps), frame_index=np.arange(N) * 1, camera_model=np.array("perspective"), K=K,
-        distortion=np.zeros(5), hand_model=np.array([hand_model] * T), hand_model_sha256=np.array([sha] * T),
+        format_version=np.array(2), source=np.array(source), image_size=np.array(image_size), fps=np.array(fps),
+        frame_index=np.arange(N), camera_model=np.array("perspective"), K=K, distortion=np.zeros(5),
+        hand_model=np.array(hand_model), hand_model_sha256=np.array(sha),
         hand_side=np.array([m.side for m in models]), valid=valid, theta=theta, beta=beta, root=root,
         hand_scale=scale, projection_scale=np.full((T, N), np.nan), keypoints_2d=kp2, confidence=conf,
         joints_3d=joints))
-    return pathlib.Path(path)
 
 
 # --------------------------------------------------------------------------- bpy-side helpers (lazy bpy)
@@ -330,23 +339,8 @@ def make_curl_result(path, models: list, N: int = 48, seed: int = 2, constant_id
         root[t] = np.array([0.09 * (t - 0.5), 0.02, 0.5]) + 0.02 * np.sin(np.linspace(0, 3, N))[:, None]
     valid = np.ones((T, N), bool)
     valid[:, list(invalid)] = False
-    joints = np.zeros((T, N, 21, 3))
-    for t in range(T):
-        for n in range(N):
-            joints[t, n] = lbs(models[t], theta[t, n], beta[t, n], root[t, n], scale[t, n])[1]
-    proj = joints @ K.T
-    kp2 = proj[..., :2] / proj[..., 2:]
-    conf = np.full((T, N, 21), 0.9)
-    for arr in (theta, beta, root, joints, kp2, conf):
-        arr[~valid] = np.nan
-    scale[~valid] = np.nan
-    write_npz_atomic(path, dict(
-        format_version=np.array(2), source=np.array("curl.mp4"), image_size=np.array(image_size), fps=np.array(fps),
-        frame_index=np.arange(N), camera_model=np.array("perspective"), K=K, distortion=np.zeros(5),
-        hand_model=np.array([m.path for m in models]), hand_model_sha256=np.array([""] * T),
-        hand_side=np.array([m.side for m in models]), valid=valid, theta=theta, beta=beta, root=root,
-        hand_scale=scale, projection_scale=np.full((T, N), np.nan), keypoints_2d=kp2, confidence=conf,
-        joints_3d=joints))
+    _write_result(path, models, K, theta, beta, root, scale, valid, np.full((T, N, 21), 0.9), source="curl.mp4",
+                  fps=fps, image_size=image_size, hand_model=[m.path for m in models], sha=[""] * T)
     return pathlib.Path(path)
 
 
