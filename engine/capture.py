@@ -42,6 +42,8 @@ StopFn = Callable[[], bool]
 
 DEFAULT_ITERATIONS = 20
 DEFAULT_SMOOTHING = 10.0  # tailor temporal_weight; with tailor.clip.DEPTH_SIGMA it halves the jitter on the sample clip, same reprojection
+ROTATION_SMOOTHING = 10.0  # rotation-acceleration weight per unit of smoothing (tailor rotation_smoothing)
+LR_FINAL = 0.3  # the tailor's learning rate decays to this fraction by its last iteration
 DEFAULT_BATCH_SIZE = 32
 # One torch thread: the networks run one crop at a time, and the second core decodes ahead (video.prefetch).
 # Measured on the shared 2-core CPU (tracker alone, ms/frame): 1 thread 40, 2 threads 54 with
@@ -61,7 +63,9 @@ class CaptureOptions:
     hand_model: str | None = None
     iterations: int = DEFAULT_ITERATIONS
     smoothing: float = DEFAULT_SMOOTHING
-    steady_shape: bool = False
+    steady_shape: bool = False  # deprecated: one identity per track is the default (per_frame_shape turns it off)
+    per_frame_shape: bool = False  # beta and hand_scale per frame instead of one identity per track
+    hand_length: float | None = None  # the actor's hand length, meters (None: shape.DEFAULT_HAND_LENGTH)
     mirrored: bool = False
     overlay: str | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -90,6 +94,13 @@ class CaptureOptions:
             raise InputError(f"stride must be >= 1 (got {self.stride}).")
         if self.threads is not None and not (type(self.threads) is int and self.threads >= 0):
             raise InputError(f"--threads must be a number of threads >= 1, or 0 for torch's default (got {self.threads}).")
+        if self.steady_shape and self.per_frame_shape:
+            raise InputError("per_frame_shape and steady_shape contradict each other; steady_shape is deprecated "
+                             "(one identity per track is the default): leave it out.")
+        if self.steady_shape:
+            log.info("steady_shape is deprecated and has no effect: one identity per hand track is the default")
+        if self.hand_length is not None and not (math.isfinite(float(self.hand_length)) and 0.05 <= self.hand_length <= 0.4):
+            raise InputError(f"hand length must be meters in [0.05, 0.4], wrist crease to middle fingertip (got {self.hand_length}).")
         if self.fps is not None:
             self.fps = video.check_fps(self.fps)
         if self.intrinsics is not None:
@@ -168,29 +179,37 @@ def make_tracker(options: CaptureOptions):
                        runtime=options.runtime, workers=options.workers)
 
 
-def fit_init(arrays: dict, model, camera_model: str, K: np.ndarray, steady_shape: bool) -> dict:
+def fit_init(arrays: dict, model, camera_model: str, K: np.ndarray, steady_shape: bool,
+             hand_length: float | None = None) -> dict:
     """The hand module's initialization for one track's observed frames (lifting + IKNet + shape)."""
     from engine.hand_module import hand_module
 
     return hand_module.fit_init(
         arrays["keypoints_uvd"], arrays["confidence"], arrays["world_landmarks"],
-        camera=camera_model, K=K, model=model, steady_shape=steady_shape,
+        camera=camera_model, K=K, model=model, steady_shape=steady_shape, hand_length=hand_length,
     )
+
+
+def tailor_config(iterations: int, camera_model: str, smoothing: float):
+    """The tailor's settings of a capture (and of its re-tailor): `smoothing` weighs both temporal terms."""
+    from engine.tailor import TailorConfig
+
+    return TailorConfig(iterations=iterations, camera_model=camera_model, temporal_weight=smoothing,
+                        rotation_smoothing=ROTATION_SMOOTHING * smoothing, lr_final=LR_FINAL)
 
 
 def fit_track(track, n_frames: int, model, options: CaptureOptions, K, dist, timer: StageTimer,
               progress: Callable[[int, int, str], None], should_stop: StopFn, temporal: bool = True) -> dict:
     """One result track: the hand module's initialization, then the tailor over the clip's timeline."""
-    from engine.tailor import TailorConfig
     from engine.tailor.clip import fit_timeline
 
     arrays = tracks_mod.track_arrays(track, K, dist)
     with timer.time("lift_ik"):
-        init = fit_init(arrays, model, options.camera_model, K, options.steady_shape)
-    config = TailorConfig(iterations=options.iterations, camera_model=options.camera_model,
-                          temporal_weight=float(options.smoothing) if temporal else 0.0)
+        init = fit_init(arrays, model, options.camera_model, K, not options.per_frame_shape, options.hand_length)
+    config = tailor_config(options.iterations, options.camera_model, float(options.smoothing) if temporal else 0.0)
     return fit_timeline(model, track.positions, n_frames, init, arrays["keypoints_uvd"][..., :2], arrays["confidence"],
-                        K, config, name=f"{track.side} hand", should_stop=should_stop, timer=timer,
+                        K, config, name=f"{track.side} hand", hold_identity=not options.per_frame_shape,
+                        should_stop=should_stop, timer=timer,
                         progress=lambda d, t: progress(d, t, f"fitting the {track.side} hand: frame {d}/{t}"))
 
 
@@ -248,7 +267,7 @@ def run_capture(options: CaptureOptions, progress: ProgressFn | None = None, sho
         "hand_model_sha256": np.asarray([str(models[t.side].sha256) for t in tracks]),
         "hand_side": np.asarray([t.side for t in tracks]), "tailor_iterations": np.asarray(options.iterations),
         "tailor_smoothing": np.asarray(options.smoothing if temporal else 0.0),
-        "steady_shape": np.asarray(bool(options.steady_shape)),
+        "steady_shape": np.asarray(not options.per_frame_shape), "per_frame_shape": np.asarray(bool(options.per_frame_shape)),
     }
     for key in ("valid", "theta", "beta", "root", "hand_scale", "projection_scale", "keypoints_2d", "confidence", "joints_3d"):
         result[key] = np.stack([f[key] for f in fits])

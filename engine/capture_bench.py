@@ -12,8 +12,8 @@ own networks, measured side by side in one run.
   * The same observations refit without the temporal term (the tracker's output is replayed, so only
     the fit differs): `jitter_with_temporal`, `jitter_without_temporal` = mean joint acceleration
     |J[n+1] - 2 J[n] + J[n-1]| over valid consecutive triples, in mm per frame^2, camera frame; and
-    `lag_frames`, the shift (frames, sub-frame by a parabola) that best aligns the smoothed joint
-    trajectories with the unsmoothed ones (positive: the smoothed motion trails).
+    `lag_frames`, the shift (frames, sub-frame by a parabola) that best aligns the smoothed joints' motion
+    with the unsmoothed ones' (positive: the smoothed motion trails; `metrics.trajectory_lag`).
   * The reference, MediaPipe's networks alone: the shipped .tflite files through LiteRT (XNNPACK, what
     MediaPipe runs) driven by the same video-mode graph logic in one sequence (palm detection when a hand
     is lost, landmarks on the ROI tracked from the previous frame), on the same frames, decoding NOT timed,
@@ -44,6 +44,7 @@ import time
 import numpy as np
 
 from engine import capture, video
+from engine.metrics import joint_jitter, trajectory_lag  # noqa: F401  (the bench's figures; re-exported)
 from engine.hand_module.runtimes import RUNTIMES
 
 log = logging.getLogger("engine.capture_bench")
@@ -88,40 +89,6 @@ class ReplayTracker:
         out = self.outputs[self.i : self.i + len(frames)]
         self.i += len(frames)
         return out
-
-
-def joint_jitter(joints: np.ndarray, valid: np.ndarray) -> float:
-    """Mean |J[n+1] - 2 J[n] + J[n-1]| (same units as joints) over keypoints and valid triples.
-
-    joints (N, K, 3), valid (N,). NaN when there is no valid triple.
-    """
-    if joints.shape[0] < 3:
-        return float("nan")
-    acc = np.linalg.norm(joints[2:] - 2 * joints[1:-1] + joints[:-2], axis=-1)  # (N-2, K)
-    ok = valid[2:] & valid[1:-1] & valid[:-2]
-    return float(acc[ok].mean()) if ok.any() else float("nan")
-
-
-def trajectory_lag(smoothed: np.ndarray, raw: np.ndarray, valid: np.ndarray, max_shift: int = 5) -> float:
-    """Shift k (frames) minimizing mean |smoothed[n] - raw[n - k]|^2; sub-frame by a parabola through the
-    best integer shift and its neighbours. smoothed, raw (N, K, 3); valid (N,)."""
-    errs = []
-    n = smoothed.shape[0]
-    shifts = list(range(-max_shift, max_shift + 1))
-    for k in shifts:
-        a = slice(max(0, k), n + min(0, k))
-        b = slice(max(0, -k), n - max(0, k))
-        ok = valid[a] & valid[b]
-        errs.append(np.mean(np.sum((smoothed[a][ok] - raw[b][ok]) ** 2, axis=-1)) if ok.sum() > 3 else np.inf)
-    errs = np.asarray(errs)
-    if not np.isfinite(errs).any():
-        return float("nan")
-    i = int(np.argmin(errs))
-    if 0 < i < len(errs) - 1 and np.all(np.isfinite(errs[i - 1 : i + 2])):
-        den = errs[i - 1] - 2 * errs[i] + errs[i + 1]
-        frac = 0.5 * (errs[i - 1] - errs[i + 1]) / den if den > 0 else 0.0
-        return float(shifts[i] + frac)
-    return float(shifts[i])
 
 
 # ------------------------------------------------------------------------------------------ reference

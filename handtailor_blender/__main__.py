@@ -2,7 +2,7 @@
 
     python -m handtailor_blender capture SOURCE --blend OUT.blend [--fbx OUT.fbx] [--preset UNITY]
         [--frames A:B] [--stride N] [--hands {1,2}] [--intrinsics fx,fy,cx,cy[,k1,k2,p1,p2,k3]]
-        [--hand-model PATH] [--iterations N] [--smoothing W] [--steady-shape] [--mirrored]
+        [--hand-model PATH] [--iterations N] [--smoothing W] [--per-frame-shape] [--mirrored]
         [--interpolation LINEAR] [--result OUT.npz] [--overlay OUT.mp4]
     python -m handtailor_blender retailor IN.blend --blend OUT.blend [--rig NAME] [--frames A:B]
         [--joints a,b] [--iterations N]
@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--iterations", type=int, default=20)
     c.add_argument("--smoothing", type=float, default=None, help="temporal smoothing weight (default: the engine's)")
     c.add_argument("--batch-size", type=int, default=64)
-    c.add_argument("--steady-shape", action="store_true")
+    c.add_argument("--per-frame-shape", action="store_true", help="a shape and size per frame (default: one per hand)")
+    c.add_argument("--steady-shape", action="store_true", help=argparse.SUPPRESS)  # deprecated: the default now
     c.add_argument("--mirrored", action="store_true")
     c.add_argument("--interpolation", default="LINEAR", choices=["LINEAR", "BEZIER", "CONSTANT"])
     c.add_argument("--timeout", type=float, default=None, help="seconds before the capture is abandoned")
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--frames")
     r.add_argument("--joints")
     r.add_argument("--iterations", type=int, default=20)
+    r.add_argument("--falloff", type=int, default=None, help="frames an edit reaches on each side (default: the engine's)")
     e = sub.add_parser("export", help=".blend -> FBX")
     e.add_argument("blend_in", type=pathlib.Path)
     e.add_argument("--fbx", required=True, type=pathlib.Path)
@@ -95,7 +97,7 @@ def main(argv=None) -> int:
                 output=str(pathlib.Path(args.result).absolute()) if args.result else "",
                 frame_start=fs, frame_end=fe, stride=args.stride, hands=args.hands, intrinsics=intr,
                 hand_model=args.hand_model, iterations=args.iterations, smoothing=args.smoothing,
-                steady_shape=args.steady_shape, mirrored=args.mirrored, batch_size=args.batch_size,
+                per_frame_shape=args.per_frame_shape, mirrored=args.mirrored, batch_size=args.batch_size,
                 interpolation=args.interpolation,
                 overlay=str(pathlib.Path(args.overlay).absolute()) if args.overlay else None)
             if not settings.output:
@@ -120,7 +122,7 @@ def main(argv=None) -> int:
                 fs, fe = _frames(args.frames)
                 capture.retailor(scene, arms[0], config, frame_range=None if args.frames is None else (fs, fe),
                                  joints=args.joints.split(",") if args.joints else None,
-                                 iterations=args.iterations, on_progress=progress)
+                                 iterations=args.iterations, falloff=args.falloff, on_progress=progress)
         if args.command in ("capture", "retailor"):
             args.blend.parent.mkdir(parents=True, exist_ok=True)
             bpy.ops.wm.save_as_mainfile(filepath=str(args.blend.absolute()))

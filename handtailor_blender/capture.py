@@ -40,7 +40,7 @@ class CaptureSettings:
     hand_model: str | None = None
     iterations: int = 20
     smoothing: float | None = None  # None: the engine's default
-    steady_shape: bool = False
+    per_frame_shape: bool = False  # default: one identity (shape and size) per hand track
     mirrored: bool = False
     batch_size: int = 64
     overlay: str | None = None
@@ -52,8 +52,9 @@ class CaptureSettings:
         args = dict(source=self.source, output=self.output, frame_start=self.frame_start,
                     frame_end=self.frame_end, stride=self.stride, hands=self.hands, intrinsics=self.intrinsics,
                     hand_model=self.hand_model, iterations=self.iterations, smoothing=self.smoothing,
-                    steady_shape=self.steady_shape, mirrored=self.mirrored, overlay=self.overlay,
-                    batch_size=self.batch_size)
+                    mirrored=self.mirrored, overlay=self.overlay, batch_size=self.batch_size)
+        if self.per_frame_shape:
+            args["per_frame_shape"] = True
         if self.fps is not None:
             args["fps"] = float(self.fps)
         return args
@@ -234,11 +235,12 @@ def _rig_model(arm):
 
 
 def prepare_retailor(scene, arm, *, frame_range: tuple[int, int] | None = None, joints: list[str] | None = None,
-                     iterations: int = 20, hand_model: str | None = None) -> RetailorPlan:
+                     iterations: int = 20, hand_model: str | None = None, falloff: int | None = None) -> RetailorPlan:
     """Collects the edited keys of the rig's take (and its sibling hands from the same capture) into an
     EDITS.npz and the engine's retailor args. Locks accumulate over re-tailors: once edited, a key stays
     locked. `hand_model` (the preferences' model) is where the engine looks for the capture's hand model
-    when it is no longer at the path the result records (used only when its content matches)."""
+    when it is no longer at the path the result records (used only when its content matches). `falloff`:
+    frames an edit reaches on each side (None: the engine's default)."""
     ad = arm.animation_data
     if not ad or not ad.action or not ad.action.get("ht_result"):
         raise ResultFileError(f"{arm.name} has no HandTailor take to re-tailor: capture first")
@@ -300,14 +302,17 @@ def prepare_retailor(scene, arm, *, frame_range: tuple[int, int] | None = None, 
                 lock_theta, lock_beta, lock_root, lock_scale)
     fs, fe = frame_range if frame_range else (None, None)
     args = dict(result=result_path, edits=edits_path, output=output_path, frame_start=fs, frame_end=fe,
-                joints=joints, iterations=iterations, hand_model=hand_model)
+                joints=joints, iterations=iterations, hand_model=hand_model, falloff=falloff)
     return RetailorPlan(result_path, edits_path, output_path, rigs, args, n_edited)
 
 
 def apply_retailor(scene, plan: RetailorPlan, new_result_path: str) -> list:
-    """Rewrites the unlocked keys of every rig in the plan from the refit result; locked keys keep their
-    values bit for bit. The previous take is kept as a backup action (`restore_backup` brings it back)."""
+    """Rewrites the keys the re-tailor changed (the refit result's values differ from the take's result);
+    locked keys and every key of an unchanged value keep their values bit for bit (their quaternion signs
+    too: a changed key takes the sign of its neighbour). The previous take is kept as a backup action
+    (`restore_backup` brings it back)."""
     new = read_result(new_result_path)
+    old = read_result(plan.result_path)
     to_world = keys.to_world_matrix(scene)
     prepared = []
     for arm, take, cur, locks in plan.rigs:  # compute everything before touching the scene
@@ -318,36 +323,28 @@ def apply_retailor(scene, plan: RetailorPlan, new_result_path: str) -> list:
         model = _rig_model(arm)
         table = keys.channel_table(arm, model, new.theta[t, rows], new.beta[t, rows], new.root[t, rows],
                                    new.hand_scale[t, rows], new.confidence[t, rows].mean(-1), to_world)
-        # locked groups keep the current keys exactly
-        lt = locks["lock_theta"]
-        table["bone_rot"][lt] = cur["bone_rot"][lt]
-        q = table["bone_rot"]
-        for n in range(1, len(q)):  # continuity for the refit frames only
-            flip = (np.sum(q[n].astype(np.float64) * q[n - 1], -1) < 0) & ~lt[n]
+        keep = _kept_keys(new, old, t, rows, locks)  # locked or not changed by the engine: current keys exactly
+        for key, mask in keep.items():
+            if key != "locks":
+                table[key][mask] = cur[key][mask]
+        q, kq = table["bone_rot"], keep["bone_rot"]
+        for n in range(1, len(q)):  # continuity for the changed keys only
+            flip = (np.sum(q[n].astype(np.float64) * q[n - 1], -1) < 0) & ~kq[n]
             q[n][flip] *= -1
-        table["beta"][locks["lock_beta"]] = cur["beta"][locks["lock_beta"]]
-        table["obj_loc"][locks["lock_root"]] = cur["obj_loc"][locks["lock_root"]]
-        table["obj_scale"][locks["lock_hand_scale"]] = cur["obj_scale"][locks["lock_hand_scale"]]
-        prepared.append((arm, take, table, locks))
+        prepared.append((arm, take, table, keep))
     out = []
-    for arm, take, table, locks in prepared:
+    for arm, take, table, keep in prepared:
         backup_take(arm)
         obj_action = arm.animation_data.action
         key_action = bpy.data.actions[obj_action["ht_shape_action"]]
         obj_curves, key_curves = keys.fcurves_of(obj_action), keys.fcurves_of(key_action)
         frames = take["frames"]
-        unchanged = {
-            "bone_rot": locks["lock_theta"][..., None], "beta": locks["lock_beta"][:, None],
-            "obj_loc": locks["lock_root"][:, None], "obj_scale": locks["lock_hand_scale"][:, None]}
         for target, path, index, group, key, col in keys.channel_specs(arm["ht_side"]):
             curves = obj_curves if target == "OBJECT" else key_curves
             fc = curves.find(path, index=index)
             sel = (slice(None),) + col
             values = table[key][sel]
-            if key in unchanged:
-                lock = np.broadcast_to(unchanged[key], table[key].shape)[sel]
-            else:
-                lock = np.zeros(len(frames), bool)
+            lock = keep[key][sel]
             if fc is None:
                 fc = keys._new_fcurve(curves, path, index, group)
                 keys.set_keys(fc, frames, values, obj_action.get("ht_interpolation", "LINEAR"))
@@ -355,12 +352,30 @@ def apply_retailor(scene, plan: RetailorPlan, new_result_path: str) -> list:
                 keys.rewrite_values(fc, frames, values, ~lock)
         take_file = pathlib.Path(obj_action["ht_take_file"])
         new_take = take_file.with_name(take_file.name.replace(".keys.npz", "") + f".r{int(time.time() * 1000)}.keys.npz")
-        keys.save_take_file(new_take, frames, take["rows"], table, locks, new_result_path, int(take["track"]))
+        keys.save_take_file(new_take, frames, take["rows"], table, keep["locks"], new_result_path, int(take["track"]))
         for action in (obj_action, key_action):
             action["ht_take_file"] = str(new_take)
             action["ht_result"] = new_result_path
         out.append(arm)
     scene.frame_set(scene.frame_current)
+    return out
+
+
+def _kept_keys(new, old, t: int, rows, locks: dict) -> dict:
+    """Per channel table key, (M, ...) True where the current key stays: locked, or its engine values are
+    the same in the refit result as in the take's result (a local re-tailor leaves most frames alone)."""
+    same_theta = np.all(new.theta[t, rows] == old.theta[t, rows], -1)  # (M, 16)
+    same_beta = np.all(new.beta[t, rows] == old.beta[t, rows], -1)
+    same_root = np.all(new.root[t, rows] == old.root[t, rows], -1)
+    same_scale = new.hand_scale[t, rows] == old.hand_scale[t, rows]
+    frame = same_theta.all(-1) & same_beta & same_root & same_scale
+    obj = same_root & same_beta & same_scale
+    keep = {"bone_rot": locks["lock_theta"] | same_theta, "beta": locks["lock_beta"] | same_beta,
+            "obj_loc": locks["lock_root"] | obj, "obj_scale": locks["lock_hand_scale"] | same_scale,
+            "obj_rot": frame, "confidence": frame, "bone_loc": (locks["lock_theta"] | same_theta) & same_beta[:, None]}
+    shapes = {"bone_rot": 4, "obj_loc": 3, "obj_scale": 3, "obj_rot": 4, "bone_loc": 3, "beta": 10}
+    out = {k: np.repeat(v[..., None], shapes[k], -1) if k in shapes else v for k, v in keep.items()}
+    out["locks"] = locks
     return out
 
 
@@ -396,10 +411,10 @@ def restore_backup(arm) -> bool:
 
 
 def retailor(scene, arm, config: EngineConfig, *, frame_range=None, joints=None, iterations=20,
-             on_progress=None, timeout=None, hand_model: str | None = None) -> list:
+             on_progress=None, timeout=None, hand_model: str | None = None, falloff: int | None = None) -> list:
     """Synchronous re-tailor (headless path)."""
     plan = prepare_retailor(scene, arm, frame_range=frame_range, joints=joints, iterations=iterations,
-                            hand_model=hand_model)
+                            hand_model=hand_model, falloff=falloff)
     client = start_engine(config)
     try:
         res = run_job(client, "retailor", plan.args, config, on_progress=on_progress, timeout=timeout)

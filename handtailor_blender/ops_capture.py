@@ -51,7 +51,7 @@ def capture_settings(context) -> tuple[capture.CaptureSettings, object]:
         frame_start=ht.frame_start if ht.use_frame_range else None,
         frame_end=ht.frame_end if ht.use_frame_range else None,
         stride=ht.stride, hands=int(ht.hands), intrinsics=intrinsics, hand_model=hand_model_path(context),
-        iterations=ht.iterations, smoothing=ht.smoothing, steady_shape=ht.steady_shape, mirrored=ht.mirrored,
+        iterations=ht.iterations, smoothing=ht.smoothing, per_frame_shape=ht.per_frame_shape, mirrored=ht.mirrored,
         interpolation=ht.interpolation, correctives=ht.correctives, fps=capture.scene_fps(context.scene))
     return settings, clip
 

@@ -32,8 +32,9 @@ class HandTailorSettings(bpy.types.PropertyGroup):
     iterations: IntProperty(name="Tailor iterations", default=20, min=0, max=1000)
     smoothing: FloatProperty(name="Smoothing", default=10.0, min=0.0, max=100.0,
                              description="Weight of the tailor's temporal term (joint acceleration); 0 = off")
-    steady_shape: BoolProperty(name="Steady shape", default=False,
-                               description="One hand shape (beta) for the whole clip instead of one per frame")
+    per_frame_shape: BoolProperty(name="Per-frame shape", default=False,
+                                  description="A hand shape (beta) and size per frame instead of one identity per "
+                                              "hand (special cases: the size then changes where the distance should)")
     mirrored: BoolProperty(name="Mirrored footage", default=False)
     interpolation: EnumProperty(name="Interpolation", items=[("LINEAR", "Linear", ""), ("BEZIER", "Bezier", ""),
                                                              ("CONSTANT", "Constant", "")], default="LINEAR")
@@ -42,6 +43,9 @@ class HandTailorSettings(bpy.types.PropertyGroup):
     retailor_preview_range: BoolProperty(name="Preview range only", default=False)
     retailor_selected_bones: BoolProperty(name="Selected bones only", default=False)
     retailor_iterations: IntProperty(name="Iterations", default=20, min=1, max=1000)
+    retailor_falloff: IntProperty(name="Falloff", default=10, min=0, max=1000,
+                                  description="Frames an edit reaches on each side, fading out; frames farther "
+                                              "away keep their keys exactly")
     export_preset: EnumProperty(name="Target", items=[("BLENDER", "Blender", "Blender's axes, meters"),
                                                       ("UNITY", "Unity", "Y up, -Z forward, meters"),
                                                       ("UNREAL", "Unreal", "Z up, X forward, centimeters")],

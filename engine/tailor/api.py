@@ -52,21 +52,25 @@ class TailorConfig(NamedTuple):
 
     iterations: int = 20
     lr: float = 0.03  # paper text: 0.003 (with b1 = 0.9, b2 = 0.999); authors' code: 0.03, b1 = b2 = 0.5
+    lr_final: float = 1.0  # the learning rate decays exponentially to lr * lr_final at the last iteration
     b1: float = 0.5
     b2: float = 0.5
     lambda_j: float = 1.0
     lambda_g: float = 100.0
     lambda_id: float = 0.1
     temporal_weight: float = 0.0  # > 0: joint-acceleration term over consecutive frames (couples the batch)
+    rotation_smoothing: float = 0.0  # > 0: rotation-acceleration term over consecutive frames (couples the batch)
     camera_model: str = "perspective"  # or "weak_perspective"
     fit_root_xy: bool = True  # optimize the wrist's lateral position at fixed depth (transform's docstring)
+    hold_depth: bool = False  # keep the given depth (root0's z; weak perspective: projection_scale0)
 
     def settings(self) -> Settings:
         """The traced settings (numpy scalars of the dtypes the jitted core takes)."""
         f = np.float32
-        return Settings(f(self.lr), f(self.b1), f(self.b2), f(self.lambda_j), f(self.lambda_g), f(self.lambda_id),
-                        f(self.temporal_weight), np.int32(self.iterations),
-                        np.bool_(self.camera_model == "weak_perspective"), np.bool_(self.fit_root_xy))
+        return Settings(f(self.lr), f(self.lr_final), f(self.b1), f(self.b2), f(self.lambda_j), f(self.lambda_g), f(self.lambda_id),
+                        f(self.temporal_weight), f(self.rotation_smoothing), np.int32(self.iterations),
+                        np.bool_(self.camera_model == "weak_perspective"), np.bool_(self.fit_root_xy),
+                        np.bool_(self.hold_depth))
 
 
 # ------------------------------------------------------------------------------------------- caches
@@ -251,7 +255,7 @@ def _run_eager(model: HandModel, inputs: dict, config: TailorConfig) -> dict:
     settings = jax.tree_util.tree_map(jnp.asarray, config.settings())
     names = [n for n, _ in _FRAME_FLOATS + _FRAME_BOOLS]
     b = inputs["theta0"].shape[0]
-    pieces = [slice(0, b)] if float(config.temporal_weight) > 0 else [slice(i, i + 1) for i in range(b)]
+    pieces = [slice(0, b)] if float(config.temporal_weight) > 0 or float(config.rotation_smoothing) > 0 else [slice(i, i + 1) for i in range(b)]
     with jax.disable_jit():
         outs = [transform.solve(hand, Frames(**{n: jnp.asarray(inputs[n][sl]) for n in names}),
                                 jnp.asarray(inputs["K"]), settings) for sl in pieces]

@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from engine.errors import Cancelled
+from engine.hand_model.rotations import sign_continuous
 
 log = logging.getLogger("engine.tailor.clip")
 
@@ -51,21 +52,29 @@ def clip_windows(n: int, chunk: int = FIT_CHUNK, overlap: int = FIT_OVERLAP) -> 
 
 
 def smooth_series(x: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
-    """Zero-phase Gaussian smoothing of x (L,) over runs of consecutive valid, finite frames (no lag; never
-    across a gap). Invalid entries come back unchanged."""
+    """Zero-phase smoothing of x (L,) over runs of consecutive valid, finite frames (never across a gap): at
+    each frame a Gaussian-weighted (sigma frames) local linear fit. Inside a run that is the plain Gaussian
+    average (no lag); near a run's ends the linear term keeps a hand that is moving there from being pulled
+    towards the run's inside (a one-sided average would lead or trail). Invalid entries come back unchanged."""
     x = np.asarray(x, np.float64)
     out = x.copy()
     ok = np.asarray(valid, bool) & np.isfinite(x)
     if sigma <= 0 or not ok.any():
         return out
     r = int(np.ceil(3 * sigma))
-    kernel = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    d = np.arange(-r, r + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (d / sigma) ** 2)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], ok.astype(np.int8), [0]])))
     for a, b in zip(edges[::2], edges[1::2]):
         seg = x[a:b]
-        num = np.convolve(seg, kernel, mode="full")[r : r + len(seg)]
-        den = np.convolve(np.ones_like(seg), kernel, mode="full")[r : r + len(seg)]
-        out[a:b] = num / den
+        one = np.ones_like(seg)
+        # sums over the run of w(m - n) (m - n)^p and w(m - n) (m - n)^p x[m], centred on each n
+        conv = lambda v, p: np.convolve(v, (w * d**p)[::-1], mode="full")[r : r + len(seg)]  # noqa: E731
+        s0, s1, s2 = conv(one, 0), conv(one, 1), conv(one, 2)
+        t0, t1 = conv(seg, 0), conv(seg, 1)
+        det = s0 * s2 - s1 * s1
+        fit = np.where(det > 1e-9 * s0 * s0, (s2 * t0 - s1 * t1) / np.where(det > 1e-9 * s0 * s0, det, 1.0), t0 / s0)
+        out[a:b] = fit
     return out
 
 
@@ -130,8 +139,27 @@ def fit_clip(model, arrays: dict, K: np.ndarray, config, locks: dict | None = No
     return out
 
 
+def smooth_distance(model, arrays: dict, K: np.ndarray, config, locks: dict, timer=None) -> tuple[dict, object]:
+    """The hand's distance over the track, solved per frame and smoothed (zero phase), then held by the fit.
+
+    With the size held (one identity per track), the analytic step (Eq. 12 / 17) gives each frame's distance
+    from its 2D extent: noisy frame to frame. This solves it for every frame (the tailor with 0 iterations),
+    smooths log-depth over runs of valid frames (`smooth_series`, DEPTH_SIGMA: no lag) and returns the
+    arrays with that depth (perspective: root moved along its ray; weak perspective: projection_scale) and
+    the config that holds it (`hold_depth`)."""
+    first = fit_clip(model, arrays, K, config._replace(iterations=0, hold_depth=False), locks, timer=timer)
+    ok = first["fitted"]
+    out = dict(arrays)
+    root = np.where(ok[:, None], first["root"], arrays["root"])  # weak perspective: at depth f / projection_scale
+    z = np.exp(smooth_series(np.log(root[:, 2]), ok, DEPTH_SIGMA))
+    out["root"] = np.where(ok[:, None], root * (z / root[:, 2])[:, None], arrays["root"])  # along the ray
+    if config.camera_model == "weak_perspective":
+        out["projection_scale"] = np.where(ok, first["projection_scale"] * root[:, 2] / z, arrays["projection_scale"])
+    return out, config._replace(hold_depth=True)
+
+
 def fit_timeline(model, positions: np.ndarray, n_frames: int, init: dict, keypoints_2d: np.ndarray,
-                 confidence: np.ndarray, K: np.ndarray, config, *, name: str = "hand",
+                 confidence: np.ndarray, K: np.ndarray, config, *, name: str = "hand", hold_identity: bool = False,
                  should_stop: Callable[[], bool] = lambda: False, progress: Callable[[int, int], None] | None = None,
                  timer=None) -> dict[str, np.ndarray]:
     """Fits one track over the clip's timeline of n_frames; returns per-frame arrays (NaN where invalid).
@@ -161,12 +189,20 @@ def fit_timeline(model, positions: np.ndarray, n_frames: int, init: dict, keypoi
                   hand_scale=line(init.get("hand_scale", np.ones(M))),
                   projection_scale=line(init.get("projection_scale", np.full(M, np.nan))),
                   keypoints_2d=line(keypoints_2d), confidence=line(confidence, 0.0), valid=valid_line)
-    if float(config.temporal_weight) > 0 and DEPTH_SIGMA > 0:
+    arrays["theta"] = sign_continuous(arrays["theta"])  # the temporal terms compare neighbouring quaternions
+    locks = None
+    if hold_identity:  # one identity per track: the tailor keeps beta and the size; s* becomes the distance
+        locks = {"lock_theta": np.zeros((L, 16), bool), "lock_beta": np.ones(L, bool), "lock_root": np.zeros(L, bool),
+                 "lock_hand_scale": np.ones(L, bool)}
+    smooth = (float(config.temporal_weight) > 0 or float(config.rotation_smoothing) > 0) and DEPTH_SIGMA > 0
+    if smooth and hold_identity:
+        arrays, config = smooth_distance(model, arrays, K, config, locks, timer)
+    elif smooth:
         if config.camera_model == "weak_perspective":
             arrays["projection_scale"] = np.exp(smooth_series(np.log(arrays["projection_scale"]), valid_line, DEPTH_SIGMA))
         else:
             arrays["root"][:, 2] = np.exp(smooth_series(np.log(arrays["root"][:, 2]), valid_line, DEPTH_SIGMA))
-    fit = fit_clip(model, arrays, K, config, None, should_stop=should_stop, progress=progress, timer=timer)
+    fit = fit_clip(model, arrays, K, config, locks, should_stop=should_stop, progress=progress, timer=timer)
     out = {k: np.full((n_frames,) + fit[k].shape[1:], np.nan) for k in FIT_KEYS}
     out["keypoints_2d"] = np.full((n_frames, 21, 2), np.nan)
     out["confidence"] = np.zeros((n_frames, 21))

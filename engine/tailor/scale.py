@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from engine.camera import project_perspective
 
-__all__ = ["perspective_scale", "weak_perspective_scale", "S_MIN", "S_MAX"]
+__all__ = ["perspective_scale", "weak_perspective_scale", "scale_as_distance", "S_MIN", "S_MAX"]
 
 S_MIN = 0.25  # bounds of the perspective s*: a hand module off by more than 4x in size is not refit
 S_MAX = 4.0
@@ -101,3 +101,19 @@ def weak_perspective_scale(joints_rel, t, keypoints_2d, confidence, fallback):
     ok = (den > 1e-4 * extent) & (den > _TINY)
     s = jnp.where(ok, num / jnp.where(ok, den, 1.0), fallback)
     return jnp.where(jnp.isfinite(s) & (s > 0), s, fallback)
+
+
+def scale_as_distance(root, s_star, hand_scale):
+    """The hand's distance instead of its size: the root that makes a hand of fixed size `hand_scale` look
+    exactly like the size-s* hand at `root` (issue 15: a hand does not grow; it comes closer).
+
+    root + s* P and (root + s* P) * (hand_scale / s*) = root * (hand_scale / s*) + hand_scale P project to the
+    same pixels (a scaling about the camera centre), so the root moves along its viewing ray.
+
+    Args:
+      root: (B, 3) wrist, camera frame, meters, at which s* was solved (`perspective_scale`).
+      s_star: (B,) Eq. 12's s* (> 0). hand_scale: (B,) the size held.
+    Returns:
+      (B, 3) the root at the hand's distance.
+    """
+    return root * (hand_scale / s_star)[:, None]

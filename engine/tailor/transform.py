@@ -57,7 +57,7 @@ from engine.camera import backproject_perspective, focal_length, project_perspec
 from engine.hand_model import REFERENCE_BONE
 from engine.hand_model import jax_layer
 from engine.tailor import energies as E
-from engine.tailor.scale import S_MAX, S_MIN, perspective_scale, weak_perspective_scale
+from engine.tailor.scale import S_MAX, S_MIN, perspective_scale, scale_as_distance, weak_perspective_scale
 
 __all__ = ["Settings", "Frames", "Params", "Problem", "TailorState", "Tailor", "tailor", "scale_step", "run",
            "outputs", "solve", "energy", "ROOT_STEP"]
@@ -68,16 +68,19 @@ ROOT_STEP = 0.1  # units of the lateral root parameter, in reference-bone length
 class Settings(NamedTuple):
     """One fit's settings, all traced: changing any of them never recompiles."""
 
-    lr: jax.Array  # () float32, Adam's learning rate
+    lr: jax.Array  # () float32, Adam's learning rate (at the first step)
+    lr_final: jax.Array  # () float32, the learning rate's factor at the last step (exponential decay)
     b1: jax.Array  # () float32
     b2: jax.Array  # () float32
     lambda_j: jax.Array  # () float32, Eq. 13's weights
     lambda_g: jax.Array  # () float32
     lambda_id: jax.Array  # () float32
     temporal_weight: jax.Array  # () float32, > 0 couples the frames (joint acceleration)
+    rotation_weight: jax.Array  # () float32, > 0 couples the frames (rotation acceleration, E.rotation_temporal_energy)
     iterations: jax.Array  # () int32, Adam steps
     weak_perspective: jax.Array  # () bool: Eq. 17 and the nominal camera (else Eq. 12 under K)
     fit_root_xy: jax.Array  # () bool: also move the wrist laterally at its depth
+    hold_depth: jax.Array  # () bool: the given depth (root0's z; weak: projection_scale0) is kept, not re-solved
 
 
 class Frames(NamedTuple):
@@ -173,10 +176,14 @@ def scale_step(hand: jax_layer.JaxHandParams, frames: Frames, K, settings: Setti
     s_tot = weak_perspective_scale(rel0, t, kp, conf, fallback)  # px per model meter
     hs_w = jnp.where(ps_known, s_tot / ps0, hs0)
     hs_w = jnp.where(f.lock_hand_scale, hs0, jnp.clip(hs_w, S_MIN, S_MAX))
-    ps_w = s_tot / hs_w
-    root_w = jnp.where(f.lock_root[:, None], r0, backproject_perspective(t, focal / ps_w, K))  # depth f / s
-    # perspective, Eq. 12 (+ Gauss-Newton on Eq. 8)
-    hs_p = jnp.where(f.lock_hand_scale, hs0, perspective_scale(rel0, r0, K, kp, conf, hs0))
+    ps_w = jnp.where(settings.hold_depth & ps_known, ps0, s_tot / hs_w)
+    keep_root = f.lock_root | (settings.hold_depth & ps_known & ok_root)  # a held depth: the given root, at f / ps0
+    root_w = jnp.where(keep_root[:, None], r0, backproject_perspective(t, focal / ps_w, K))  # depth f / s
+    # perspective, Eq. 12 (+ Gauss-Newton on Eq. 8); a held size puts s* into the distance instead
+    s_p = perspective_scale(rel0, r0, K, kp, conf, hs0)
+    hs_p = jnp.where(f.lock_hand_scale, hs0, s_p)
+    to_distance = f.lock_hand_scale & ~f.lock_root & ~settings.hold_depth
+    root_p = jnp.where(to_distance[:, None], scale_as_distance(r0, s_p, hs0), r0)
 
     hs = jnp.where(weak, hs_w, hs_p)
     a, b = REFERENCE_BONE
@@ -189,7 +196,7 @@ def scale_step(hand: jax_layer.JaxHandParams, frames: Frames, K, settings: Setti
     return Problem(
         K=K, keypoints_2d=kp, confidence=conf, crop=crop, fitted=run_, R0=R0,
         quat0=th0 * jax.lax.rsqrt(jnp.maximum(jnp.sum(th0 * th0, axis=-1, keepdims=True), 1e-30)),
-        beta0=b0, rel0=rel0, root_start=jnp.where(weak, root_w, r0), hand_scale=hs,
+        beta0=b0, rel0=rel0, root_start=jnp.where(weak, root_w, root_p), hand_scale=hs,
         projection_scale=jnp.where(weak, ps_w, jnp.nan),
         root_unit=ROOT_STEP * hs * jnp.sqrt(jnp.sum((rel0[:, b] - rel0[:, a]) ** 2, axis=-1) + 1e-12),
         grad_mask=grad_mask,
@@ -208,16 +215,26 @@ def _posed(hand, problem: Problem, params: Params):
 def energy(hand, settings: Settings, problem: Problem, params: Params):
     """The objective Adam minimizes: sum over fitted frames of Eq. 13's E (+ the temporal term). () scalar."""
     rel, joints, _ = _posed(hand, problem, params)
+    e_rot = E.rotation_temporal_energy(_fitted_quats(problem, params), problem.fitted)
     e = E.total_energy(E.joint_energy_perspective(joints, problem.K, problem.keypoints_2d, problem.confidence, problem.crop),
                        E.twist_energy(rel), E.identity_energy(params.delta_pose, params.beta, problem.beta0),
                        settings.lambda_j, settings.lambda_g, settings.lambda_id)
     runf = problem.fitted.astype(joints.dtype)
-    return jnp.sum(runf * e) + settings.temporal_weight * E.temporal_energy(joints, problem.fitted)
+    return (jnp.sum(runf * e) + settings.temporal_weight * E.temporal_energy(joints, problem.fitted)
+            + settings.rotation_weight * e_rot)
+
+
+def _fitted_quats(problem: Problem, params: Params):
+    """(B, 16, 4) the fitted local rotations q(delta) * q0, unit; w(q(delta)) = cos(|delta| / 2) > 0 keeps the
+    sign of the input quaternion (continuity along a clip), no matrix -> quaternion round trip."""
+    q = jax_layer.quat_multiply(jax_layer.axis_angle_to_quat(params.delta_pose), problem.quat0)
+    return q * jax.lax.rsqrt(jnp.sum(q * q, axis=-1, keepdims=True))
 
 
 def tailor(hand: jax_layer.JaxHandParams, settings: Settings) -> Tailor:
     """Step 2's optimizer: Adam (optax) on `energy`, locked and unfitted entries frozen by a gradient mask."""
-    opt = optax.adam(settings.lr, b1=settings.b1, b2=settings.b2)
+    steps = jnp.maximum(settings.iterations.astype(settings.lr.dtype) - 1.0, 1.0)
+    opt = optax.adam(lambda count: settings.lr * settings.lr_final ** (count / steps), b1=settings.b1, b2=settings.b2)
     grad = jax.grad(lambda params, problem: energy(hand, settings, problem, params))
 
     def init(problem: Problem) -> TailorState:
@@ -254,10 +271,7 @@ def outputs(hand, frames: Frames, problem: Problem, state: TailorState, settings
     reprojection_px_init: (B,) (NaN where not fitted), E_t: ()}."""
     f, p, run_ = frames, state.params, problem.fitted
     dtype = f.keypoints_2d.dtype
-    # q(delta) * q0: the same rotation as exp(delta) R0; w(q(delta)) = cos(|delta| / 2) > 0 keeps the sign
-    # of the input quaternion (continuity along a clip), and no matrix -> quaternion round trip is needed
-    q_fit = jax_layer.quat_multiply(jax_layer.axis_angle_to_quat(p.delta_pose), problem.quat0)
-    q_fit = q_fit * jax.lax.rsqrt(jnp.sum(q_fit * q_fit, axis=-1, keepdims=True))
+    q_fit = _fitted_quats(problem, p)
     _, _, root_fit = _posed(hand, problem, p)  # (the joints are recomputed below from the returned values)
     theta = jnp.where((f.lock_theta | ~run_[:, None])[..., None], f.theta0, q_fit)
     beta = jnp.where((f.lock_beta | ~run_)[:, None], f.beta0, p.beta)
