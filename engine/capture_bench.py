@@ -9,6 +9,10 @@ own networks, measured side by side in one run.
     time as its `last_timings` report it; `tailor` includes the first call's compile, also given apart as
     `tailor_first_call_s`), `peak_rss_mb` (the process's peak resident memory right after the first
     capture, before the reference and no-hand runs).
+  * The fit (track 0, with the temporal term): `chatter_deg_median`, `chatter_deg_p95` (each finger rotation
+    against the midpoint, slerp 0.5, of its two neighbouring frames, over valid triples, degrees:
+    `metrics.rotation_chatter_deg`) and `fit_residual_px` (fitted keypoints against the detected ones: the
+    median over frames of their mean distance, `metrics.reprojection_px`).
   * The same observations refit without the temporal term (the tracker's output is replayed, so only
     the fit differs): `jitter_with_temporal`, `jitter_without_temporal` = mean joint acceleration
     |J[n+1] - 2 J[n] + J[n-1]| over valid consecutive triples, in mm per frame^2, camera frame; and
@@ -291,6 +295,7 @@ def _capture_figures(stats, recorder, opts, tmp, hands, iterations, smoothing) -
         "jitter_units": "mm/frame^2 (mean joint acceleration, camera frame)",
         "jitter_2d_detected_px": joint_jitter(np.concatenate([kp, np.zeros(kp.shape[:-1] + (1,))], -1), det_valid),
         "lag_frames": trajectory_lag(j1, j2, v),
+        **_clip_figures(r1, t),
         "smoothing": smoothing,
         "iterations": iterations,
         "threads": {"torch": _torch_threads(), "omp": os.environ.get("OMP_NUM_THREADS")},
@@ -309,6 +314,20 @@ def _capture_figures(stats, recorder, opts, tmp, hands, iterations, smoothing) -
     keypoint_s = stages.get("detect", 0.0) + stages.get("keypoints", 0.0)
     report["keypoints_fps"] = n / keypoint_s if keypoint_s > 0 else float("nan")
     return report
+
+
+def _clip_figures(result: dict, t: int) -> dict:
+    """Chatter (finger rotations against the slerp midpoint of their neighbours, degrees) and the fit to the
+    keypoints (median over frames of the mean fitted-vs-detected distance, px) of track t of a capture."""
+    from engine import metrics
+
+    v = result["valid"][t]
+    ch = metrics.rotation_chatter_deg(result["theta"][t], v)
+    px = metrics.reprojection_px(result["joints_3d"][t], result["K"], result["keypoints_2d"][t], result["confidence"][t], v)
+    nan = float("nan")
+    return {"chatter_deg_median": float(np.median(ch)) if ch.size else nan,
+            "chatter_deg_p95": float(np.percentile(ch, 95)) if ch.size else nan,
+            "fit_residual_px": float(np.nanmedian(px)) if np.isfinite(px).any() else nan}
 
 
 def _litert_available() -> bool:

@@ -30,7 +30,7 @@ Commands
                 A client refuses an engine whose "protocol" differs from the one it speaks.
     capture  args {"source": path, "output": path.npz, "frame_start": int|null, "frame_end": int|null
                    (inclusive), "stride": 1, "hands": 1|2, "intrinsics": [fx,fy,cx,cy(,k1,k2,p1,p2,k3)]|null,
-                   "hand_model": path|null, "iterations": 20, "smoothing": float,
+                   "hand_model": path|null, "iterations": 30, "smoothing": float,
                    "per_frame_shape": bool (optional, default false: one identity, beta and hand_scale, per
                    track), "hand_length": number|null (optional: the actor's hand length in meters, wrist
                    crease to middle fingertip; null: the population mean), "steady_shape": bool (deprecated,

@@ -38,7 +38,7 @@ class CaptureSettings:
     hands: int = 2
     intrinsics: list | None = None
     hand_model: str | None = None
-    iterations: int = 20
+    iterations: int = 30
     smoothing: float | None = None  # None: the engine's default
     per_frame_shape: bool = False  # default: one identity (shape and size) per hand track
     mirrored: bool = False
@@ -235,7 +235,7 @@ def _rig_model(arm):
 
 
 def prepare_retailor(scene, arm, *, frame_range: tuple[int, int] | None = None, joints: list[str] | None = None,
-                     iterations: int = 20, hand_model: str | None = None, falloff: int | None = None) -> RetailorPlan:
+                     iterations: int = 30, hand_model: str | None = None, falloff: int | None = None) -> RetailorPlan:
     """Collects the edited keys of the rig's take (and its sibling hands from the same capture) into an
     EDITS.npz and the engine's retailor args. Locks accumulate over re-tailors: once edited, a key stays
     locked. `hand_model` (the preferences' model) is where the engine looks for the capture's hand model
@@ -410,7 +410,7 @@ def restore_backup(arm) -> bool:
     return True
 
 
-def retailor(scene, arm, config: EngineConfig, *, frame_range=None, joints=None, iterations=20,
+def retailor(scene, arm, config: EngineConfig, *, frame_range=None, joints=None, iterations=30,
              on_progress=None, timeout=None, hand_model: str | None = None, falloff: int | None = None) -> list:
     """Synchronous re-tailor (headless path)."""
     plan = prepare_retailor(scene, arm, frame_range=frame_range, joints=joints, iterations=iterations,

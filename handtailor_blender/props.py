@@ -29,7 +29,7 @@ class HandTailorSettings(bpy.types.PropertyGroup):
     k2: FloatProperty(name="k2", default=0.0)
     k3: FloatProperty(name="k3", default=0.0)
     hands: EnumProperty(name="Hands", items=[("1", "1", "One hand"), ("2", "2", "Up to two hands")], default="2")
-    iterations: IntProperty(name="Tailor iterations", default=20, min=0, max=1000)
+    iterations: IntProperty(name="Tailor iterations", default=30, min=0, max=1000)
     smoothing: FloatProperty(name="Smoothing", default=10.0, min=0.0, max=100.0,
                              description="Weight of the tailor's temporal term (joint acceleration); 0 = off")
     per_frame_shape: BoolProperty(name="Per-frame shape", default=False,
@@ -42,7 +42,7 @@ class HandTailorSettings(bpy.types.PropertyGroup):
                               description="Drive the model's pose-corrective shape keys from the bones (MANO)")
     retailor_preview_range: BoolProperty(name="Preview range only", default=False)
     retailor_selected_bones: BoolProperty(name="Selected bones only", default=False)
-    retailor_iterations: IntProperty(name="Iterations", default=20, min=1, max=1000)
+    retailor_iterations: IntProperty(name="Iterations", default=30, min=1, max=1000)
     retailor_falloff: IntProperty(name="Falloff", default=10, min=0, max=1000,
                                   description="Frames an edit reaches on each side, fading out; frames farther "
                                               "away keep their keys exactly")

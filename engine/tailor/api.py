@@ -46,8 +46,9 @@ class TailorConfig(NamedTuple):
     2.9 px: at the default 20 iterations the authors' setting is 4x closer, so it is the default.
     `temporal_weight`: the term is in (reference-bone lengths)^2 of joint acceleration; on a static synthetic
     hand with 3 px noise, 1e3 cut the joint acceleration by ~40% at the same reprojection error, 1e2 by ~20%,
-    1e4 by ~50% but with 30% more reprojection error. Every field is traced (`transform.Settings`):
-    changing one never recompiles.
+    1e4 by ~50% but with 30% more reprojection error. `rotation_smoothing` (rad^2 of rotation acceleration),
+    `lr_final`, `hold_depth`: a clip's fit (`engine.tailor.clip`, where their capture values were measured).
+    Every field is traced (`transform.Settings`): changing one never recompiles.
     """
 
     iterations: int = 20

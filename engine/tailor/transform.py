@@ -16,7 +16,10 @@ Parameters and their handling (decided here, once):
   initialization, free of the axis-angle wrap at pi. In and out: quaternions (w, x, y, z).
 * Shape beta: optimized directly (units of the model's shape space).
 * Hand scale s*: solved analytically first (Eq. 12 under perspective, Eq. 17 under weak perspective) and
-  held fixed during Adam (the paper's two-step scheme). Returned as `hand_scale`, about the wrist.
+  held fixed during Adam (the paper's two-step scheme). Returned as `hand_scale`, about the wrist. Where
+  the size is held (`lock_hand_scale`: one identity per track, issue 15) s* becomes the hand's distance
+  instead (`scale.scale_as_distance`: the root moves along its ray; weak perspective: projection_scale =
+  s / hand_scale), unless the root is locked too; with `hold_depth` the given distance is kept.
 * Root translation: the depth is never optimized (from 2D keypoints, depth and hand_scale are one and the
   same unknown, which s* already resolves: moving the root in depth would fight s*, as the paper's
   "scale is a global constraint" warns). The authors' code keeps the whole root fixed; we also optimize its
@@ -26,10 +29,12 @@ Parameters and their handling (decided here, once):
   the synthetic set (64 frames, 1-3 px noise): neutral under perspective (2D error to the true keypoints
   2.50 vs 2.51 px, PA-MPJPE 4.03 vs 4.14 mm), better under weak perspective (2.32 vs 3.04 px residual).
   With a step of one whole bone it was worse (Adam's fixed-size steps made the wrist jitter by ~3 px).
-* Batches: the frames' energies are independent (without the temporal term) and Adam is elementwise, so
+* Learning rate: Adam's step decays exponentially from lr to lr * lr_final over the iterations (constant
+  steps leave every parameter jittering by about lr at the end: chatter from frame to frame).
+* Batches: the frames' energies are independent (without the temporal terms) and Adam is elementwise, so
   one Adam over the stacked (B, ...) parameters of sum_b E_b is exactly B independent per-frame Adams in
-  one loop. With the temporal term (`temporal_weight > 0`) the frames of a batch are coupled and optimized
-  jointly, in the same loop. For 1-4 frames XLA compiles that loop into a single kernel
+  one loop. With the temporal terms (`temporal_weight`, `rotation_weight` > 0: joint and rotation
+  acceleration) the frames of a batch are coupled and optimized jointly, in the same loop. For 1-4 frames XLA compiles that loop into a single kernel
   (`engine.SMALL_LOOP_KERNEL_BYTES`, `api.loop_is_one_kernel`); larger batches run it op by op.
 * Locks (DESIGN.md EDITS): locked entries get zero gradients (Adam then never moves them) and are written
   back from the original inputs with `where` at the end: bit-identical. Invalid frames pass through.
