@@ -10,7 +10,8 @@ Re-tailor: the artist edited some keys in Blender; the edit is kept and the take
    `engine.tailor.local.DEFAULT_FALLOFF`), the change is carried to the neighbours with a raised-cosine
    weight (1 where it was made, 0 beyond the window: `engine.tailor.local`), then the tailor refits that
    window from the 2D evidence stored in the result (keypoints_2d, confidence), starting from there, with
-   the locked entries, the frames around the window, the track's identity and its distance held, and the
+   the locked entries, the edited joints (they follow their edit), the frames around the window, the
+   track's identity and its distance held, and the
    capture's temporal terms and iterations (unless --iterations); the refit's own change is faded by the
    same weight. Frames beyond the window are not touched (bit for bit). --frames (footage frame numbers,
    inclusive) and --joints (MANO joint names) limit what may change: nothing outside them moves.
@@ -247,7 +248,9 @@ def _retailor_track(new, result, edits, locks_all, t, model, config, falloff, in
         for key in adds:
             if changed[key].any():
                 vals[key][win] = local.propagate_additive(take[key], edit[key], changed[key], falloff)[win]
-        _refit_window(vals, result, t, lk, w, model, config, refit_joints, one_identity, timer, should_stop, progress)
+        carried = theta_ch.any(0)  # the edited joints follow their edit (propagated); the refit explains the rest
+        _refit_window(vals, result, t, lk, w, model, config, refit_joints & ~carried, one_identity, timer, should_stop,
+                      progress)
     for key, lock_key in results_io.EDIT_LOCK_FOR.items():  # the locked values stay exact whatever happened around
         vals[key][lk[lock_key]] = edit[key][lk[lock_key]]
     moved = valid & ~(np.all(vals["theta"] == take["theta"], axis=(1, 2)) & np.all(vals["root"] == take["root"], axis=1)

@@ -53,18 +53,27 @@ def quat_log(q: np.ndarray) -> np.ndarray:
 
 
 def _weighted_deltas(delta: np.ndarray, changed: np.ndarray, falloff: int) -> np.ndarray:
-    """Per frame, the changes of the nearby changed frames, each weighted by its falloff and normalized where
-    they overlap: sum_e w_e(n) delta_e / max(1, sum_e w_e(n)). delta (N, ...) is read where changed (N,)."""
+    """Per frame, the changes of the nearest changed frame before it and after it, each weighted by its
+    falloff, normalized where both reach: (w_l delta_l + w_r delta_r) / max(1, w_l + w_r). On a changed frame
+    its own change. delta (N, ...) is read where changed (N,)."""
     n = changed.shape[0]
-    out = np.zeros_like(delta)
-    total = np.zeros(n)
+    shape = (n,) + (1,) * (delta.ndim - 1)
     pos = np.arange(n)
-    for e in np.flatnonzero(changed):
+    idx = np.flatnonzero(changed)
+    out = np.zeros_like(delta)
+    if idx.size == 0:
+        return out
+    total = np.zeros(n)
+    left = np.searchsorted(idx, pos, side="right") - 1  # the last changed frame at or before each frame
+    right = np.searchsorted(idx, pos, side="left")  # the first changed frame at or after it
+    for side, ok in ((left, left >= 0), (right, right < idx.size)):
+        e = idx[np.clip(side, 0, idx.size - 1)]
         d = np.abs(pos - e)
-        w = np.where(d <= falloff, 0.5 * (1.0 + np.cos(np.pi * d / (falloff + 1))), 0.0)
-        out += w.reshape((n,) + (1,) * (delta.ndim - 1)) * delta[e]
+        w = np.where(ok & (d <= falloff), 0.5 * (1.0 + np.cos(np.pi * d / (falloff + 1))), 0.0)
+        w = np.where(changed, 0.5, w)  # a changed frame is its own left and right neighbour
+        out += w.reshape(shape) * delta[e]
         total += w
-    return out / np.maximum(total, 1.0).reshape((n,) + (1,) * (delta.ndim - 1))
+    return out / np.maximum(total, 1.0).reshape(shape)
 
 
 def propagate_rotations(take: np.ndarray, edited: np.ndarray, changed: np.ndarray, falloff: int) -> np.ndarray:
