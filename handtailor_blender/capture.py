@@ -327,7 +327,7 @@ def apply_retailor(scene, plan: RetailorPlan, new_result_path: str) -> list:
         for key, mask in keep.items():
             if key != "locks":
                 table[key][mask] = cur[key][mask]
-        q, kq = table["bone_rot"], keep["bone_rot"]
+        q, kq = table["bone_rot"], keep["bone_rot"][..., 0]
         for n in range(1, len(q)):  # continuity for the changed keys only
             flip = (np.sum(q[n].astype(np.float64) * q[n - 1], -1) < 0) & ~kq[n]
             q[n][flip] *= -1
