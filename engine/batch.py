@@ -299,7 +299,9 @@ def main(argv: list[str], prog: str = "python -m engine batch") -> int:
     if outdir.exists() and not outdir.is_dir():
         raise OutputError(f"-o {str(outdir)!r} is a file; give a folder for the results.")
     sources = expand_inputs(args.inputs)
-    base = cli_args.capture_options(argparse.Namespace(**{**vars(args), "source": "", "output": "", "overlay": None}))
+    # one tracking segment per clip unless asked: the batch's workers already use the cores
+    base = cli_args.capture_options(argparse.Namespace(**{**vars(args), "source": "", "output": "", "overlay": None,
+                                                          "segments": args.segments or 1}))
     options_hash = options_sha256(dataclasses.replace(base, overlay="x" if args.overlay else None))
     threads = base.threads or max(1, (os.cpu_count() or 1) // (args.workers or 1))
     try:

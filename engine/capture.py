@@ -34,7 +34,7 @@ from engine.timing import StageTimer
 
 from engine.capture_options import (  # noqa: F401  (re-exported: the options and defaults of a capture)
     DEFAULT_BATCH_SIZE, DEFAULT_ITERATIONS, DEFAULT_SMOOTHING, DEFAULT_TORCH_THREADS, CaptureOptions,
-    default_workers, tailor_config)
+    default_segments, tailor_config)
 
 log = logging.getLogger("engine.capture")
 
@@ -81,7 +81,7 @@ def make_tracker(options: CaptureOptions):
     K = None if options.intrinsics is None else camera.intrinsics_matrix(*options.intrinsics[:4])
     return HandTracker(max_hands=options.hands, mirrored=options.mirrored, device=options.device,
                        backbone=options.backbone, hourglass_weights=options.hourglass_weights, K=K,
-                       runtime=options.runtime, workers=options.workers)
+                       runtime=options.runtime, workers=options.segments)
 
 
 def fit_init(arrays: dict, model, camera_model: str, K: np.ndarray, steady_shape: bool,

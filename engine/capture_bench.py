@@ -2,7 +2,7 @@
 own networks, measured side by side in one run.
 
   * Our capture end to end (decode -> detect -> keypoints -> lift + IK -> tailor -> write; the tracker as
-    `capture` makes it: `runtime`, `workers`), with the temporal term: `fps` (frames over the whole of
+    `capture` makes it: `runtime`, `segments`), with the temporal term: `fps` (frames over the whole of
     run_capture, the tailor's first call and compile included; `fps_without_compile` without it),
     `stages_ms` (mean milliseconds per frame of each stage; decoding runs a batch ahead in a thread, so
     `decode` is the time the pipeline waited for frames; `detect` / `keypoints` split the tracker's wall
@@ -197,23 +197,23 @@ def no_hand_figures(info, keypoints_2d: np.ndarray, opts: capture.CaptureOptions
 def run_bench(source: str, frames: tuple[int | None, int | None], hands: int = 1, batch_size: int = 32,
               iterations: int = capture.DEFAULT_ITERATIONS, smoothing: float = capture.DEFAULT_SMOOTHING,
               mediapipe: bool = True, keep: str | None = None, threads: int | None = capture.DEFAULT_TORCH_THREADS,
-              runtime: str | None = None, workers: int | None = None, repeats: int = 1,
+              runtime: str | None = None, segments: int | None = None, repeats: int = 1,
               mediapipe_threads: tuple[int, ...] = (1, 2), no_hand: bool = True) -> dict:
     """Runs the measurements of the module docstring; returns the figures (JSON-ready)."""
     tmp = tempfile.mkdtemp(prefix="handtailor-bench-")
     try:
         return _run_bench(tmp, source, frames, hands, batch_size, iterations, smoothing, mediapipe, keep, threads,
-                          runtime, workers, max(1, int(repeats)), tuple(mediapipe_threads), no_hand)
+                          runtime, segments, max(1, int(repeats)), tuple(mediapipe_threads), no_hand)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _run_bench(tmp, source, frames, hands, batch_size, iterations, smoothing, mediapipe, keep, threads, runtime,
-               workers, repeats, mp_threads, no_hand) -> dict:
+               segments, repeats, mp_threads, no_hand) -> dict:
     out_with = keep or os.path.join(tmp, "with_temporal.npz")
     opts = capture.CaptureOptions(source=source, output=out_with, frame_start=frames[0], frame_end=frames[1],
                                   hands=hands, batch_size=batch_size, iterations=iterations, smoothing=smoothing,
-                                  threads=threads, runtime=runtime, workers=workers)
+                                  threads=threads, runtime=runtime, segments=segments)
     info = video.probe(source)
     runs, ref_runs, cpu_ms = [], {th: [] for th in mp_threads}, {"ours": []}
     for r in range(repeats):  # ours, then the reference, alternating: load drifts hit both alike
@@ -240,7 +240,7 @@ def _run_bench(tmp, source, frames, hands, batch_size, iterations, smoothing, me
     # fps): steadier than wall time on a shared machine
     report["cpu_ms_per_frame"] = {k: float(np.median(v)) for k, v in cpu_ms.items() if v}
     report["runtime"] = recorder.tracker_attr("runtime")
-    report["workers"] = recorder.tracker_attr("workers")
+    report["segments"] = recorder.tracker_attr("workers")
     if mediapipe and not _litert_available():
         report.update(mediapipe_fps=None, ratio_vs_mediapipe=None,
                       mediapipe_error="ai-edge-litert is not installed: install the test extra (scripts/setup_env.sh test)")
@@ -370,7 +370,7 @@ def main(argv: list[str], prog: str = "python -m engine bench capture") -> int:
     p.add_argument("--threads", type=int, default=capture.DEFAULT_TORCH_THREADS,
                    help="torch threads (0: torch's default)")
     p.add_argument("--runtime", choices=RUNTIMES, default=None, help="our network runtime (default: capture's)")
-    p.add_argument("--workers", type=int, default=None, help="our concurrent tracking segments (default: capture's)")
+    p.add_argument("--segments", type=int, default=None, help="our concurrent tracking segments (default: capture's)")
     p.add_argument("--repeats", type=int, default=1, help="alternate ours and the reference N times (medians)")
     p.add_argument("--no-mediapipe", action="store_true", help="skip the reference (and the no-hand clip)")
     p.add_argument("--no-hand-clip", action=argparse.BooleanOptionalAction, default=True,
@@ -382,7 +382,7 @@ def main(argv: list[str], prog: str = "python -m engine bench capture") -> int:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     report = run_bench(args.source, parse_frames(args.frames), args.hands, args.batch_size, args.iterations,
                        args.smoothing, not args.no_mediapipe, args.keep, args.threads or None, args.runtime,
-                       args.workers, args.repeats, no_hand=args.no_hand_clip)
+                       args.segments, args.repeats, no_hand=args.no_hand_clip)
     if args.json:
         print(json.dumps(report, indent=2, default=float))
     else:

@@ -52,7 +52,7 @@ class CaptureOptions:
     hourglass_weights: str | None = None  # hourglass.safetensors (needed by backbone "hourglass")
     fps: float | None = None  # frame rate of footage without one (image folders); None: video.DEFAULT_FPS
     runtime: str | None = None  # network runtime (engine.hand_module.runtimes; None: the fastest for the device)
-    workers: int | None = None  # concurrent tracking segments (None: one per core, at most 2)
+    segments: int | None = None  # frames tracked as this many concurrent segments (None: one per core, at most 2)
 
     def __post_init__(self):
         self.iterations = DEFAULT_ITERATIONS if self.iterations is None else int(self.iterations)
@@ -94,9 +94,9 @@ class CaptureOptions:
         from engine.hand_module.runtimes import check_runtime
 
         self.runtime = check_runtime(self.runtime, self.device)
-        self.workers = default_workers() if self.workers is None else int(self.workers)
-        if self.workers < 1:
-            raise InputError(f"workers must be >= 1 (got {self.workers}).")
+        self.segments = default_segments() if self.segments is None else int(self.segments)
+        if self.segments < 1:
+            raise InputError(f"--segments must be >= 1 (got {self.segments}).")
 
     @classmethod
     def from_protocol(cls, args: dict) -> "CaptureOptions":
@@ -108,7 +108,7 @@ class CaptureOptions:
         return "weak_perspective" if self.intrinsics is None else "perspective"
 
 
-def default_workers() -> int:
+def default_segments() -> int:
     """Concurrent tracking segments: one per core, at most 2 (see engine.hand_module.segments)."""
     return max(1, min(2, os.cpu_count() or 1))
 

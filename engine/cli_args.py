@@ -91,7 +91,7 @@ def add_capture_options(p) -> None:
     add_backbone_arguments(p)
     p.add_argument("--runtime", choices=["openvino", "litert", "torch"], default=None,
                    help="network runtime (default: openvino on CPU, torch on other devices)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--segments", type=int, default=None,
                    help="frames tracked as this many concurrent segments (default: one per core, at most 2)")
 
 
@@ -107,5 +107,5 @@ def capture_options(args: argparse.Namespace):
         per_frame_shape=args.per_frame_shape, hand_length=args.hand_length,
         mirrored=args.mirrored, overlay=args.overlay, batch_size=args.batch_size,
         threads=None if args.threads == 0 else args.threads, backbone=args.backbone,
-        hourglass_weights=args.hourglass_weights, fps=args.fps, runtime=args.runtime, workers=args.workers,
+        hourglass_weights=args.hourglass_weights, fps=args.fps, runtime=args.runtime, segments=args.segments,
     )

@@ -6,7 +6,7 @@ library, never torch/jax/smplx/cv2 or the engine: the engine runs as a child pro
 
 # Every submodule, each after the ones it imports: re-registering (F3 "Reload Scripts", a reinstall) reloads
 # them all in this order, so no module keeps a stale reference to another.
-MODULES = ("io.results", "io.engine_client", "poses", "camera", "rig", "keys", "capture", "preferences", "props",
+MODULES = ("io.results", "io.engine_client", "poses", "camera", "rig", "actions", "keys", "capture", "preferences", "props",
            "engine_modal", "ops_engine", "ops_capture", "ops_retailor", "ops_export", "panels")
 
 if "bpy" in locals():  # script reload

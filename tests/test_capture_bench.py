@@ -15,7 +15,7 @@ def test_bench_capture_json(capsys):
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["frames"] == 40 and out["valid_frames"] == [40]
-    assert out["runtime"] == "openvino" and out["workers"] >= 1
+    assert out["runtime"] == "openvino" and out["segments"] >= 1
     for key in ("fps", "mediapipe_fps", "ratio_vs_mediapipe", "no_hand_fps", "mediapipe_no_hand_fps", "peak_rss_mb"):
         assert out[key] > 0, key
     assert set(out["mediapipe_fps_by_threads"]) == {"1", "2"}

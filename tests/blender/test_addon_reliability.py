@@ -10,9 +10,10 @@ import zipfile
 import numpy as np
 import pytest
 
+# Names are looked up on the modules at call time: other tests reload the add-on's modules (re-register),
+# which replaces the classes a from-import would have pinned.
 from handtailor_blender.io import engine_client
-from handtailor_blender.io.engine_client import EngineClient, EngineFailure
-from handtailor_blender.io.results import ResultFileError, read_result
+from handtailor_blender.io import results as io_results
 
 
 @pytest.fixture
@@ -58,8 +59,8 @@ def _zip(data: bytes) -> zipfile.ZipFile:
 def test_damaged_result_is_a_result_file_error(tmp_path, result_bytes, how):
     path = tmp_path / "take.npz"
     path.write_bytes(_damaged(result_bytes, how))
-    with pytest.raises(ResultFileError) as info:
-        read_result(path)
+    with pytest.raises(io_results.ResultFileError) as info:
+        io_results.read_result(path)
     message = str(info.value)
     assert str(path) in message
     assert "damaged" in message or "truncated" in message
@@ -69,7 +70,7 @@ def test_damaged_result_is_a_result_file_error(tmp_path, result_bytes, how):
 def test_whole_result_still_reads(tmp_path, result_bytes):
     path = tmp_path / "take.npz"
     path.write_bytes(result_bytes)
-    assert read_result(path).theta.shape == (2, 40, 16, 4)
+    assert io_results.read_result(path).theta.shape == (2, 40, 16, 4)
 
 
 # ------------------------------------------------------------------------------- defect 9: protocol check
@@ -101,7 +102,7 @@ def engine_99(tmp_path) -> str:
 
 def test_client_check_hello_is_one_rule():
     assert engine_client.check_hello({"protocol": engine_client.PROTOCOL_VERSION})["protocol"] == 1
-    with pytest.raises(EngineFailure, match="protocol 99") as info:
+    with pytest.raises(engine_client.EngineFailure, match="protocol 99") as info:
         engine_client.check_hello({"protocol": 99})
     assert info.value.code == "protocol_error"
 
@@ -110,10 +111,10 @@ def test_headless_run_job_refuses_another_protocol(tmp_path, engine_99):
     pytest.importorskip("bpy")
     from handtailor_blender import capture as addon_capture
 
-    client = EngineClient(engine_client.engine_command(sys.executable), cwd=engine_99)
+    client = engine_client.EngineClient(engine_client.engine_command(sys.executable), cwd=engine_99)
     out = tmp_path / "take.npz"
     try:
-        with pytest.raises(EngineFailure, match="protocol 99") as info:
+        with pytest.raises(engine_client.EngineFailure, match="protocol 99") as info:
             addon_capture.run_job(client, "capture", {"source": "clip.mp4", "output": str(out)},
                                   addon_capture.EngineConfig())
     finally:
@@ -123,6 +124,6 @@ def test_headless_run_job_refuses_another_protocol(tmp_path, engine_99):
 
 
 def test_start_refuses_another_protocol(engine_99):
-    with pytest.raises(EngineFailure, match="protocol 99") as info:
-        EngineClient.start(sys.executable, engine_99)
+    with pytest.raises(engine_client.EngineFailure, match="protocol 99") as info:
+        engine_client.EngineClient.start(sys.executable, engine_99)
     assert info.value.code == "protocol_error"
