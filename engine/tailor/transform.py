@@ -220,7 +220,10 @@ def _posed(hand, problem: Problem, params: Params):
 def energy(hand, settings: Settings, problem: Problem, params: Params):
     """The objective Adam minimizes: sum over fitted frames of Eq. 13's E (+ the temporal term). () scalar."""
     rel, joints, _ = _posed(hand, problem, params)
-    e_rot = E.rotation_temporal_energy(_fitted_quats(problem, params), problem.fitted)
+    # only computed when weighted (a batch of independent frames does not pay for it)
+    e_rot = jax.lax.cond(settings.rotation_weight > 0,
+                         lambda p: E.rotation_temporal_energy(_fitted_quats(problem, p), problem.fitted),
+                         lambda p: jnp.zeros((), joints.dtype), params)
     e = E.total_energy(E.joint_energy_perspective(joints, problem.K, problem.keypoints_2d, problem.confidence, problem.crop),
                        E.twist_energy(rel), E.identity_energy(params.delta_pose, params.beta, problem.beta0),
                        settings.lambda_j, settings.lambda_g, settings.lambda_id)
