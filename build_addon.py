@@ -46,6 +46,8 @@ def build(output_dir: pathlib.Path, blender_ext: pathlib.Path | None = None) -> 
         shutil.copytree(ROOT / "handtailor_blender", stage,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.zip"))
         shutil.copy2(ROOT / "blender_manifest.toml", stage / "blender_manifest.toml")
+        # where the engine lives on the machine that built the zip: an add-on installed from disk finds it
+        (stage / "engine_root.txt").write_text(str(ROOT) + "\n")
         out = pathlib.Path(tmp) / "out"
         out.mkdir()
         subprocess.run([sys.executable, str(blender_ext), "build", "--source-dir", str(stage), "--output-dir",

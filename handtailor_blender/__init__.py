@@ -6,8 +6,9 @@ library, never torch/jax/smplx/cv2 or the engine: the engine runs as a child pro
 
 # Every submodule, each after the ones it imports: re-registering (F3 "Reload Scripts", a reinstall) reloads
 # them all in this order, so no module keeps a stale reference to another.
-MODULES = ("io.results", "io.engine_client", "poses", "camera", "rig", "actions", "keys", "capture", "preferences", "props",
-           "engine_modal", "ops_engine", "ops_capture", "ops_retailor", "ops_export", "panels")
+MODULES = ("io.results", "io.engine_client", "poses", "anatomy", "reduce", "camera", "actions", "rig", "takes",
+           "curves", "keys", "bone_maps", "retarget", "capture", "retailor", "retarget_scene", "preferences", "props",
+           "engine_modal", "ops_engine", "ops_capture", "ops_retailor", "ops_export", "ops_retarget", "panels")
 
 if "bpy" in locals():  # script reload
     import importlib
@@ -20,7 +21,7 @@ if "bpy" in locals():  # script reload
 
 import bpy
 
-from . import ops_capture, ops_engine, ops_export, ops_retailor, panels, preferences, props
+from . import ops_capture, ops_engine, ops_export, ops_retailor, ops_retarget, panels, preferences, props, takes
 
 classes = (
     *preferences.classes,
@@ -29,6 +30,7 @@ classes = (
     *ops_capture.classes,
     *ops_retailor.classes,
     *ops_export.classes,
+    *ops_retarget.classes,
     *panels.classes,
 )
 
@@ -38,8 +40,10 @@ _register_classes, _unregister_classes = bpy.utils.register_classes_factory(clas
 def register():
     _register_classes()
     props.register_props()
+    takes.register_handlers()
 
 
 def unregister():
+    takes.unregister_handlers()
     props.unregister_props()
     _unregister_classes()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import pathlib
 import tempfile
 import time
@@ -17,11 +18,10 @@ import time
 import bpy
 import numpy as np
 
-from . import camera, keys, poses, rig
+from . import camera, keys, rig
 from .io import engine_client
 from .io.engine_client import EngineClient, EngineFailure
-from .io.results import (MANO_JOINT_NAMES, ResultFileError, read_model, read_result, resolve_model_path,
-                         write_edits)
+from .io.results import ResultFileError, read_model, read_result, resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,13 @@ class CaptureSettings:
     mirrored: bool = False
     batch_size: int = 64
     overlay: str | None = None
-    interpolation: str = "LINEAR"
+    interpolation: str = "BEZIER"
     correctives: bool = True
+    tolerance_deg: float = 0.5  # key reduction (0: a key on every tracked frame)
+    tolerance_mm: float = 0.5
+    rotation_mode: str = "QUATERNION"  # or "XYZ" (Euler)
+    side: str = "both"  # which hands to key: both, left, right
+    start_frame: int = 1  # scene frame of footage frame 0 (a movie clip uses its own start frame)
     fps: float | None = None  # frame rate for footage without one (image folders): the scene's (scene_fps)
 
     def engine_args(self) -> dict:
@@ -77,8 +82,22 @@ def addon_dir() -> pathlib.Path:
     return pathlib.Path(__file__).resolve().parent
 
 
+ENGINE_HINT = "engine_root.txt"  # written into the zip by build_addon.py: the folder it was built from
+
+
 def locate(config: EngineConfig) -> tuple[str, str]:
-    return engine_client.find_engine(config.python, config.root, start=addon_dir())
+    """(interpreter, engine folder): the preferences, the environment, the add-on's own folder (a checkout),
+    then the folder the installed zip was built from."""
+    try:
+        return engine_client.find_engine(config.python, config.root, start=addon_dir())
+    except EngineFailure:
+        hint = addon_dir() / ENGINE_HINT
+        root = hint.read_text().strip() if hint.is_file() else ""
+        explicit = config.python or config.root or any(
+            os.environ.get(v) for v in (engine_client.ENV_PYTHON, engine_client.ENV_ROOT))
+        if explicit or not root:
+            raise
+        return engine_client.find_engine("", root)
 
 
 def output_dir() -> pathlib.Path:
@@ -141,12 +160,39 @@ def load_rig_model(path: str, side: str, config: EngineConfig | None = None):
     return read_model(cached, side)
 
 
-def apply_result(scene, result_path: str, *, clip=None, interpolation: str = "LINEAR", correctives: bool = True,
-                 config: EngineConfig | None = None, hand_model: str | None = None) -> list:
-    """Rig + keys + camera for a capture result; returns the armature objects (one per track).
+def _reusable(arm, model, beta) -> bool:
+    """An existing rig can take a new take when it is a HandTailor rig of the same model and identity."""
+    if arm is None or arm.type != "ARMATURE" or arm.get("ht_model") != model.path:
+        return False
+    have = rig.identity_beta(arm)
+    if (have is None) != (beta is None):
+        return False
+    return beta is None or bool(np.allclose(have, beta, rtol=0, atol=1e-6))
 
-    All-or-nothing: the result and the models are read and checked before the scene is touched, and a
-    failure while building removes everything this call created."""
+
+def _free_name(name: str) -> str:
+    k = 2
+    out = name
+    while bpy.data.objects.get(out) is not None:
+        out = f"{name}_{k}"
+        k += 1
+    return out
+
+
+def apply_result(scene, result_path: str, *, clip=None, interpolation: str = "LINEAR", correctives: bool = True,
+                 config: EngineConfig | None = None, hand_model: str | None = None, tolerance_deg: float = 0.0,
+                 tolerance_mm: float = 0.0, rotation_mode: str = "QUATERNION", side: str = "both",
+                 start_frame: int = 1) -> list:
+    """Rig + keys + camera for a capture result; returns the armature objects (one per keyed track).
+
+    A track whose shape (beta) is constant gets an identity rig (shape in the rest skeleton), else the
+    per-frame shape rig. `side` keys only that side's tracks. All-or-nothing: the result and the models are
+    read and checked before the scene is touched, and a failure while building removes everything this call
+    created."""
+    if side not in ("both", "left", "right"):
+        raise ValueError(f"side {side!r} is not one of both, left, right")
+    if rotation_mode not in keys.ROTATION_MODES:
+        raise ValueError(f"rotation mode {rotation_mode!r} is not one of {keys.ROTATION_MODES}")
     result = read_result(result_path)
     fallback = _fallback_model_dir(config)
     models = [load_rig_model(resolve_model_path(result.hand_model[t], side, hand_model, fallback,
@@ -154,27 +200,33 @@ def apply_result(scene, result_path: str, *, clip=None, interpolation: str = "LI
               for t, side in enumerate(result.hand_side)]
     if not result.valid.any():
         raise ResultFileError(f"{result_path}: no frame holds a hand; nothing to key")
+    tracks = [t for t, s in enumerate(result.hand_side) if side in ("both", s) and result.valid[t].any()]
+    if not tracks:
+        raise ResultFileError(f"{result_path}: no {side} hand was tracked (tracks: "
+                              f"{', '.join(result.hand_side) or 'none'}); choose another side")
     before = {kind: set(getattr(bpy.data, kind)) for kind in ("objects", "actions", "armatures", "meshes",
                                                                 "cameras", "shape_keys")}
     try:
         cam = camera.ensure_camera(scene, result.K, result.image_size, clip)
-        offset = keys.frame_offset_for(clip)
+        offset = keys.frame_offset_for(clip, start_frame)
         camera.set_scene_timing(scene, result.fps, offset + int(result.frame_index[0]),
                                 offset + int(result.frame_index[-1]))
         to_world = camera.opencv_to_world_matrix(np.array(cam.matrix_world))
         arms = []
-        for t, (side, model) in enumerate(zip(result.hand_side, models)):
-            if not result.valid[t].any():
-                continue
-            name = _rig_name(side, t, result.hand_side)
+        for t in tracks:
+            model = models[t]
+            ok = result.valid[t]
+            beta = rig.track_identity(result.beta[t][ok], result.hand_scale[t][ok])
+            name = _rig_name(result.hand_side[t], t, result.hand_side)
             arm = bpy.data.objects.get(name)
-            if arm is None or arm.type != "ARMATURE" or arm.get("ht_model") != model.path:
-                arm, mesh = rig.build_rig(model, name if arm is None else name + "_new", scene.collection,
-                                          correctives=correctives)
+            if not _reusable(arm, model, beta):
+                arm, mesh = rig.build_rig(model, _free_name(name), scene.collection, correctives=correctives,
+                                          beta=beta, rotation_mode=rotation_mode)
             else:
                 mesh = rig.find_mesh(arm)
+                rig.set_rotation_mode(arm, rotation_mode)
             keys.key_take(arm, mesh, model, result, t, frame_offset=offset, interpolation=interpolation,
-                          to_world=to_world)
+                          to_world=to_world, tolerance_deg=tolerance_deg, tolerance_mm=tolerance_mm)
             arm["ht_track"] = t
             arms.append(arm)
         scene.frame_set(scene.frame_start)
@@ -203,233 +255,7 @@ def capture(scene, settings: CaptureSettings, config: EngineConfig, *, clip=None
         client.close()
     result_path = (res.get("files") or {}).get("result") or settings.output
     arms = apply_result(scene, result_path, clip=clip, interpolation=settings.interpolation,
-                        correctives=settings.correctives, config=config, hand_model=settings.hand_model)
+                        correctives=settings.correctives, config=config, hand_model=settings.hand_model,
+                        tolerance_deg=settings.tolerance_deg, tolerance_mm=settings.tolerance_mm,
+                        rotation_mode=settings.rotation_mode, side=settings.side, start_frame=settings.start_frame)
     return result_path, arms
-
-
-# ----------------------------------------------------------------------------------------- retailor
-
-
-def take_rigs(result_path: str) -> list:
-    """Armatures whose active take comes from this result file."""
-    out = []
-    for obj in bpy.data.objects:
-        ad = obj.animation_data
-        if obj.type == "ARMATURE" and ad and ad.action and ad.action.get("ht_result") == result_path:
-            out.append(obj)
-    return out
-
-
-@dataclasses.dataclass
-class RetailorPlan:
-    result_path: str
-    edits_path: str
-    output_path: str
-    rigs: list  # [(arm, take dict, current table, locks dict)]
-    args: dict
-    n_edited: int
-
-
-def _rig_model(arm):
-    return read_model(arm["ht_model"], arm["ht_side"])
-
-
-def prepare_retailor(scene, arm, *, frame_range: tuple[int, int] | None = None, joints: list[str] | None = None,
-                     iterations: int = 30, hand_model: str | None = None, falloff: int | None = None) -> RetailorPlan:
-    """Collects the edited keys of the rig's take (and its sibling hands from the same capture) into an
-    EDITS.npz and the engine's retailor args. Locks accumulate over re-tailors: once edited, a key stays
-    locked. `hand_model` (the preferences' model) is where the engine looks for the capture's hand model
-    when it is no longer at the path the result records (used only when its content matches). `falloff`:
-    frames an edit reaches on each side (None: the engine's default)."""
-    ad = arm.animation_data
-    if not ad or not ad.action or not ad.action.get("ht_result"):
-        raise ResultFileError(f"{arm.name} has no HandTailor take to re-tailor: capture first")
-    result_path = ad.action["ht_result"]
-    result = read_result(result_path)
-    to_world = keys.to_world_matrix(scene)
-    theta, beta = result.theta.copy(), result.beta.copy()
-    root, scale = result.root.copy(), result.hand_scale.copy()
-    T, N = result.valid.shape
-    lock_theta = np.zeros((T, N, 16), bool)
-    lock_beta = np.zeros((T, N), bool)
-    lock_root = np.zeros((T, N), bool)
-    lock_scale = np.zeros((T, N), bool)
-    # tracks with no rig in the scene are kept as they are
-    covered = np.zeros(T, bool)
-    rigs = []
-    n_edited = 0
-    for other in take_rigs(result_path):
-        take = keys.load_take_file(other.animation_data.action["ht_take_file"])
-        t = int(take["track"])
-        covered[t] = True
-        rows = take["rows"]
-        cur, present = keys.current_table(other, take["frames"], take["table"])
-        edited = {k: present[k] & (cur[k] != take["table"][k]) for k in cur}
-        # the object's location and scale are one transform: editing either locks root and hand_scale
-        obj_edit = edited["obj_loc"].any(-1) | edited["obj_scale"].any(-1)
-        locks = dict(lock_theta=take["lock_theta"] | edited["bone_rot"].any(-1),
-                     lock_beta=take["lock_beta"] | edited["beta"].any(-1),
-                     lock_root=take["lock_root"] | obj_edit,
-                     lock_hand_scale=take["lock_hand_scale"] | obj_edit)
-        n_edited += int(sum(v.sum() for k, v in edited.items()))
-        model = _rig_model(other)
-        B = rig.bone_rest_rotations(other)[:16]
-        cur_theta = poses.model_quats(cur["bone_rot"].astype(np.float64), B)
-        cur_beta = cur["beta"].astype(np.float64)
-        cur_scale = cur["obj_scale"][:, 0].astype(np.float64)
-        lb, ls, lr = locks["lock_beta"], locks["lock_hand_scale"], locks["lock_root"]
-        beta_used = np.where(lb[:, None], cur_beta, result.beta[t, rows])
-        scale_used = np.where(ls, cur_scale, result.hand_scale[t, rows])
-        cur_root = poses.root_from_object(cur["obj_loc"].astype(np.float64), scale_used, beta_used, model.J0,
-                                          model.Jdirs, to_world)
-        lt = locks["lock_theta"]
-        theta[t, rows] = np.where(lt[..., None], cur_theta, result.theta[t, rows])
-        beta[t, rows] = beta_used
-        scale[t, rows] = scale_used
-        root[t, rows] = np.where(lr[:, None], cur_root, result.root[t, rows])
-        lock_theta[t, rows] = lt
-        lock_beta[t, rows] = lb
-        lock_root[t, rows] = lr
-        lock_scale[t, rows] = ls
-        rigs.append((other, take, cur, locks))
-    for t in np.nonzero(~covered)[0]:
-        lock_theta[t], lock_beta[t], lock_root[t], lock_scale[t] = True, True, True, True
-    stem = pathlib.Path(result_path)
-    stamp = time.strftime("%Y%m%d_%H%M%S")
-    edits_path = str(stem.with_name(f"{stem.stem}.edits_{stamp}.npz"))
-    output_path = str(stem.with_name(f"{stem.stem.split('.retailor')[0]}.retailor_{stamp}.npz"))
-    write_edits(edits_path, np.nan_to_num(theta), np.nan_to_num(beta), np.nan_to_num(root), np.nan_to_num(scale),
-                lock_theta, lock_beta, lock_root, lock_scale)
-    fs, fe = frame_range if frame_range else (None, None)
-    args = dict(result=result_path, edits=edits_path, output=output_path, frame_start=fs, frame_end=fe,
-                joints=joints, iterations=iterations, hand_model=hand_model, falloff=falloff)
-    return RetailorPlan(result_path, edits_path, output_path, rigs, args, n_edited)
-
-
-def apply_retailor(scene, plan: RetailorPlan, new_result_path: str) -> list:
-    """Rewrites the keys the re-tailor changed (the refit result's values differ from the take's result);
-    locked keys and every key of an unchanged value keep their values bit for bit (their quaternion signs
-    too: a changed key takes the sign of its neighbour). The previous take is kept as a backup action
-    (`restore_backup` brings it back)."""
-    new = read_result(new_result_path)
-    old = read_result(plan.result_path)
-    to_world = keys.to_world_matrix(scene)
-    prepared = []
-    for arm, take, cur, locks in plan.rigs:  # compute everything before touching the scene
-        t = int(take["track"])
-        rows = take["rows"]
-        if not new.valid[t, rows].all():
-            raise ResultFileError(f"{new_result_path}: track {t} lost frames the take has keys on")
-        model = _rig_model(arm)
-        table = keys.channel_table(arm, model, new.theta[t, rows], new.beta[t, rows], new.root[t, rows],
-                                   new.hand_scale[t, rows], new.confidence[t, rows].mean(-1), to_world)
-        keep = _kept_keys(new, old, t, rows, locks)  # locked or not changed by the engine: current keys exactly
-        for key, mask in keep.items():
-            if key != "locks":
-                table[key][mask] = cur[key][mask]
-        q, kq = table["bone_rot"], keep["bone_rot"][..., 0]
-        for n in range(1, len(q)):  # continuity for the changed keys only
-            flip = (np.sum(q[n].astype(np.float64) * q[n - 1], -1) < 0) & ~kq[n]
-            q[n][flip] *= -1
-        prepared.append((arm, take, table, keep))
-    out = []
-    for arm, take, table, keep in prepared:
-        backup_take(arm)
-        obj_action = arm.animation_data.action
-        key_action = bpy.data.actions[obj_action["ht_shape_action"]]
-        obj_curves, key_curves = keys.fcurves_of(obj_action), keys.fcurves_of(key_action)
-        frames = take["frames"]
-        for target, path, index, group, key, col in keys.channel_specs(arm["ht_side"]):
-            curves = obj_curves if target == "OBJECT" else key_curves
-            fc = curves.find(path, index=index)
-            sel = (slice(None),) + col
-            values = table[key][sel]
-            lock = keep[key][sel]
-            if fc is None:
-                fc = keys._new_fcurve(curves, path, index, group)
-                keys.set_keys(fc, frames, values, obj_action.get("ht_interpolation", "LINEAR"))
-            else:
-                keys.rewrite_values(fc, frames, values, ~lock)
-        take_file = pathlib.Path(obj_action["ht_take_file"])
-        new_take = take_file.with_name(take_file.name.replace(".keys.npz", "") + f".r{int(time.time() * 1000)}.keys.npz")
-        keys.save_take_file(new_take, frames, take["rows"], table, keep["locks"], new_result_path, int(take["track"]))
-        for action in (obj_action, key_action):
-            action["ht_take_file"] = str(new_take)
-            action["ht_result"] = new_result_path
-        out.append(arm)
-    scene.frame_set(scene.frame_current)
-    return out
-
-
-def _kept_keys(new, old, t: int, rows, locks: dict) -> dict:
-    """Per channel table key, (M, ...) True where the current key stays: locked, or its engine values are
-    the same in the refit result as in the take's result (a local re-tailor leaves most frames alone)."""
-    same_theta = np.all(new.theta[t, rows] == old.theta[t, rows], -1)  # (M, 16)
-    same_beta = np.all(new.beta[t, rows] == old.beta[t, rows], -1)
-    same_root = np.all(new.root[t, rows] == old.root[t, rows], -1)
-    same_scale = new.hand_scale[t, rows] == old.hand_scale[t, rows]
-    frame = same_theta.all(-1) & same_beta & same_root & same_scale
-    obj = same_root & same_beta & same_scale
-    keep = {"bone_rot": locks["lock_theta"] | same_theta, "beta": locks["lock_beta"] | same_beta,
-            "obj_loc": locks["lock_root"] | obj, "obj_scale": locks["lock_hand_scale"] | same_scale,
-            "obj_rot": frame, "confidence": frame, "bone_loc": (locks["lock_theta"] | same_theta) & same_beta[:, None]}
-    shapes = {"bone_rot": 4, "obj_loc": 3, "obj_scale": 3, "obj_rot": 4, "bone_loc": 3, "beta": 10}
-    out = {k: np.repeat(v[..., None], shapes[k], -1) if k in shapes else v for k, v in keep.items()}
-    out["locks"] = locks
-    return out
-
-
-def backup_take(arm):
-    """Copies the rig's current take (both actions) to a backup; returns the backup object action."""
-    obj_action = arm.animation_data.action
-    key_action = bpy.data.actions[obj_action["ht_shape_action"]]
-    n = sum(1 for a in bpy.data.actions if a.get("ht_backup_of") == obj_action.name) + 1
-    b_obj = obj_action.copy()
-    b_key = key_action.copy()
-    b_obj.name = f"{obj_action.name}_backup{n:02d}"
-    b_key.name = f"{key_action.name}_backup{n:02d}"
-    for b, src in ((b_obj, obj_action), (b_key, key_action)):
-        b["ht_backup"] = True
-        b["ht_backup_of"] = src.name
-        b.use_fake_user = True
-    b_obj["ht_shape_action"] = b_key.name
-    arm["ht_last_backup"] = b_obj.name
-    return b_obj
-
-
-def restore_backup(arm) -> bool:
-    """Makes the rig's last backup take active again (headless undo); False when there is none."""
-    name = arm.get("ht_last_backup")
-    b_obj = bpy.data.actions.get(name) if name else None
-    if b_obj is None:
-        return False
-    mesh = rig.find_mesh(arm)
-    keys.assign_action(arm, b_obj)
-    if mesh is not None:
-        keys.assign_action(mesh.data.shape_keys, bpy.data.actions[b_obj["ht_shape_action"]])
-    return True
-
-
-def retailor(scene, arm, config: EngineConfig, *, frame_range=None, joints=None, iterations=30,
-             on_progress=None, timeout=None, hand_model: str | None = None, falloff: int | None = None) -> list:
-    """Synchronous re-tailor (headless path)."""
-    plan = prepare_retailor(scene, arm, frame_range=frame_range, joints=joints, iterations=iterations,
-                            hand_model=hand_model, falloff=falloff)
-    client = start_engine(config)
-    try:
-        res = run_job(client, "retailor", plan.args, config, on_progress=on_progress, timeout=timeout)
-    finally:
-        client.close()
-    return apply_retailor(scene, plan, (res.get("files") or {}).get("result") or plan.output_path)
-
-
-def selected_joint_names(arm) -> list[str] | None:
-    """MANO joint names of the selected pose bones (None when none is selected)."""
-    names = []
-    for j, bname in enumerate(rig.bone_names(arm["ht_side"])[:16]):
-        pbone = arm.pose.bones[bname]
-        # Blender 5.0 keeps the selection on the pose bone, 4.x on the bone
-        sel = pbone.select if hasattr(pbone, "select") else arm.data.bones[bname].select
-        if sel:
-            names.append(MANO_JOINT_NAMES[j])
-    return names or None

@@ -1,8 +1,14 @@
-"""FBX export with settings that round-trip: no leaf bones, baked animation, no key simplification."""
+"""FBX export with settings that round-trip: no leaf bones, baked animation, no key simplification.
 
+FBX time 0 is scene frame 1, so Blender's default import (`anim_offset` 1) and other applications put every
+key back on its own frame; the exported range is the animation's whole range, whatever the scene's.
+"""
+
+import contextlib
 import logging
 
 import bpy
+import numpy as np
 from bpy.props import EnumProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper
 
@@ -40,6 +46,63 @@ def hand_rigs(scene) -> list:
     return [o for o in scene.objects if o.type == "ARMATURE" and "ht_side" in o]
 
 
+def _exported_actions(objects) -> list:
+    """The active actions of `objects`, their children and the children's shape keys."""
+    ids = []
+    for obj in objects:
+        ids.append(obj)
+        for child in obj.children:
+            ids.append(child)
+            if child.type == "MESH" and child.data.shape_keys is not None:
+                ids.append(child.data.shape_keys)
+    out = []
+    for id_block in ids:
+        ad = id_block.animation_data
+        if ad is not None and ad.action is not None and ad.action not in out:
+            out.append(ad.action)
+    return out
+
+
+@contextlib.contextmanager
+def _fbx_timing(scene, objects):
+    """Shifts the exported keys one frame earlier (FBX time 0 = frame 1) and the scene range onto the
+    animation's range; both come back exactly afterwards."""
+    from .actions import all_fcurves
+
+    actions = _exported_actions(objects)
+    fcs = [fc for a in actions for fc in all_fcurves(a) if len(fc.keyframe_points)]
+    saved = []
+    for fc in fcs:
+        arrays = {}
+        for name in ("co", "handle_left", "handle_right"):
+            a = np.empty(2 * len(fc.keyframe_points), np.float32)
+            fc.keyframe_points.foreach_get(name, a)
+            arrays[name] = a
+        saved.append(arrays)
+    rng = (scene.frame_start, scene.frame_end, scene.frame_current)
+    try:
+        if fcs:
+            lo = min(float(a["co"][0::2].min()) for a in saved)
+            hi = max(float(a["co"][0::2].max()) for a in saved)
+            scene.frame_start, scene.frame_end = int(np.floor(lo)) - 1, max(int(np.ceil(hi)) - 1, int(lo) - 1)
+        for fc, arrays in zip(fcs, saved):
+            for name, a in arrays.items():
+                b = a.copy()
+                b[0::2] -= 1.0
+                fc.keyframe_points.foreach_set(name, b)
+        for action in actions:  # the depsgraph evaluates its own copy of an action (Blender 4.2)
+            action.update_tag()
+        yield
+    finally:
+        for fc, arrays in zip(fcs, saved):
+            for name, a in arrays.items():
+                fc.keyframe_points.foreach_set(name, a)
+        for action in actions:
+            action.update_tag()
+        scene.frame_start, scene.frame_end = rng[0], rng[1]
+        scene.frame_set(rng[2])
+
+
 def export_fbx(filepath: str, objects, preset: str = "BLENDER", context=None) -> None:
     """Exports `objects` (armatures; their mesh children come along) with the round-trip settings."""
     context = context or bpy.context
@@ -58,7 +121,8 @@ def export_fbx(filepath: str, objects, preset: str = "BLENDER", context=None) ->
         if objects:
             view_layer.objects.active = objects[0]
         fbx = bpy.ops.export_scene.fbx
-        fbx(filepath=filepath, use_selection=True, **supported_options(fbx, {**ROUND_TRIP, **PRESETS[preset]}))
+        with _fbx_timing(context.scene, objects):
+            fbx(filepath=filepath, use_selection=True, **supported_options(fbx, {**ROUND_TRIP, **PRESETS[preset]}))
     finally:
         for o in view_layer.objects:
             o.select_set(o in selected)
@@ -72,7 +136,8 @@ class HANDTAILOR_OT_export_fbx(bpy.types.Operator, ExportHelper):
     bl_label = "Export FBX"
     filename_ext = ".fbx"
     filter_glob: StringProperty(default="*.fbx", options={"HIDDEN"})
-    preset: EnumProperty(name="Target", items=[(k, k.title(), "") for k in PRESETS], default="BLENDER")
+    preset: EnumProperty(name="Target", items=[(k, k.title(), f"Axes and units for {k.title()}") for k in PRESETS],
+                         default="BLENDER", description="The application the FBX is for (axes, units)")
 
     def invoke(self, context, event):
         self.preset = context.scene.handtailor.export_preset

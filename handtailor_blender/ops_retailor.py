@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import capture
+from . import keys, retailor, takes
 from .engine_modal import EngineModal
 from .preferences import hand_model_path
 
@@ -32,20 +32,18 @@ class HANDTAILOR_OT_retailor(EngineModal, bpy.types.Operator):
         frame_range = None
         scene = context.scene
         if ht.retailor_preview_range and scene.use_preview_range:
-            from . import keys
-
             clip = ht.clip if ht.source_mode == "CLIP" else None
-            off = keys.frame_offset_for(clip)
+            off = keys.frame_offset_for(clip, ht.start_frame)
             frame_range = (scene.frame_preview_start - off, scene.frame_preview_end - off)
-        joints = capture.selected_joint_names(arm) if ht.retailor_selected_bones else None
-        self.plan = capture.prepare_retailor(scene, arm, frame_range=frame_range, joints=joints,
-                                             iterations=ht.retailor_iterations, hand_model=hand_model_path(context),
-                                             falloff=ht.retailor_falloff)
+        joints = retailor.selected_joint_names(arm) if ht.retailor_selected_bones else None
+        self.plan = retailor.prepare_retailor(scene, arm, frame_range=frame_range, joints=joints,
+                                              iterations=ht.retailor_iterations, hand_model=hand_model_path(context),
+                                              falloff=ht.retailor_falloff)
         return self.plan.args
 
     def finish(self, context, result: dict) -> str:
         path = (result.get("files") or {}).get("result") or self.plan.output_path
-        arms = capture.apply_retailor(context.scene, self.plan, path)
+        arms = retailor.apply_retailor(context.scene, self.plan, path)
         context.scene.handtailor.last_result = path
         return f"Re-tailored {len(arms)} hand(s), {self.plan.n_edited} edited key value(s) kept"
 
@@ -63,7 +61,7 @@ class HANDTAILOR_OT_restore_take(bpy.types.Operator):
         except ValueError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        if not capture.restore_backup(arm):
+        if not takes.restore_backup(arm):
             self.report({"ERROR"}, f"{arm.name} has no keys saved from before a re-tailor")
             return {"CANCELLED"}
         self.report({"INFO"}, f"{arm.name}: previous keys restored")

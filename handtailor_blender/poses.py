@@ -191,3 +191,67 @@ def corrective_expression(B: np.ndarray, a: int, b: int) -> str:
     num = "".join(terms) or "0"
     delta = "-1" if a == b else ""
     return f"e*(({num})/(w*w+x*x+y*y+z*z){delta})"
+
+
+# Euler angles, Blender's convention: order "ABC" applies A first: R = R_C(c) R_B(b) R_A(a), angles stored
+# as (x, y, z) whatever the order.
+EULER_ORDERS = ("XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX")
+
+
+def _axis_rotmat(axis: int, angle: np.ndarray) -> np.ndarray:
+    """(...,) angles about axis 0/1/2 -> (..., 3, 3)."""
+    c, s = np.cos(angle), np.sin(angle)
+    R = np.zeros(np.shape(angle) + (3, 3))
+    i, j = [(1, 2), (2, 0), (0, 1)][axis]
+    R[..., axis, axis] = 1.0
+    R[..., i, i], R[..., j, j] = c, c
+    R[..., i, j], R[..., j, i] = -s, s
+    return R
+
+
+def euler_to_rotmat(e: np.ndarray, order: str = "XYZ") -> np.ndarray:
+    """(..., 3) Euler angles (radians, x/y/z) -> (..., 3, 3)."""
+    e = np.asarray(e, np.float64)
+    R = np.broadcast_to(np.eye(3), e.shape[:-1] + (3, 3)).copy()
+    for ch in order:
+        a = "XYZ".index(ch)
+        R = _axis_rotmat(a, e[..., a]) @ R
+    return R
+
+
+def rotmat_to_euler(R: np.ndarray, order: str = "XYZ") -> np.ndarray:
+    """(..., 3, 3) rotations -> (..., 3) Euler angles (x, y, z) for `order` (b in [-pi/2, pi/2])."""
+    R = np.asarray(R, np.float64)
+    i, j, k = ("XYZ".index(c) for c in order)
+    s = 1.0 if (i, j, k) in ((0, 1, 2), (1, 2, 0), (2, 0, 1)) else -1.0
+    b = np.arcsin(np.clip(-s * R[..., k, i], -1.0, 1.0))
+    a = np.arctan2(s * R[..., k, j], R[..., k, k])
+    c = np.arctan2(s * R[..., j, i], R[..., i, i])
+    out = np.empty(R.shape[:-2] + (3,))
+    out[..., i], out[..., j], out[..., k] = a, b, c
+    return out
+
+
+def continuous_eulers(e: np.ndarray, order: str = "XYZ") -> np.ndarray:
+    """(N, ..., 3) -> (N, ..., 3): each frame's angles rewritten as the equivalent Euler triple (the other
+    solution (a+pi, pi-b, c+pi) and/or 2 pi turns) closest to the previous frame, so curves do not jump."""
+    e = np.array(e, np.float64, copy=True)
+    i, j, k = ("XYZ".index(c) for c in order)
+    alt = e.copy()
+    alt[..., i] += np.pi
+    alt[..., j] = np.pi - alt[..., j]
+    alt[..., k] += np.pi
+    for n in range(1, len(e)):
+        prev = e[n - 1]
+        best = None
+        for cand in (e[n], alt[n]):
+            cand = cand + 2 * np.pi * np.round((prev - cand) / (2 * np.pi))
+            dist = np.abs(cand - prev).sum(-1)
+            if best is None:
+                best, best_d = cand, dist
+            else:
+                pick = dist < best_d
+                best = np.where(pick[..., None], cand, best)
+                best_d = np.where(pick, dist, best_d)
+        e[n] = best
+    return e

@@ -23,16 +23,22 @@ class HANDTAILOR_AP_preferences(bpy.types.AddonPreferences):
         name="Hand model",
         items=[("OPEN", "Open hand model", "The model shipped with HandTailor"),
                ("MANO", "MANO", "A folder holding MANO_RIGHT.pkl / MANO_LEFT.pkl you downloaded")],
-        default="OPEN")
+        default="OPEN", description="The hand model the capture fits (the open model ships with HandTailor)")
     mano_dir: StringProperty(name="MANO folder", subtype="DIR_PATH",
                              description="Folder holding MANO_RIGHT.pkl and MANO_LEFT.pkl")
     hang_timeout: FloatProperty(name="Engine silence limit", default=120.0, min=1.0, max=3600.0, unit="TIME_ABSOLUTE",
                                 description="Seconds without any message from the engine before it counts as hung")
-    last_check: StringProperty(name="Last check", default="")
+    last_check: StringProperty(name="Last check", default="",
+                               description="What the last 'Check engine' found")
 
     def draw(self, context):
         layout = self.layout
         col = layout.column()
+        problem = engine_problem(context)
+        if problem:
+            box = col.box()
+            box.label(text="The engine was not found:", icon="ERROR")
+            box.label(text="set 'Engine folder' to your HandTailor folder (the one holding engine/ and .venv)")
         col.prop(self, "engine_python")
         col.prop(self, "engine_root")
         row = col.row()
@@ -48,9 +54,29 @@ class HANDTAILOR_AP_preferences(bpy.types.AddonPreferences):
 
 
 def get_prefs(context=None):
-    context = context or bpy.context
-    addon = context.preferences.addons.get(ADDON_ID)
+    preferences = getattr(context, "preferences", None) or bpy.context.preferences
+    addon = preferences.addons.get(ADDON_ID)
     return addon.preferences if addon is not None else None
+
+
+_found = {}  # (python, root) -> problem text or "" (the panel asks on every redraw)
+
+
+def engine_problem(context=None) -> str:
+    """Why the engine cannot be found with the current preferences ("" when it can); looked up once per
+    setting, so panels can ask on every redraw."""
+    from . import capture
+    from .io.engine_client import EngineFailure
+
+    config = engine_config(context)
+    key = (config.python, config.root)
+    if key not in _found:
+        try:
+            capture.locate(config)
+            _found[key] = ""
+        except EngineFailure as exc:
+            _found[key] = str(exc)
+    return _found[key]
 
 
 def engine_config(context=None) -> EngineConfig:

@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         c1 = time.process_time()
         _, oc = keys.new_action(arm, f"w_{t}", "OBJECT")
         _, kc = keys.new_action(mesh.data.shape_keys, f"wk_{t}", "KEY")
-        keys.write_table(oc, kc, arm["ht_side"], rows + 1.0, table, "LINEAR")
+        keys.write_table(oc, kc, arm, rows + 1.0, table, "LINEAR", model=model)
         t_write += time.perf_counter() - t1
         c_write += time.process_time() - c1
     c2 = time.process_time()

@@ -23,21 +23,29 @@ Hands: 21-keypoint skeletons built from published hand anthropometry, not from a
   palmar in a fist (up to 3 / 6 mm), thumb CMC 0.15 hand lengths distal, 0.12 radial and 0.06 palmar of the
   wrist keypoint; the fingers converge towards the thumb as they flex;
 * poses from a mix of classes (open, relaxed, half-curl, fist with the thumb across the fingers or alongside,
-  pointing, two fingers, thumbs-up, pinch, random within anatomical ranges: Hume M.C. et al., J. Hand Surg. Am.
-  15(2):240-243, 1990), DIP flexion 0.4-0.9 of PIP flexion (coupled as in real fingers, not exactly 2/3);
+  pointing, two fingers, thumbs-up, pinch, random), every angle inside the active ranges of motion (`RANGES`:
+  Hume M.C. et al., J. Hand Surg. Am. 15(2):240-243, 1990; thumb after the AAOS 1965 tables), DIP flexion
+  0.4-0.9 of PIP flexion (coupled as in real fingers, not exactly 2/3); the thumb metacarpal rests 40 deg
+  radial and 30 deg palmar of the middle finger (palmar: towards the palm side, as a real thumb);
 * global orientation: any view within 75 degrees of palm-towards-camera, back-of-hand and side views included;
   wrist 0.3-0.8 m from the camera (1280 x 720, f = 900-1400 px), anywhere in the image; right and left hands.
 
-Keypoint-stage imitation (MediaPipe-like, calibrated to what was measured on ../shared/data/gt-sample and in
-models/iknet/PROVENANCE.md):
-* 2D: the projection plus a per-hand offset (sd 1 % of the hand's pixel size), per-finger correlated error
-  (sd 1.5 %) and per-keypoint error (sd 2 %, 1.5x at the fingertips, 2x on keypoints occluded in a fist):
-  mean error ~4 % of the hand's size, as MediaPipe's 4.8-6 px on the gt-sample hands;
-* d: c f (z_j - z_0) / z_9 with c uniform in [0.05, 0.55] (MediaPipe's d is flattened) plus noise;
-* world landmarks (the hand module's depth source): the true hand relative to its centre, tilted by a random
-  out-of-plane rotation (sd 10 deg), depth flattened by a factor in [0.6, 1.0], scaled by [0.7, 1.05], plus
-  per-finger correlated noise (sd 5 mm per axis) and per-keypoint noise (sd 3 mm): rigid-aligned error ~12-20
-  mm, as measured (12-23 mm).
+Keypoint-stage imitation (MediaPipe-like, calibrated to what was measured on ../shared/data/gt-sample, see
+`scripts/experiments/mismatch_calibration.py`, and in models/iknet/PROVENANCE.md). The network is modelled as
+seeing a "perceived" hand (`perceive`): the true proportions, every joint angle off by a shared error (sd 3-6
+deg, `PERCEIVED_SD_DEG`), the orientation off by ~4 deg. Both outputs come from that one hand, so their errors
+agree in the image plane, as a real network's do (gt-sample, MediaPipe: cosine between the 2D error and the
+projected, similarity-aligned world-landmark error -0.23..+0.47, mean +0.15; here ~+0.28):
+* 2D: the perceived hand's projection plus a per-hand offset (sd 0.8 % of the hand's pixel size) and
+  per-keypoint error (sd 1.2 %, 1.5x at the fingertips, 2x on keypoints occluded in a fist): mean error ~4.5-5 %
+  of the hand's size (MediaPipe on the gt-sample hands: 3.3-6.2 %, one small rendered hand 10 %);
+* d: c f (z_j - z_0) / z_9 of the perceived hand with c uniform in [0.05, 0.55] (MediaPipe's d is flattened)
+  plus noise;
+* world landmarks (the hand module's depth source): the perceived hand relative to its centre, plus what 2D
+  cannot show: an out-of-plane tilt (sd 12 deg), depth flattened by a factor in [0.6, 1.0], a scale in [0.7,
+  1.05], a depth error per finger (sd 8 mm) and per-keypoint jitter (sd 4 mm): rigid-aligned error ~13 mm,
+  similarity-aligned ~12 mm (MediaPipe on gt-sample: 11-24 / 11-21 mm).
+With these the hand module's 2D error is ~1.5x the keypoints' (real data: 1.2-1.6x).
 Shapes: K = 21 keypoints.
 """
 
@@ -85,6 +93,24 @@ POSES = {
     "pinch": (dict(index=(45, 40), middle=(20, 25), ring=(20, 30), little=(20, 30)), (25, 40, 20, 30)),
     "random": None,
 }
+# Anatomical ranges (deg; Hume M.C. et al., J. Hand Surg. Am. 15(2):240-243, 1990, active range of motion;
+# thumb after the AAOS "Joint Motion: Method of Measuring and Recording", 1965): every sampled and every
+# perceived pose stays inside them. Thumb angles are this script's own (cmc_flex across the palm and cmc_abd
+# palmar, both from its rest 40 deg radial / 30 deg palmar; rot about the metacarpal).
+RANGES = {
+    "finger": dict(mcp=(-10, 90), pip=(0, 110), dip=(-5, 90), abd=(-20, 20)),
+    "little": dict(mcp=(-15, 90), pip=(0, 110), dip=(-5, 90), abd=(-25, 20)),
+    "thumb": dict(cmc_flex=(-15, 45), cmc_abd=(-10, 40), mcp=(-10, 60), ip=(-15, 80), rot=(-10, 25)),
+}
+# The keypoint network's shared error of each angle (deg, sd): the "perceived" hand both its 2D keypoints and
+# its world landmarks come from (see `perceive`).
+PERCEIVED_SD_DEG = dict(mcp=5.0, pip=6.0, dip=5.0, abd=3.0, thumb=5.0)
+GLOBAL_SD_DEG = 4.0  # the perceived hand's orientation error (shared by 2D and world landmarks)
+PIXEL_SD = 0.012  # per-keypoint 2D noise, fraction of the hand's pixel size
+OFFSET_SD = 0.008  # whole-hand 2D offset, fraction of the hand's pixel size
+TILT_SD_DEG = 12.0  # world landmarks: out-of-plane tilt the 2D cannot show
+FINGER_DEPTH_SD_M = 0.008  # world landmarks: a finger's depth off as a whole
+JITTER_SD_M = 0.004  # world landmarks: per-keypoint 3D jitter
 POSE_WEIGHTS = {"open": 1, "relaxed": 1.5, "half_curl": 1.5, "fist_thumb_across": 1.5, "fist_thumb_side": 1,
                 "point": 1, "two": 1, "thumbs_up": 1, "pinch": 1, "random": 1.5}
 
@@ -110,8 +136,21 @@ def sample_proportions(rng) -> dict:
                 cmc=np.array(THUMB_CMC) * rng.normal(1.0, 0.06, 3))
 
 
+def _clip_pose(out: dict) -> dict:
+    """Keeps a pose inside the anatomical ranges (`RANGES`, Hume et al. 1990; thumb: AAOS 1965, Kapandji 1986)."""
+    for f in FINGERS:
+        a = out[f]
+        for k in ("mcp", "pip", "dip", "abd"):
+            lo, hi = RANGES["little" if (f == "little" and k in ("mcp", "abd")) else "finger"][k]
+            a[k] = float(np.clip(a[k], lo, hi))
+    for k, (lo, hi) in RANGES["thumb"].items():
+        out["thumb"][k] = float(np.clip(out["thumb"][k], lo, hi))
+    return out
+
+
 def sample_pose(rng) -> tuple[str, dict]:
-    """A pose class and its angles (degrees): per finger mcp, pip, dip, abd; thumb cmc_flex, cmc_abd, mcp, ip, rot."""
+    """A pose class and its angles (degrees): per finger mcp, pip, dip, abd; thumb cmc_flex, cmc_abd, mcp, ip, rot.
+    Every angle is inside the anatomical ranges (`RANGES`); DIP flexion is 0.4-0.9 of PIP flexion."""
     names = list(POSE_WEIGHTS)
     p = np.array([POSE_WEIGHTS[n] for n in names], float)
     name = names[rng.choice(len(names), p=p / p.sum())]
@@ -120,19 +159,30 @@ def sample_pose(rng) -> tuple[str, dict]:
         for f in FINGERS:
             pip = rng.uniform(0, 105)
             out[f] = dict(mcp=rng.uniform(-10, 90), pip=pip, dip=pip * rng.uniform(0.4, 0.9), abd=rng.uniform(-12, 12))
-        out["thumb"] = dict(cmc_flex=rng.uniform(-10, 45), cmc_abd=rng.uniform(0, 40), mcp=rng.uniform(-5, 55),
+        out["thumb"] = dict(cmc_flex=rng.uniform(-10, 40), cmc_abd=rng.uniform(0, 30), mcp=rng.uniform(-5, 55),
                             ip=rng.uniform(-10, 75), rot=rng.uniform(-10, 20))
-        return name, out
+        return name, _clip_pose(out)
     fingers, thumb = POSES[name]
     for f in FINGERS:
         mcp, pip = fingers[f]
-        pip = float(np.clip(pip + rng.normal(0, 8), 0, 110))
-        out[f] = dict(mcp=float(np.clip(mcp + rng.normal(0, 8), -10, 95)), pip=pip,
-                      dip=pip * rng.uniform(0.4, 0.9), abd=rng.normal(0, 4))
+        pip = pip + rng.normal(0, 8)
+        out[f] = dict(mcp=mcp + rng.normal(0, 8), pip=pip, dip=max(pip, 0.0) * rng.uniform(0.4, 0.9),
+                      abd=rng.normal(0, 4))
     c_f, c_a, t_m, t_i = thumb
     out["thumb"] = dict(cmc_flex=c_f + rng.normal(0, 6), cmc_abd=c_a + rng.normal(0, 6), mcp=t_m + rng.normal(0, 8),
                         ip=t_i + rng.normal(0, 10), rot=rng.normal(5, 5))
-    return name, out
+    return name, _clip_pose(out)
+
+
+def perceive(rng, pose: dict) -> dict:
+    """The pose as a keypoint network perceives it: every angle off by a shared error (`PERCEIVED_SD_DEG`),
+    clipped to the anatomical ranges. Both the 2D keypoints and the world landmarks are made from this one
+    perceived hand, so their errors agree where a real network's do (in the image plane)."""
+    out = {f: {k: v + rng.normal(0, PERCEIVED_SD_DEG[k]) for k, v in pose[f].items()} for f in FINGERS}
+    out["thumb"] = {k: v + rng.normal(0, PERCEIVED_SD_DEG["thumb"]) for k, v in pose["thumb"].items()}
+    for f in FINGERS:  # a network's error in the PIP and DIP flexions goes together (a curl, not a kink)
+        out[f]["dip"] = max(out[f]["dip"] + 0.5 * (out[f]["pip"] - pose[f]["pip"]), 0.0)
+    return _clip_pose(out)
 
 
 def skeleton(prop: dict, pose: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +221,7 @@ def skeleton(prop: dict, pose: dict) -> tuple[np.ndarray, np.ndarray]:
     d_rest = _unit(_rot(n, np.radians(40.0)) @ u)
     d = _rot(n, -np.radians(t["cmc_flex"])) @ d_rest
     side = _unit(np.cross(d, n))
-    d = _rot(side, np.radians(30.0 + t["cmc_abd"])) @ d
+    d = _rot(side, -np.radians(30.0 + t["cmc_abd"])) @ d
     # flexion plane of the thumb's MCP / IP: pronated ~70 deg from the fingers', bending towards the palm centre
     bend = _unit(np.cos(np.radians(70 + t["rot"])) * (-n) + np.sin(np.radians(70 + t["rot"])) * (-w))
     bend = _unit(bend - np.dot(bend, d) * d)
@@ -191,20 +241,17 @@ def _random_rotation(rng, max_deg: float) -> np.ndarray:
     return _rot(axis, np.radians(rng.uniform(0, max_deg)))
 
 
-def make_hand(rng, side: str) -> dict:
-    """One record: ground truth in the camera frame plus the simulated keypoint-stage output."""
-    prop = sample_proportions(rng)
-    pose_name, pose = sample_pose(rng)
-    kp, hidden = skeleton(prop, pose)
+def _place(rng, kp: np.ndarray, side: str) -> tuple:
+    """A random view and position of hand-frame keypoints (21, 3): -> (the hand-frame -> camera rotation,
+    the camera-frame translation, K). The whole hand lies inside the image."""
     # hand frame -> camera (x right, y down, z forward): palm (-n) towards the camera (-z), fingers up (-y),
     # so a right hand's thumb (w) is on the image's right (+x); a proper rotation (det +1: no mirroring)
     base = np.stack([[0, -1, 0], [1, 0, 0], [0, 0, 1]], axis=1).astype(float)  # columns: images of u, w, n
-    if side == "left":
-        kp = kp * [1, -1, 1]  # mirror: thumb on the other side
     view = _random_rotation(rng, 75.0) @ _rot(np.array([0, 0, 1.0]), np.radians(rng.uniform(-60, 60)))
     if rng.uniform() < 0.2:  # back of the hand towards the camera
         view = view @ _rot(np.array([0, 1.0, 0]), np.pi)
-    rel = kp @ (view @ base).T
+    R = view @ base
+    rel = kp @ R.T
     f = rng.uniform(900, 1400)
     W, H = IMAGE_SIZE
     K = np.array([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1.0]])
@@ -212,40 +259,84 @@ def make_hand(rng, side: str) -> dict:
     centre = rel.mean(0)
     for _ in range(20):  # the whole hand inside the image
         uv0 = rng.uniform([0.2 * W, 0.2 * H], [0.8 * W, 0.8 * H])
-        root = np.array([(uv0[0] - K[0, 2]) / f * z, (uv0[1] - K[1, 2]) / f * z, z]) - centre
-        joints = rel + root
+        t = np.array([(uv0[0] - K[0, 2]) / f * z, (uv0[1] - K[1, 2]) / f * z, z]) - centre
+        joints = rel + t
         uv = joints @ K.T
         uv = uv[:, :2] / uv[:, 2:]
         if (uv.min(0) > 5).all() and (uv.max(0) < [W - 6, H - 6]).all() and (joints[:, 2] > 0.1).all():
             break
+    return R, t, K
+
+
+def _project(joints: np.ndarray, K: np.ndarray) -> np.ndarray:
+    uv = joints @ K.T
+    return uv[:, :2] / uv[:, 2:]
+
+
+def make_hand(rng, side: str) -> dict:
+    """One record: ground truth in the camera frame plus the simulated keypoint-stage output.
+
+    The keypoint stage sees a "perceived" hand (`perceive`: the true proportions with every joint angle off by
+    a few degrees, and a slightly wrong global orientation); its 2D keypoints are that hand's projection plus
+    pixel noise, its world landmarks that hand in metric 3D plus the errors 2D cannot show (out-of-plane tilt,
+    flattened depth, scale). So the two agree in the image plane, as a real network's outputs do."""
+    prop = sample_proportions(rng)
+    pose_name, pose = sample_pose(rng)
+    kp, hidden = skeleton(prop, pose)
+    seen = perceive(rng, pose)
+    kp_seen, _ = skeleton(prop, seen)
+    if side == "left":  # mirror: thumb on the other side
+        kp, kp_seen = kp * [1, -1, 1], kp_seen * [1, -1, 1]
+    R, t, K = _place(rng, kp, side)
+    joints = kp @ R.T + t
+    uv = _project(joints, K)
+    # the perceived hand: the same wrist, its orientation off by a small rotation (sd GLOBAL_SD_DEG)
+    wrist = joints[0]
+    seen_cam = (kp_seen - kp_seen[0]) @ (_random_normal_rotation(rng, GLOBAL_SD_DEG) @ R).T + wrist
+    uv_seen = _project(seen_cam, K)
     size = float(np.ptp(uv, axis=0).max())
-    # 2D noise: hand offset + per finger + per keypoint (tips 1.5x, hidden 2x)
-    noise = rng.normal(0, 0.01 * size, 2)[None]
-    for k0 in (1, 5, 9, 13, 17):
-        noise = noise + np.where((np.arange(21) >= k0) & (np.arange(21) < k0 + 4), 1.0, 0.0)[:, None] \
-            * rng.normal(0, 0.015 * size, 2)[None]
-    per = rng.normal(0, 0.02 * size, (21, 2))
+    # 2D pixel noise on top: hand offset + per keypoint (tips 1.5x, hidden 2x)
+    per = rng.normal(0, PIXEL_SD * size, (21, 2))
     per[[4, 8, 12, 16, 20]] *= 1.5
     per[hidden] *= 2.0
-    uv_det = uv + noise + per
+    uv_det = uv_seen + rng.normal(0, OFFSET_SD * size, 2)[None] + per
+    f = K[0, 0]
     c = rng.uniform(0.05, 0.55)
-    d = c * f * (joints[:, 2] - joints[0, 2]) / joints[9, 2] + rng.normal(0, 0.05 * size, 21)
-    world = world_landmarks(rng, joints)
+    d = c * f * (seen_cam[:, 2] - seen_cam[0, 2]) / seen_cam[9, 2] + rng.normal(0, 0.05 * size, 21)
+    world = world_landmarks(rng, seen_cam)
     hand = dict(side=side, presence=0.99, keypoints_uvd=np.concatenate([uv_det, d[:, None]], 1).round(4).tolist(),
                 confidence=[0.99] * 21, world_landmarks=world.round(6).tolist())
     return dict(K=K, joints=joints, uv=uv, hand=hand, pose=pose_name, size_px=size, length=prop["length"])
 
 
+def _random_normal_rotation(rng, sd_deg: float) -> np.ndarray:
+    """A rotation about a uniformly random axis by an angle ~ N(0, sd_deg)."""
+    return _rot(rng.normal(size=3), np.radians(rng.normal(0, sd_deg)))
+
+
 def world_landmarks(rng, joints: np.ndarray) -> np.ndarray:
-    """MediaPipe-like metric landmarks: (21, 3) camera-frame joints -> (21, 3) hand-centred, camera axes."""
+    """MediaPipe-like metric landmarks of the perceived hand: (21, 3) camera-frame joints -> (21, 3)
+    hand-centred, camera axes, with the errors the image plane cannot show: an out-of-plane tilt (sd
+    TILT_SD_DEG), depth flattened by a factor in [0.6, 1], a scale in [0.7, 1.05], depth noise per finger and
+    a small 3D jitter per keypoint."""
     rel = joints - joints.mean(0)
-    tilt_axis = np.array([*rng.normal(size=2), 0.0])  # out of the image plane
-    R = _rot(tilt_axis, np.radians(rng.normal(0, 10)))
+    tilt_axis = np.array([*rng.normal(size=2), 0.0])  # in the image plane: the hand tilts out of it
+    R = _rot(tilt_axis, np.radians(rng.normal(0, TILT_SD_DEG)))
     w = (rel * [1, 1, rng.uniform(0.6, 1.0)]) @ R.T * rng.uniform(0.7, 1.05)
-    # per-finger correlated error (a finger's landmarks move together: a learned hand is smooth) + jitter
     fingers = np.repeat(np.arange(5), 4)
-    w[1:] += rng.normal(0, 0.005, (5, 3))[fingers]
-    return w + rng.normal(0, 0.003, (21, 3))
+    w[1:, 2] += rng.normal(0, FINGER_DEPTH_SD_M, 5)[fingers]  # a finger's depth off as a whole
+    return w + rng.normal(0, JITTER_SD_M, (21, 3))
+
+
+def error_agreement(uv_det, world, joints, uv, K) -> float:
+    """How much a keypoint stage's 2D error and its world-landmark error agree: the cosine between the 2D error
+    (21 x 2 px) and the error of the world landmarks, similarity-aligned to the true joints and projected.
+    (uv_det (21, 2), world (21, 3), joints (21, 3) camera frame, uv (21, 2) their projection, K) -> [-1, 1]."""
+    from engine import metrics
+
+    aligned = metrics.procrustes_align(np.asarray(world)[None], np.asarray(joints)[None], scale=True)[0]
+    e2, ew = np.asarray(uv_det) - uv, _project(aligned, K) - uv
+    return float(np.sum(e2 * ew) / max(np.sqrt(np.sum(e2**2) * np.sum(ew**2)), 1e-12))
 
 
 def make_set(out: pathlib.Path, n: int, seed: int) -> dict:
@@ -256,7 +347,7 @@ def make_set(out: pathlib.Path, n: int, seed: int) -> dict:
 
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
-    records, images, poses, e2, ew, rel_err = [], {}, {}, [], [], []
+    records, images, poses, e2, ew, epa, cos, rel_err = [], {}, {}, [], [], [], [], []
     for i in range(n):
         side = "right" if rng.uniform() < 0.6 else "left"
         h = make_hand(rng, side)
@@ -270,11 +361,15 @@ def make_set(out: pathlib.Path, n: int, seed: int) -> dict:
         rel_err.append(e2[-1] / h["size_px"])
         wl = np.asarray(h["hand"]["world_landmarks"])
         ew.append(metrics.joint_errors_3d(wl[None], h["joints"][None], "rigid").mean())
+        epa.append(metrics.pa_mpjpe(wl[None], h["joints"][None])[0])
+        cos.append(error_agreement(det, wl, h["joints"], h["uv"], h["K"]))
     (out / "annotations_normalized.json").write_text(json.dumps(records))
     save_detections(out / DETECTIONS, images)
     summary = dict(n=n, seed=seed, poses=poses, keypoint_px_error_mean=round(float(np.mean(e2)), 2),
                    keypoint_error_of_hand_size=round(float(np.mean(rel_err)), 4),
-                   world_rigid_error_mm_median=round(1000 * float(np.median(ew)), 1))
+                   world_rigid_error_mm_median=round(1000 * float(np.median(ew)), 1),
+                   world_pa_error_mm_median=round(1000 * float(np.median(epa)), 1),
+                   error_agreement_mean=round(float(np.mean(cos)), 3))
     (out / "PROVENANCE.md").write_text(
         "# Synthetic mismatch set (issue 14)\n\nMade by `scripts/make_mismatch_set.py` "
         f"(--n {n} --seed {seed}); hands from published anthropometry, not from any hand model: see that script's "

@@ -12,16 +12,16 @@ import re
 import engine.tailor
 
 ENGINE = pathlib.Path(engine.tailor.__file__).resolve().parents[1]
-REQUIRED = {4, 5, 9, 10, 11, 12, 13, 14, 15, 16, 17}
-MARK = re.compile(r"\bEq\. (\d+):")
+REQUIRED = {"4", "5", "9", "10", "11", "12", "13", "14", "15", "16", "17", "P1", "P2", "P3", "P4"}
+MARK = re.compile(r"\bEq\. (P?\d+):")  # the paper's equations by number, the project's own as P1, P2, ...
 
 
-def table() -> dict[int, str]:
-    rows = re.findall(r"^\| (\d+) \|.*\| (engine\.[\w.]+) \|$", engine.tailor.__doc__, re.M)
-    return {int(n): path for n, path in rows}
+def table() -> dict[str, str]:
+    rows = re.findall(r"^\| (P?\d+) \|.*\| (engine\.[\w.]+) \|$", engine.tailor.__doc__, re.M)
+    return {n: path for n, path in rows}
 
 
-def marked() -> dict[int, list[str]]:
+def marked() -> dict[str, list[str]]:
     """Equation -> the functions whose docstring's first line carries its "Eq. N:" mark."""
     out: dict[int, list[str]] = {}
     for path in sorted(ENGINE.rglob("*.py")):
@@ -30,7 +30,7 @@ def marked() -> dict[int, list[str]]:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 doc = (ast.get_docstring(node) or "").split("\n")[0]
                 for n in MARK.findall(doc):
-                    out.setdefault(int(n), []).append(f"{module}.{node.name}")
+                    out.setdefault(n, []).append(f"{module}.{node.name}")
     return out
 
 

@@ -22,7 +22,7 @@ def test_bench_json(capsys):
         assert out["loop_one_kernel"] == {"single": True, "batched": False}
     rows = out["iterations_table"]
     assert {(r["adam"], r["iterations"]) for r in rows} == {
-        (a, i) for a in ("paper", "authors") for i in (10, 20, 50, 100)
+        (a, i) for a in ("paper", "authors", "default") for i in (10, 20, 50, 100)
     }
     for r in rows:
         assert r["residual_2d_px"] < out["initial_residual_2d_px"]

@@ -58,9 +58,14 @@ CASES = [
     (E.twist_energy, (J3,)),
     (E.identity_energy, (np.zeros((B, 16, 3), np.float32), np.ones((B, 10), np.float32), np.zeros((B, 10)))),
     (E.temporal_energy, (J3, np.ones(B, bool))),
+    (E.depth_prior_energy, (J3, J3 * 1.1, ONES)),
+    (E.hand_size, (np.zeros((16, 3), np.float32), np.ones((16, 3, 10), np.float32), np.ones((B, 10), np.float32))),
+    (E.size_energy, (np.ones((B, 10), np.float32), ONES, np.zeros((16, 3), np.float32),
+                     np.ones((16, 3, 10), np.float32))),
     (E.total_energy, (ONES, ONES, ONES)),
     (S.perspective_scale, (J3 - J3[:, :1], J3[:, 0], KM, KP, CONF, ONES)),
     (S.weak_perspective_scale, (J3, KP[:, 0], KP, CONF, ONES)),
+    (S.place_at_distance, (J3[:, 0], ONES)),
 ]
 
 

@@ -174,3 +174,95 @@ def test_scale_degenerate_inputs_are_finite(case):
     assert (s >= S.S_MIN).all() and (s <= S.S_MAX).all() and (w > 0).all()
     if case in ("zero_confidence", "edge_on"):
         np.testing.assert_array_equal(w, fb * 1000)
+
+
+# ------------------------------------------------------------------------- the project's terms (P1..P4)
+def _hand(seed=0):
+    """(1, 21, 3) a random hand-sized skeleton (m), the reference bone 0 -> 9 about 8 cm."""
+    rng = np.random.default_rng(seed)
+    j = rng.normal(size=(1, 21, 3)).astype(np.float32) * 0.03
+    j[0, 0] = 0.0
+    j[0, 9] = [0.08, 0.0, 0.0]
+    return j
+
+
+def test_depth_prior_energy_hand_computed():
+    j0 = _hand()
+    bone = np.linalg.norm(j0[:, 9] - j0[:, 0], axis=-1)
+    assert float(E.depth_prior_energy(j0, j0, bone)[0]) == 0.0
+    # one fingertip 1 cm deeper than the hand module had it: (0.01 / bone)^2 over the 15 finger keypoints
+    j = j0.copy()
+    j[0, 8, 2] += 0.01
+    np.testing.assert_allclose(E.depth_prior_energy(j, j0, bone), (0.01 / bone) ** 2 / 15, rtol=1e-5)
+    # each finger moved in depth as a whole with its base (the palm tilted), the wrist too: free
+    j = j0.copy()
+    for base, dz in zip((1, 5, 9, 13, 17), (0.01, 0.02, -0.01, 0.02, 0.03)):
+        j[0, base:base + 4, 2] += dz
+    j[0, 0, 2] += 0.005
+    np.testing.assert_allclose(E.depth_prior_energy(j, j0, bone), 0.0, atol=1e-9)
+    # in-plane motion is free too, and the energy has no unit: a hand twice the size, twice the change
+    j = j0.copy()
+    j[0, 12, :2] += 0.03
+    j[0, 12, 2] -= 0.004
+    want = float(E.depth_prior_energy(j, j0, bone)[0])
+    np.testing.assert_allclose(want, (0.004 / bone[0]) ** 2 / 15, rtol=1e-5)
+    np.testing.assert_allclose(E.depth_prior_energy(2 * j, 2 * j0, 2 * bone), want, rtol=1e-5)
+
+
+def test_size_energy_holds_the_size_not_the_proportions():
+    from engine.hand_model import load_hand_model
+    from engine.tailor import model_params
+
+    hand = model_params(load_hand_model())
+    beta0 = np.zeros((1, 10), np.float32)
+    size0 = E.hand_size(hand.J0, hand.Jdirs, beta0)
+    assert 0.06 < float(size0[0]) < 0.12  # meters: a hand's joints ~9 cm from the wrist on average
+    assert float(E.size_energy(beta0, size0, hand.J0, hand.Jdirs)[0]) == 0.0
+    # beta_0 (the open hand's size direction, +5.5 % per unit): ((S - S0) / S0)^2 = 0.055^2
+    grow = beta0.copy()
+    grow[0, 0] = 1.0
+    np.testing.assert_allclose(E.size_energy(grow, size0, hand.J0, hand.Jdirs), 0.055**2, rtol=0.05)
+    # a proportion change (palm width) costs far less than the same amount of size
+    wide = beta0.copy()
+    wide[0, 1] = 1.0
+    assert float(E.size_energy(wide, size0, hand.J0, hand.Jdirs)[0]) < 0.1 * 0.055**2
+
+
+def test_identity_energy_part_weights():
+    d = np.zeros((1, 16, 3), np.float32)
+    d[0, 0] = [0.1, 0.0, 0.0]  # global rotation
+    d[0, 5] = [0.0, 0.2, 0.0]  # a finger joint
+    beta, beta0 = np.full((1, 10), 0.5, np.float32), np.zeros((1, 10), np.float32)
+    np.testing.assert_allclose(E.identity_energy(d, beta, beta0), 0.01 + 0.04 + 2.5, rtol=1e-6)  # the paper's
+    np.testing.assert_allclose(E.identity_energy(d, beta, beta0, 0.1, 0.2), 0.001 + 0.04 + 0.5, rtol=1e-6)
+
+
+def test_total_energy_adds_the_project_terms():
+    one = np.ones(2, np.float32)
+    np.testing.assert_allclose(E.total_energy(one, one, one, 1.0, 100.0, 0.1), 101.1, rtol=1e-6)
+    np.testing.assert_allclose(E.total_energy(one, one, one, 1.0, 100.0, 0.1, 2 * one, 3 * one, 10.0, 1000.0),
+                               101.1 + 20.0 + 3000.0, rtol=1e-6)
+
+
+def test_place_at_distance_gives_the_same_image_at_the_hand_size():
+    rng = np.random.default_rng(1)
+    rel = (rng.normal(size=(3, 21, 3)) * 0.04).astype(np.float32)
+    root = np.array([[0.05, -0.02, 0.5], [0.0, 0.0, 0.3], [-0.1, 0.05, 0.8]], np.float32)
+    s = np.array([1.2, 0.8, 1.05], np.float32)
+    scaled = project_perspective(root[:, None] + s[:, None, None] * rel, K)  # the paper: the hand scaled
+    placed = project_perspective(np.asarray(S.place_at_distance(root, s))[:, None] + rel, K)  # the hand moved
+    np.testing.assert_allclose(placed, scaled, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(S.place_at_distance(root, s))[:, 2], root[:, 2] / s, rtol=1e-6)
+
+
+def test_annealed_lr_runs_from_lr_to_lr_final():
+    from engine.tailor import TailorConfig
+    from engine.tailor.transform import annealed_lr
+
+    sched = annealed_lr(TailorConfig(lr=0.05, lr_final=0.2, iterations=20).settings())
+    got = np.array([float(sched(c)) for c in (0, 10, 19, 30)])
+    np.testing.assert_allclose(got, [0.05, 0.05 * 0.2 ** (10 / 19), 0.01, 0.01], rtol=1e-5)
+    const = annealed_lr(TailorConfig(lr=0.03, lr_final=1.0, iterations=5).settings())
+    np.testing.assert_allclose([float(const(c)) for c in range(5)], 0.03, rtol=1e-6)
+    single = annealed_lr(TailorConfig(lr=0.05, lr_final=0.2, iterations=1).settings())
+    assert float(single(0)) == np.float32(0.05)

@@ -217,3 +217,34 @@ def test_empty_batch(model):
     out = fit(model, np.zeros((0, 16, 4)), np.zeros((0, 10)), np.zeros((0, 3)), np.zeros((0, 21, 2)), None, None,
               np.eye(3))
     assert out["theta"].shape == (0, 16, 4) and out["joints_3d"].shape == (0, 21, 3)
+
+
+def test_scale_as_a_distance_gives_the_paper_image_at_the_hand_size(model, case):
+    """Eq. P3: with 0 iterations the default (s* as a distance) and the paper's reading (s* as a scale) give
+    the same image; the default keeps hand_scale0 and moves the wrist along its ray instead."""
+    hs0 = np.full(B, 1.1)
+    dist = _fit(model, case, config=TailorConfig(iterations=0, fit_root_xy=False), hand_scale0=hs0)
+    scale = _fit(model, case, config=TailorConfig.paper(iterations=0, fit_root_xy=False), hand_scale0=hs0)
+    np.testing.assert_allclose(dist["hand_scale"], hs0)
+    assert np.abs(scale["hand_scale"] - hs0).max() > 0.01  # the case's hand module is off in size
+    np.testing.assert_allclose(scale["root"], case["root0"], atol=1e-6)
+    s_rel = scale["hand_scale"] / hs0  # the paper's s*, relative to the hand's scale
+    np.testing.assert_allclose(dist["root"], case["root0"] / s_rel[:, None], rtol=1e-4)
+    np.testing.assert_allclose(project_perspective(dist["joints_3d"], case["K"]),
+                               project_perspective(scale["joints_3d"], case["K"]), atol=0.02)
+    # where the root is locked the paper's reading remains: the hand is scaled
+    locks = {"lock_root": np.ones(B, bool)}
+    locked = _fit(model, case, config=TailorConfig(iterations=0, fit_root_xy=False), hand_scale0=hs0, locks=locks)
+    np.testing.assert_allclose(locked["hand_scale"], scale["hand_scale"], rtol=1e-5)
+
+
+def test_weak_perspective_distance_keeps_the_hand_size(model, case):
+    ps0 = np.full(B, 900.0)
+    dist = _fit(model, case, K=None, config=TailorConfig(camera_model="weak_perspective", iterations=0),
+                projection_scale0=ps0)
+    paper = _fit(model, case, K=None, config=TailorConfig.paper(camera_model="weak_perspective", iterations=0),
+                 projection_scale0=ps0)
+    np.testing.assert_allclose(dist["hand_scale"], 1.0)
+    assert np.abs(paper["hand_scale"] - 1.0).max() > 0.01
+    # the same pixels per model meter in total: the distance (projection_scale) took what the size did not
+    np.testing.assert_allclose(dist["projection_scale"], paper["projection_scale"] * paper["hand_scale"], rtol=1e-4)

@@ -59,7 +59,8 @@ def test_one_jitted_update_is_a_hand_computed_adam_step(setup):
     g1 = _grad(hand, settings, problem, s1.params)
     m2 = [b1 * m + (1 - b1) * g for m, g in zip(m1, g1)]
     v2 = [b2 * v + (1 - b2) * g * g for v, g in zip(v1, g1)]
-    p2 = [p - lr * (m / (1 - b1**2)) / (np.sqrt(v / (1 - b2**2)) + eps) for p, m, v in zip(p1, m2, v2)]
+    lr2 = lr * config.lr_final ** (1 / (config.iterations - 1))  # Eq. P4: the step anneals geometrically
+    p2 = [p - lr2 * (m / (1 - b1**2)) / (np.sqrt(v / (1 - b2**2)) + eps) for p, m, v in zip(p1, m2, v2)]
     for got, want in zip(s2.params, p2):
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
     # a step is about lr per free coordinate (Adam's first step is lr * sign(g)); locked ones do not move

@@ -269,4 +269,4 @@ def pair_ratios(keypoints: np.ndarray, pairs: np.ndarray) -> np.ndarray:
 # Palm pair lengths (reference-bone units) of the shipped open hand model at beta = 0, rounded; used by the
 # weak-perspective fallback when the caller gives no model (PALM_PAIRS order). Checked against the model in
 # tests/test_lifting.py.
-GENERIC_PALM_LENGTHS = np.array([0.385, 0.98, 1.0, 0.947, 0.899, 0.219, 0.21, 0.21, 0.674])
+GENERIC_PALM_LENGTHS = np.array([0.442, 1.024, 1.0, 0.957, 0.91, 0.294, 0.262, 0.231, 0.666])

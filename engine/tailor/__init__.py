@@ -1,4 +1,5 @@
-"""The tailor (paper Sec. 3.4-3.5): analytic hand scale, then Adam on E = E_J + 100 E_g + 0.1 E_id, in JAX.
+"""The tailor (paper Sec. 3.4-3.5): analytic hand scale, then Adam on E = E_J + 100 E_g + 3 E_id + 200 E_z +
+1000 E_size, in JAX.
 
     from engine.tailor import TailorConfig, fit
     out = fit(model, theta0, beta0, root0, keypoints_2d, confidence, valid, K, locks, TailorConfig())
@@ -27,6 +28,16 @@ tests/test_equations.py), the hand module's included:
 | 15 | s from the reference bone (pixels per bone unit) | engine.hand_module.lifting.bone_scale |
 | 16 | weak-perspective projection Pi(M s) + t | engine.camera.project_weak_perspective |
 | 17 | s, the analytic projection scale under weak perspective | engine.tailor.scale.weak_perspective_scale |
+
+The project's own terms (issue 14: the tailor must improve 3D, not trade it for 2D), numbered P1..P4, each
+with its weight in `TailorConfig` and measured in `TailorConfig`'s docstring:
+
+| Eq. | what | function |
+|---|---|---|
+| P1 | E_z, each finger's depth relative to its base kept near the hand module's (2D cannot see it) | engine.tailor.energies.depth_prior_energy |
+| P2 | E_size, the hand's metric size held (a person's, not a per-frame unknown) | engine.tailor.energies.size_energy |
+| P3 | s* as a distance: the wrist moved along its ray, the hand kept at its size | engine.tailor.scale.place_at_distance |
+| P4 | Adam's annealed step size, lr -> lr * lr_final over the iterations | engine.tailor.transform.annealed_lr |
 """
 
 from engine.tailor.api import CAMERA_MODELS, TailorConfig, fit, model_params

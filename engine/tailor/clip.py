@@ -189,10 +189,14 @@ def fit_timeline(model, positions: np.ndarray, n_frames: int, init: dict, keypoi
 
     positions (M,) increasing frame positions with an observation; init: the hand module's theta (M,16,4),
     beta (M,10), root (M,3), hand_scale (M,), projection_scale (M,) (optional: ones / NaN);
-    keypoints_2d (M,21,2), confidence (M,21) the evidence. With `config.temporal_weight > 0` the depth the
-    tailor keeps (weak perspective: f / projection_scale; perspective: the lifted root's z) is smoothed
-    over time first (zero phase, no lag); the per-frame size then goes to hand_scale. Returns theta, beta,
-    root, hand_scale, projection_scale, joints_3d (n_frames, ...), keypoints_2d, confidence and valid.
+    keypoints_2d (M,21,2), confidence (M,21) the evidence. `hold_identity` (one identity per track, the
+    capture's default): beta and hand_scale are locked at init's (the track's) and s* is read as the distance
+    (`TailorConfig.scale_as_distance`), smoothed over the track by `smooth_distance` when a temporal term is
+    on. Without it (a shape per frame) and with a temporal term, the depth the tailor keeps (weak
+    perspective: f / projection_scale; perspective: the lifted root's z) is smoothed first (zero phase, no
+    lag) and the per-frame size goes to hand_scale (s* as a scale: as a distance it would undo the
+    smoothing). Returns theta, beta, root, hand_scale, projection_scale, joints_3d (n_frames, ...),
+    keypoints_2d, confidence and valid.
     """
     pos = np.asarray(positions, np.int64)
     M = len(pos)
@@ -217,10 +221,12 @@ def fit_timeline(model, positions: np.ndarray, n_frames: int, init: dict, keypoi
     if hold_identity:  # one identity per track: the tailor keeps beta and the size; s* becomes the distance
         locks = {"lock_theta": np.zeros((L, 16), bool), "lock_beta": np.ones(L, bool), "lock_root": np.zeros(L, bool),
                  "lock_hand_scale": np.ones(L, bool)}
+        config = config._replace(scale_as_distance=True)
     smooth = (float(config.temporal_weight) > 0 or float(config.rotation_smoothing) > 0) and DEPTH_SIGMA > 0
     if smooth and hold_identity:
         arrays, config = smooth_distance(model, arrays, K, config, locks, timer)
-    elif smooth:
+    elif smooth:  # a shape per frame: the smoothed depth stays, the per-frame size goes to hand_scale
+        config = config._replace(scale_as_distance=False)
         if config.camera_model == "weak_perspective":
             arrays["projection_scale"] = np.exp(smooth_series(np.log(arrays["projection_scale"]), valid_line, DEPTH_SIGMA))
         else:

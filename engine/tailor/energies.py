@@ -1,4 +1,4 @@
-"""The tailor's energies (paper Eq. 9, 10, 11, 13) as pure jitted functions of joint arrays.
+"""The tailor's energies (paper Eq. 9, 10, 11, 13; the project's P1, P2) as pure jitted functions of arrays.
 
 Units decide what the paper's weights (lambda_J, lambda_g, lambda_id = 1, 100, 0.1) mean, so they are fixed
 here for any footage:
@@ -9,6 +9,8 @@ here for any footage:
 * E_g is evaluated on joints divided by the reference bone length (keypoint 0 -> 9), so it is dimensionless
   (a unit-bone hand) and independent of the hand's size and distance.
 * E_id is in radians^2 (pose, as the axis-angle change of each joint rotation) plus beta units^2.
+* E_z (P1, the fingers' depth prior) is in reference-bone lengths squared; E_size (P2, the size held) is a
+  squared relative size change: both dimensionless, whatever the hand's size and distance.
 * The temporal term E_t is on camera-frame joints divided by the reference bone length (dimensionless).
 
 Every function takes a leading batch axis B (frames) and returns one value per frame unless stated.
@@ -30,6 +32,8 @@ __all__ = [
     "twist_energy",
     "twist_terms",
     "identity_energy",
+    "depth_prior_energy",
+    "size_energy",
     "temporal_energy",
     "rotation_temporal_energy",
     "total_energy",
@@ -146,17 +150,84 @@ def twist_energy(joints_3d):
 
 
 @jax.jit
-def identity_energy(delta_pose, beta, beta0):
-    """E_id, Eq. 11: ||beta - beta'||^2 + ||theta - theta'||^2.
+def identity_energy(delta_pose, beta, beta0, global_weight=1.0, beta_weight=1.0):
+    """Eq. 11: E_id = ||beta - beta'||^2 + ||theta - theta'||^2, each part weighted (paper: 1 and 1).
+
+    The global rotation (joint 0) and the shape have their own weights relative to the 15 finger joints:
+    2D sees the hand's orientation in the image and its proportions better than each finger's depth, so
+    the tailor holds the fingers' articulation (the hand module's) more firmly than those two.
 
     Args:
       delta_pose: (B, J, 3) axis-angle of each joint's rotation relative to its initial value (theta - theta'
         in the tangent space), radians.
       beta: (B, 10) shape; beta0: (B, 10) its initial value.
+      global_weight: weight of joint 0's change (the global rotation); beta_weight: weight of the shape part.
     Returns:
       (B,) energy in radians^2 + beta units^2.
     """
-    return jnp.sum(delta_pose**2, axis=(-2, -1)) + jnp.sum((beta - beta0) ** 2, axis=-1)
+    sq = jnp.sum(delta_pose**2, axis=-1)  # (B, J)
+    pose = jnp.sum(sq, axis=-1) + (global_weight - 1.0) * sq[:, 0]
+    return pose + beta_weight * jnp.sum((beta - beta0) ** 2, axis=-1)
+
+
+@jax.jit
+def depth_prior_energy(joints_rel, joints_rel0, bone):
+    """Eq. P1: E_z, each finger's depth kept near the hand module's, which 2D cannot see.
+
+    E_z = mean over the 15 finger keypoints k (not the wrist, not the finger bases: thumb CMC, MCPs) of
+    ((z_k - z_b(k)) - (z'_k - z'_b(k)))^2 / B'^2, where b(k) is k's finger base and primes are the initial
+    (hand module's) values: how far each finger bends towards or away from the camera relative to its base,
+    compared with the hand module's estimate, in reference-bone lengths. The palm's own tilt is left to 2D
+    (its foreshortening) and to E_id's global part. A Gaussian prior of sd sigma_z (m) on these depths
+    against 2D noise of sd sigma_2D (crop px) has the weight lambda_z ~ (sigma_2D B' / sigma_z)^2 / 2.
+
+    Args:
+      joints_rel: (B, K, 3) posed keypoints, camera axes, meters (any origin, any common scale with rel0).
+      joints_rel0: (B, K, 3) the initial keypoints, same axes and scale.
+      bone: (B,) the reference bone length of joints_rel0, same units (floored at 1e-9).
+    Returns:
+      (B,) dimensionless energy (reference-bone lengths squared).
+    """
+    b = joints_rel.shape[0]
+
+    def finger_depths(j):  # (B, 5, 4): each finger's keypoints base-to-tip, depth relative to the base
+        z = j[:, 1:, 2].reshape(b, 5, 4)
+        return z[:, :, 1:] - z[:, :, :1]
+
+    d = finger_depths(joints_rel) - finger_depths(joints_rel0)
+    return jnp.mean(d * d, axis=(-2, -1)) / jnp.maximum(bone, 1e-9) ** 2
+
+
+def hand_size(J0, Jdirs, beta):
+    """The hand's size at rest: the RMS distance of the 16 rest joints from the wrist joint.
+
+    Args:
+      J0: (J, 3) rest joints at beta = 0; Jdirs: (J, 3, 10) their shape directions (`jax_layer.JaxHandParams`).
+      beta: (B, 10) shape.
+    Returns:
+      (B,) meters.
+    """
+    J = J0[None] + jnp.einsum("jcs,bs->bjc", Jdirs, beta)
+    return jnp.sqrt(jnp.mean(jnp.sum((J - J[:, :1]) ** 2, axis=-1), axis=-1))
+
+
+@jax.jit
+def size_energy(beta, size0, J0, Jdirs):
+    """Eq. P2: E_size = ((S(beta) - S0) / S0)^2, the hand's size held at its initial value.
+
+    A hand's metric size is one number per person, not a per-frame unknown: 2D keypoints cannot tell it
+    from the distance (which the analytic scale sets), so shape changes that grow or shrink the hand are
+    held here while its proportions stay free. S is `hand_size`.
+
+    Args:
+      beta: (B, 10) shape.
+      size0: (B,) the size to hold (S(beta') of the initial shape), meters.
+      J0: (J, 3) rest joints at beta = 0; Jdirs: (J, 3, 10) their shape directions.
+    Returns:
+      (B,) dimensionless energy (squared relative size change).
+    """
+    s0 = jnp.maximum(size0, 1e-9)
+    return ((hand_size(J0, Jdirs, beta) - s0) / s0) ** 2
 
 
 @jax.jit
@@ -210,12 +281,15 @@ def rotation_temporal_energy(quats, valid):
 
 
 @jax.jit
-def total_energy(e_j, e_g, e_id, lambda_j=1.0, lambda_g=100.0, lambda_id=0.1):
-    """E, Eq. 13: lambda_J E_J + lambda_g E_g + lambda_id E_id (paper: 1, 100, 0.1).
+def total_energy(e_j, e_g, e_id, lambda_j=1.0, lambda_g=100.0, lambda_id=0.1, e_z=0.0, e_size=0.0, lambda_z=0.0,
+                 lambda_size=0.0):
+    """Eq. 13: E = lambda_J E_J + lambda_g E_g + lambda_id E_id (paper: 1, 100, 0.1), plus the project's
+    lambda_z E_z (P1) + lambda_size E_size (P2) (0 in the paper).
 
     Args:
       e_j, e_g, e_id: (B,) the three energies in their units (crop px^2, unit-bone, rad^2 + beta^2).
+      e_z, e_size: (B,) or scalars, the depth prior and the size term (dimensionless).
     Returns:
       (B,) total energy.
     """
-    return lambda_j * e_j + lambda_g * e_g + lambda_id * e_id
+    return lambda_j * e_j + lambda_g * e_g + lambda_id * e_id + lambda_z * e_z + lambda_size * e_size

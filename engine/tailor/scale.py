@@ -1,9 +1,11 @@
 """Analytic hand scale: the first step of the two-step optimization (paper Eq. 12 and Eq. 17).
 
 The scale is solved in closed form before the Adam iterations and then held fixed (paper Sec. 3.4: jointly
-optimizing the global scale with the local joint terms is unstable). The tailor stores the perspective s*
-as the result's `hand_scale` (a dimensionless factor about the wrist; 1 is the model's metric size), never
-folded into beta or the root.
+optimizing the global scale with the local joint terms is unstable). How s* is applied is the tailor's
+setting `scale_as_distance`: the paper scales the hand about the wrist (`hand_scale` = s*, a dimensionless
+factor; 1 is the model's metric size); by default the tailor reads the same s* as a distance instead
+(`place_at_distance`: the hand keeps its metric size and moves along its viewing ray), which gives the same
+image without inflating the hand. It is never folded into beta.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import jax.numpy as jnp
 
 from engine.camera import project_perspective
 
-__all__ = ["perspective_scale", "weak_perspective_scale", "scale_as_distance", "S_MIN", "S_MAX"]
+__all__ = ["perspective_scale", "weak_perspective_scale", "place_at_distance", "S_MIN", "S_MAX"]
 
 S_MIN = 0.25  # bounds of the perspective s*: a hand module off by more than 4x in size is not refit
 S_MAX = 4.0
@@ -103,17 +105,18 @@ def weak_perspective_scale(joints_rel, t, keypoints_2d, confidence, fallback):
     return jnp.where(jnp.isfinite(s) & (s > 0), s, fallback)
 
 
-def scale_as_distance(root, s_star, hand_scale):
-    """The hand's distance instead of its size: the root that makes a hand of fixed size `hand_scale` look
-    exactly like the size-s* hand at `root` (issue 15: a hand does not grow; it comes closer).
+def place_at_distance(root, s):
+    """Eq. P3: s* as a distance: the root moved along its viewing ray to root / s*, the hand kept at its size.
 
-    root + s* P and (root + s* P) * (hand_scale / s*) = root * (hand_scale / s*) + hand_scale P project to the
-    same pixels (a scaling about the camera centre), so the root moves along its viewing ray.
+    Eq. 8 projects root + s* P; dividing every point by s* (a scaling about the camera centre) changes no
+    pixel, so root / s* + P projects exactly as root + s* P: the same image, the hand at its metric size
+    (P at hand_scale), s* times nearer (s* > 1) or farther. From 2D keypoints the two are one unknown; a
+    hand's size is one number per person (the hand module's metric size), so the distance takes s*.
 
     Args:
-      root: (B, 3) wrist, camera frame, meters, at which s* was solved (`perspective_scale`).
-      s_star: (B,) Eq. 12's s* (> 0). hand_scale: (B,) the size held.
+      root: (B, 3) wrist in the camera frame, meters.
+      s: (B,) s* (`perspective_scale`), > 0.
     Returns:
-      (B, 3) the root at the hand's distance.
+      (B, 3) the wrist at the distance that gives the same image at hand_scale 1 (relative to s*'s scale).
     """
-    return root * (hand_scale / s_star)[:, None]
+    return root / s[:, None]

@@ -16,10 +16,14 @@ Parameters and their handling (decided here, once):
   initialization, free of the axis-angle wrap at pi. In and out: quaternions (w, x, y, z).
 * Shape beta: optimized directly (units of the model's shape space).
 * Hand scale s*: solved analytically first (Eq. 12 under perspective, Eq. 17 under weak perspective) and
-  held fixed during Adam (the paper's two-step scheme). Returned as `hand_scale`, about the wrist. Where
-  the size is held (`lock_hand_scale`: one identity per track, issue 15) s* becomes the hand's distance
-  instead (`scale.scale_as_distance`: the root moves along its ray; weak perspective: projection_scale =
-  s / hand_scale), unless the root is locked too; with `hold_depth` the given distance is kept.
+  held fixed during Adam (the paper's two-step scheme). With `scale_as_distance` (default) s* moves the
+  wrist along its viewing ray (`scale.place_at_distance`, Eq. P3) and the hand keeps its metric size
+  (hand_scale0: the hand module's, or a track's: one identity per track, issue 15); without it (the paper)
+  s* is the returned `hand_scale`, about the wrist. Measured (scripts/experiments/tailor_variants.py, the
+  synthetic mismatch set): as a scale s* inflated the hand to cover the 2D extent at a depth set by the
+  model's reference bone, which alone cost ~1-2 mm of wrist-aligned MPJPE. Where the root is locked the
+  paper's reading is used. With `hold_depth` (a clip's smoothed distance, `clip.smooth_distance`) the given
+  depth is kept (root0; weak perspective: projection_scale0) and s* is not re-solved into it.
 * Root translation: the depth is never optimized (from 2D keypoints, depth and hand_scale are one and the
   same unknown, which s* already resolves: moving the root in depth would fight s*, as the paper's
   "scale is a global constraint" warns). The authors' code keeps the whole root fixed; we also optimize its
@@ -29,8 +33,6 @@ Parameters and their handling (decided here, once):
   the synthetic set (64 frames, 1-3 px noise): neutral under perspective (2D error to the true keypoints
   2.50 vs 2.51 px, PA-MPJPE 4.03 vs 4.14 mm), better under weak perspective (2.32 vs 3.04 px residual).
   With a step of one whole bone it was worse (Adam's fixed-size steps made the wrist jitter by ~3 px).
-* Learning rate: Adam's step decays exponentially from lr to lr * lr_final over the iterations (constant
-  steps leave every parameter jittering by about lr at the end: chatter from frame to frame).
 * Batches: the frames' energies are independent (without the temporal terms) and Adam is elementwise, so
   one Adam over the stacked (B, ...) parameters of sum_b E_b is exactly B independent per-frame Adams in
   one loop. With the temporal terms (`temporal_weight`, `rotation_weight` > 0: joint and rotation
@@ -38,14 +40,23 @@ Parameters and their handling (decided here, once):
   (`engine.SMALL_LOOP_KERNEL_BYTES`, `api.loop_is_one_kernel`); larger batches run it op by op.
 * Locks (DESIGN.md EDITS): locked entries get zero gradients (Adam then never moves them) and are written
   back from the original inputs with `where` at the end: bit-identical. Invalid frames pass through.
+* Energy: Eq. 13's E_J + E_g + E_id (E_id with its own weights for the global rotation and the shape),
+  plus the project's E_z (Eq. P1: each finger's depth relative to its base kept near the hand module's:
+  2D cannot see it) and E_size (Eq. P2: the hand's metric size held; the distance carries s*).
+* Adam's step size anneals (Eq. P4, `annealed_lr`): from lr at the first step to lr * lr_final at the
+  last. With a constant step Adam (b2 = 0.5) keeps moving every parameter by ~lr per step around the
+  optimum: more iterations then drift along what 2D cannot see (measured: PA-MPJPE rose from 20 to 100
+  iterations even with ground-truth 2D); annealed, more iterations converge, and a clip's frames stop
+  jittering by ~lr around their optimum (chatter, issue 15).
 * Weak perspective (Sec. 3.5, no K): Eq. 17 gives s (px per meter) with t = the detected wrist; the hand
   is then placed under a nominal pinhole camera (`engine.camera.nominal_K`) at depth f / projection_scale
   (f: `engine.camera.focal_length`), and the Adam iterations finish the fit under that camera (DESIGN.md),
   so project_perspective(joints_3d, K) lands on the fitted 2D positions. At that depth the pinhole E_J
   equals the weak-perspective one (Eq. 16's projection, `camera.project_weak_perspective`) to first order in
-  the hand's depth extent, and that one is what Eq. 17 minimizes in closed form. Without
-  `projection_scale0` the hand keeps hand_scale0 (the model's size) and all of Eq. 17's s goes to
-  projection_scale; with it, hand_scale = s / projection_scale0 compensates the hand module's size.
+  the hand's depth extent, and that one is what Eq. 17 minimizes in closed form. With `scale_as_distance`,
+  or without `projection_scale0`, the hand keeps hand_scale0 (the model's size) and all of Eq. 17's s goes
+  to projection_scale (the distance); otherwise hand_scale = s / projection_scale0 compensates the hand
+  module's size (the paper's reading).
 
 Shapes: B frames, K = 21 keypoints, 16 joints.
 """
@@ -62,10 +73,10 @@ from engine.camera import backproject_perspective, focal_length, project_perspec
 from engine.hand_model import REFERENCE_BONE
 from engine.hand_model import jax_layer
 from engine.tailor import energies as E
-from engine.tailor.scale import S_MAX, S_MIN, perspective_scale, scale_as_distance, weak_perspective_scale
+from engine.tailor.scale import S_MAX, S_MIN, perspective_scale, place_at_distance, weak_perspective_scale
 
 __all__ = ["Settings", "Frames", "Params", "Problem", "TailorState", "Tailor", "tailor", "scale_step", "run",
-           "outputs", "solve", "energy", "ROOT_STEP"]
+           "outputs", "solve", "energy", "annealed_lr", "ROOT_STEP"]
 
 ROOT_STEP = 0.1  # units of the lateral root parameter, in reference-bone lengths (Adam moves ~lr per step)
 
@@ -73,8 +84,7 @@ ROOT_STEP = 0.1  # units of the lateral root parameter, in reference-bone length
 class Settings(NamedTuple):
     """One fit's settings, all traced: changing any of them never recompiles."""
 
-    lr: jax.Array  # () float32, Adam's learning rate (at the first step)
-    lr_final: jax.Array  # () float32, the learning rate's factor at the last step (exponential decay)
+    lr: jax.Array  # () float32, Adam's learning rate (at the first step; annealed, Eq. P4)
     b1: jax.Array  # () float32
     b2: jax.Array  # () float32
     lambda_j: jax.Array  # () float32, Eq. 13's weights
@@ -85,6 +95,12 @@ class Settings(NamedTuple):
     iterations: jax.Array  # () int32, Adam steps
     weak_perspective: jax.Array  # () bool: Eq. 17 and the nominal camera (else Eq. 12 under K)
     fit_root_xy: jax.Array  # () bool: also move the wrist laterally at its depth
+    identity_global: jax.Array  # () float32, E_id's weight on the global rotation (relative; paper 1)
+    identity_beta: jax.Array  # () float32, E_id's weight on the shape (relative; paper 1)
+    lambda_z: jax.Array  # () float32, E_z's weight (Eq. P1)
+    lambda_size: jax.Array  # () float32, E_size's weight (Eq. P2)
+    lr_final: jax.Array  # () float32, Adam's step at the last iteration as a fraction of lr (Eq. P4; 1: constant)
+    scale_as_distance: jax.Array  # () bool: s* moves the wrist along its ray (Eq. P3), else scales the hand
     hold_depth: jax.Array  # () bool: the given depth (root0's z; weak: projection_scale0) is kept, not re-solved
 
 
@@ -126,8 +142,10 @@ class Problem(NamedTuple):
     beta0: jax.Array  # (B, 10) initial shape (zeros where not fitted)
     rel0: jax.Array  # (B, K, 3) initial keypoints relative to the wrist, hand_scale 1
     root_start: jax.Array  # (B, 3) the wrist after step 1
-    hand_scale: jax.Array  # (B,) s* (Eq. 12 / 17)
+    hand_scale: jax.Array  # (B,) the hand's scale during the fit (hand_scale0, or s* in the paper's reading)
     projection_scale: jax.Array  # (B,) weak-perspective s (NaN under perspective)
+    bone: jax.Array  # (B,) reference bone of rel0, meters (E_z's unit)
+    size0: jax.Array  # (B,) the hand's size at beta0, meters (E_size's target)
     root_unit: jax.Array  # (B,) meters per unit of Params.delta_root
     grad_mask: Params  # 1 where a parameter is free, 0 where locked or not fitted
 
@@ -179,19 +197,22 @@ def scale_step(hand: jax_layer.JaxHandParams, frames: Frames, K, settings: Setti
     ps0 = jnp.where(ps_known, f.projection_scale0, 1.0)
     fallback = jnp.where(ps_known, ps0 * hs0, focal / r0[:, 2] * hs0)
     s_tot = weak_perspective_scale(rel0, t, kp, conf, fallback)  # px per model meter
-    hs_w = jnp.where(ps_known, s_tot / ps0, hs0)
-    hs_w = jnp.where(f.lock_hand_scale, hs0, jnp.clip(hs_w, S_MIN, S_MAX))
-    ps_w = jnp.where(settings.hold_depth & ps_known, ps0, s_tot / hs_w)
-    keep_root = f.lock_root | (settings.hold_depth & ps_known & ok_root)  # a held depth: the given root, at f / ps0
+    hold = settings.hold_depth
+    dist = settings.scale_as_distance & ~hold  # a held depth cannot take s*
+    hs_w = jnp.where(ps_known & ~dist, s_tot / ps0, hs0)
+    hs_w = jnp.where(f.lock_hand_scale | dist, hs0, jnp.clip(hs_w, S_MIN, S_MAX))
+    ps_w = jnp.where(hold & ps_known, ps0, s_tot / hs_w)
+    keep_root = f.lock_root | (hold & ps_known & ok_root)  # a held depth: the given root, at f / ps0
     root_w = jnp.where(keep_root[:, None], r0, backproject_perspective(t, focal / ps_w, K))  # depth f / s
-    # perspective, Eq. 12 (+ Gauss-Newton on Eq. 8); a held size puts s* into the distance instead
+    # perspective, Eq. 12 (+ Gauss-Newton on Eq. 8): s* as a distance (Eq. P3) where the root may move
     s_p = perspective_scale(rel0, r0, K, kp, conf, hs0)
-    hs_p = jnp.where(f.lock_hand_scale, hs0, s_p)
-    to_distance = f.lock_hand_scale & ~f.lock_root & ~settings.hold_depth
-    root_p = jnp.where(to_distance[:, None], scale_as_distance(r0, s_p, hs0), r0)
+    move = dist & ~f.lock_root
+    hs_p = jnp.where(f.lock_hand_scale | move, hs0, s_p)
+    root_p = jnp.where(move[:, None], place_at_distance(r0, s_p / hs0), r0)
 
     hs = jnp.where(weak, hs_w, hs_p)
     a, b = REFERENCE_BONE
+    bone = jnp.sqrt(jnp.sum((rel0[:, b] - rel0[:, a]) ** 2, axis=-1) + 1e-12)
     runf = run_.astype(dtype)
     grad_mask = Params(
         (runf[:, None] * (1.0 - f.lock_theta.astype(dtype)))[..., None],
@@ -202,9 +223,8 @@ def scale_step(hand: jax_layer.JaxHandParams, frames: Frames, K, settings: Setti
         K=K, keypoints_2d=kp, confidence=conf, crop=crop, fitted=run_, R0=R0,
         quat0=th0 * jax.lax.rsqrt(jnp.maximum(jnp.sum(th0 * th0, axis=-1, keepdims=True), 1e-30)),
         beta0=b0, rel0=rel0, root_start=jnp.where(weak, root_w, root_p), hand_scale=hs,
-        projection_scale=jnp.where(weak, ps_w, jnp.nan),
-        root_unit=ROOT_STEP * hs * jnp.sqrt(jnp.sum((rel0[:, b] - rel0[:, a]) ** 2, axis=-1) + 1e-12),
-        grad_mask=grad_mask,
+        projection_scale=jnp.where(weak, ps_w, jnp.nan), bone=bone, size0=E.hand_size(hand.J0, hand.Jdirs, b0),
+        root_unit=ROOT_STEP * hs * bone, grad_mask=grad_mask,
     )
 
 
@@ -217,16 +237,28 @@ def _posed(hand, problem: Problem, params: Params):
     return rel, root[:, None, :] + problem.hand_scale[:, None, None] * rel, root
 
 
+def _terms(hand, settings: Settings, problem: Problem, params: Params, rel, joints):
+    """Per-frame energies of the current parameters: E_J, E_g, E_id, E_z, E_size and E, each (B,)."""
+    e_j = E.joint_energy_perspective(joints, problem.K, problem.keypoints_2d, problem.confidence, problem.crop)
+    e_g = E.twist_energy(rel)
+    e_id = E.identity_energy(params.delta_pose, params.beta, problem.beta0, settings.identity_global,
+                             settings.identity_beta)
+    e_z = E.depth_prior_energy(rel, problem.rel0, problem.bone)
+    e_size = E.size_energy(params.beta, problem.size0, hand.J0, hand.Jdirs)
+    e = E.total_energy(e_j, e_g, e_id, settings.lambda_j, settings.lambda_g, settings.lambda_id, e_z, e_size,
+                       settings.lambda_z, settings.lambda_size)
+    return dict(E_J=e_j, E_g=e_g, E_id=e_id, E_z=e_z, E_size=e_size, E=e)
+
+
 def energy(hand, settings: Settings, problem: Problem, params: Params):
-    """The objective Adam minimizes: sum over fitted frames of Eq. 13's E (+ the temporal term). () scalar."""
+    """The objective Adam minimizes: sum over fitted frames of E (Eq. 13 with P1, P2; + the temporal term).
+    () scalar."""
     rel, joints, _ = _posed(hand, problem, params)
     # only computed when weighted (a batch of independent frames does not pay for it)
     e_rot = jax.lax.cond(settings.rotation_weight > 0,
                          lambda p: E.rotation_temporal_energy(_fitted_quats(problem, p), problem.fitted),
                          lambda p: jnp.zeros((), joints.dtype), params)
-    e = E.total_energy(E.joint_energy_perspective(joints, problem.K, problem.keypoints_2d, problem.confidence, problem.crop),
-                       E.twist_energy(rel), E.identity_energy(params.delta_pose, params.beta, problem.beta0),
-                       settings.lambda_j, settings.lambda_g, settings.lambda_id)
+    e = _terms(hand, settings, problem, params, rel, joints)["E"]
     runf = problem.fitted.astype(joints.dtype)
     return (jnp.sum(runf * e) + settings.temporal_weight * E.temporal_energy(joints, problem.fitted)
             + settings.rotation_weight * e_rot)
@@ -239,10 +271,28 @@ def _fitted_quats(problem: Problem, params: Params):
     return q * jax.lax.rsqrt(jnp.sum(q * q, axis=-1, keepdims=True))
 
 
+def annealed_lr(settings: Settings):
+    """Eq. P4: Adam's step size at update `count` (0-based): lr * lr_final ** (count / (iterations - 1)).
+
+    From lr at the first step to lr * lr_final at the last, geometrically; lr_final = 1 is the paper's
+    constant step. Adam (b2 = 0.5) moves each parameter by about the step size whatever its gradient, so a
+    constant step never settles: the fit keeps wandering along what 2D cannot see. Annealed, the last steps
+    are small and more iterations converge instead of drifting.
+
+    Args:
+      settings: `Settings` (lr, lr_final, iterations; traced).
+    Returns:
+      a function count (() int) -> () step size (optax's schedule).
+    """
+    n = jnp.maximum(settings.iterations - 1, 1).astype(jnp.float32)
+    log_ratio = jnp.log(jnp.maximum(settings.lr_final, 1e-12))
+    return lambda count: settings.lr * jnp.exp(log_ratio * jnp.minimum(count, n) / n)
+
+
 def tailor(hand: jax_layer.JaxHandParams, settings: Settings) -> Tailor:
-    """Step 2's optimizer: Adam (optax) on `energy`, locked and unfitted entries frozen by a gradient mask."""
-    steps = jnp.maximum(settings.iterations.astype(settings.lr.dtype) - 1.0, 1.0)
-    opt = optax.adam(lambda count: settings.lr * settings.lr_final ** (count / steps), b1=settings.b1, b2=settings.b2)
+    """Step 2's optimizer: Adam (optax) with the annealed step on `energy`, locked and unfitted entries frozen
+    by a gradient mask."""
+    opt = optax.adam(annealed_lr(settings), b1=settings.b1, b2=settings.b2)
     grad = jax.grad(lambda params, problem: energy(hand, settings, problem, params))
 
     def init(problem: Problem) -> TailorState:
@@ -275,12 +325,12 @@ def outputs(hand, frames: Frames, problem: Problem, state: TailorState, settings
     """The fit's results: the fitted values, with the originals written back where locked or not fitted.
 
     Returns theta (B,16,4), beta (B,10), root (B,3), hand_scale (B,), projection_scale (B,), joints_3d
-    (B,K,3), fitted (B,) and energies {E_J, E_g, E_id, E, E_J_init, E_g_init, reprojection_px,
+    (B,K,3), fitted (B,) and energies {E_J, E_g, E_id, E_z, E_size, E, E_J_init, E_g_init, reprojection_px,
     reprojection_px_init: (B,) (NaN where not fitted), E_t: ()}."""
     f, p, run_ = frames, state.params, problem.fitted
     dtype = f.keypoints_2d.dtype
     q_fit = _fitted_quats(problem, p)
-    _, _, root_fit = _posed(hand, problem, p)  # (the joints are recomputed below from the returned values)
+    rel_fit, _, root_fit = _posed(hand, problem, p)  # (the joints are recomputed below from the returned values)
     theta = jnp.where((f.lock_theta | ~run_[:, None])[..., None], f.theta0, q_fit)
     beta = jnp.where((f.lock_beta | ~run_)[:, None], f.beta0, p.beta)
     root = jnp.where((f.lock_root | ~run_)[:, None], f.root0, root_fit)
@@ -289,14 +339,10 @@ def outputs(hand, frames: Frames, problem: Problem, state: TailorState, settings
     joints_3d = jax_layer.keypoints(hand, jax_layer.quat_to_rotmat(theta), beta, root, hand_scale)
     joints_init = problem.root_start[:, None, :] + problem.hand_scale[:, None, None] * problem.rel0
     K, kp, conf, crop = problem.K, problem.keypoints_2d, problem.confidence, problem.crop
-    # final energies from the returned joints (E_g is scale and translation invariant)
-    e_j = E.joint_energy_perspective(joints_3d, K, kp, conf, crop)
-    e_g = E.twist_energy(joints_3d)
-    e_id = E.identity_energy(p.delta_pose, p.beta, problem.beta0)
+    # final energies: E_J from the returned joints, the rest from the fitted parameters (the same hand)
     nan = jnp.full(run_.shape, jnp.nan, dtype)
     energies = {
-        "E_J": e_j, "E_g": e_g, "E_id": e_id,
-        "E": E.total_energy(e_j, e_g, e_id, settings.lambda_j, settings.lambda_g, settings.lambda_id),
+        **_terms(hand, settings, problem, p, rel_fit, joints_3d),
         "E_J_init": E.joint_energy_perspective(joints_init, K, kp, conf, crop),
         "E_g_init": E.twist_energy(problem.rel0),
         "reprojection_px": _reprojection_px(joints_3d, K, kp, conf),

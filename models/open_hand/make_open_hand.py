@@ -65,22 +65,46 @@ DESIGN_TO_MANO = np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]).
 # ---------------------------------------------------------------------------------------------
 # Anthropometric design (meters, design frame). See PROVENANCE.md.
 # ---------------------------------------------------------------------------------------------
-# MCP joint centres (u, w, n) and finger splay (deg, + = towards the thumb).
-MCP = {
-    "index": (0.0915, 0.0265, 0.0000),
-    "middle": (0.0970, 0.0060, 0.0010),
-    "ring": (0.0910, -0.0135, 0.0000),
-    "pinky": (0.0815, -0.0315, -0.0020),
-}
+# Hand length HAND_LENGTH (distal wrist crease = the wrist joint, to the middle fingertip): ANSUR II means
+# 19.4 cm (men) and 18.0 cm (women), pooled 18.7 cm. Segment lengths are Buchholz et al. 1992's fractions of
+# hand length (joint centre to joint centre; the distal segment to the tip), so the wrist -> middle MCP is
+# 1 - 0.555 = 0.445 of hand length. See PROVENANCE.md.
+HAND_LENGTH = 0.187
+# Metacarpals (Buchholz: index .374, middle .373, ring .336, little .295 of hand length) fan out from the
+# carpometacarpal joints of the distal carpal row (about 30 mm wide, 12.5-15.5 mm distal of the wrist joint)
+# at +12, +1, -9, -18 deg; their heads are the MCP joint centres (u, w, n): the knuckle line arcs
+# proximally towards the little finger (index 2.4, ring 5.8, little 15.8 mm proximal of the middle MCP), and
+# the MCP span (index -> little, 63 mm) is the hand breadth at the metacarpals (ANSUR II pooled ~84 mm) less
+# ~11 mm to the skin on each side.
+CMC_ROW = {"index": (0.0125, 0.0125), "middle": (0.0135, 0.0015), "ring": (0.0155, -0.0085),
+           "pinky": (0.0150, -0.0175)}
+METACARPAL = {"index": (0.374, 12.0), "middle": (0.373, 1.0), "ring": (0.336, -9.0), "pinky": (0.295, -18.0)}
+MCP_DORSAL = {"index": 0.0000, "middle": 0.0010, "ring": 0.0000, "pinky": -0.0020}  # transverse arch
+
+
+def _mcp_centres():
+    """MCP joint centres (u, w, n): the metacarpal heads."""
+    out = {}
+    for name, (frac, deg) in METACARPAL.items():
+        u0, w0 = CMC_ROW[name]
+        L = frac * HAND_LENGTH
+        out[name] = (u0 + L * np.cos(np.radians(deg)), w0 + L * np.sin(np.radians(deg)), MCP_DORSAL[name])
+    return out
+
+
+MCP = _mcp_centres()  # index (0.0809, 0.0270, 0), middle (0.0832, 0.0027, 0.001), ring (0.0776, -0.0183, 0),
+# pinky (0.0675, -0.0346, -0.002)
 SPLAY_DEG = {"index": 8.0, "middle": 0.0, "ring": -8.0, "pinky": -17.0}
-# Joint-centre to joint-centre segment lengths: proximal, middle, distal (DIP -> skin tip).
-SEGMENTS = {
-    "index": (0.0400, 0.0235, 0.0200),
-    "middle": (0.0445, 0.0275, 0.0210),
-    "ring": (0.0405, 0.0260, 0.0200),
-    "pinky": (0.0330, 0.0190, 0.0185),
-    "thumb": (0.0440, 0.0310, 0.0250),  # metacarpal (CMC -> MCP), proximal, distal (IP -> tip)
+# Joint-centre to joint-centre segment lengths: proximal, middle, distal (DIP -> skin tip); Buchholz et al.
+# 1992 (Table 3) fractions of hand length.
+BUCHHOLZ = {
+    "index": (0.265, 0.143, 0.097),
+    "middle": (0.277, 0.170, 0.108),
+    "ring": (0.259, 0.165, 0.107),
+    "pinky": (0.206, 0.117, 0.093),
+    "thumb": (0.251, 0.196, 0.158),  # metacarpal (CMC -> MCP), proximal, distal (IP -> tip)
 }
+SEGMENTS = {k: tuple(round(f * HAND_LENGTH, 4) for f in v) for k, v in BUCHHOLZ.items()}
 # Half-widths (lateral radius) at MCP, PIP, DIP, tip.
 RADII = {
     "index": (0.0093, 0.0088, 0.0079, 0.0070),
@@ -90,20 +114,20 @@ RADII = {
     "thumb": (0.0135, 0.0115, 0.0102, 0.0088),  # CMC, MCP, IP, tip
 }
 FINGER_FLATNESS = 0.88  # dorsal-palmar thickness / width of a finger cross-section
-THUMB_CMC = (0.0270, 0.0235, -0.0110)
+THUMB_CMC = (0.0266, 0.0231, -0.0108)  # trapeziometacarpal joint centre
 THUMB_ABDUCTION_DEG = 42.0  # angle between the thumb metacarpal and the middle finger, in the palm plane
 THUMB_PALMAR_DEG = 22.0  # metacarpal tilted out of the palm plane towards the palm
 THUMB_PRONATION_DEG = 65.0  # rotation of the thumb about its own axis (nail turns radially)
 THUMB_REST_FLEX_DEG = (8.0, 10.0)  # slight rest flexion at the thumb MCP and IP
-PALM_POLYGON = [  # convex outline (u, w) of the palm slab core, rounded by PALM_ROUND
-    (0.004, 0.0140),
-    (0.040, 0.0250),
-    (0.085, 0.0270),
-    (0.0945, 0.0100),
-    (0.0920, -0.0160),
-    (0.0800, -0.0310),
-    (0.045, -0.0305),
-    (0.006, -0.0200),
+PALM_POLYGON = [  # convex outline (u, w) of the palm slab core, rounded by PALM_ROUND; its distal edge
+    (0.004, 0.0140),  # runs just proximal of the MCP joint centres
+    (0.036, 0.0265),
+    (0.0750, 0.0275),
+    (0.0810, 0.0065),
+    (0.0785, -0.0200),
+    (0.0660, -0.0340),
+    (0.040, -0.0335),
+    (0.006, -0.0210),
 ]
 PALM_ROUND = 0.0105
 PALM_HALF_CORE = 0.0035  # half thickness of the slab core; total thickness = 2 * (core + round)
@@ -292,8 +316,8 @@ def field(P, sk):
     thenar = _round_cone(P, thenar_a, thenar_b, 0.0125 * palm[0, 0], 0.011 * palm[0, 0], None, 0.9)
     body = _smin(body, _smin(mc, thenar, 0.010), 0.018)
     # hypothenar pad (ulnar palm edge, palmar side)
-    hyp_a = palm @ np.array([0.016, -0.022, -0.0065])
-    hyp_b = palm @ np.array([0.066, -0.027, -0.0060])
+    hyp_a = palm @ np.array([0.015, -0.024, -0.0065])
+    hyp_b = palm @ np.array([0.058, -0.030, -0.0060])
     hyp = _round_cone(P, hyp_a, hyp_b, 0.0115 * palm[0, 0], 0.0105 * palm[0, 0], None, 0.85)
     body = _smin(body, hyp, 0.010)
     # palmar pads over the metacarpal heads, just proximal of the finger bases

@@ -282,3 +282,163 @@ def engine_result(path, sides=("right", "left"), N=6, seed=3):
         hand_scale=scale, projection_scale=np.full((T, N), np.nan), keypoints_2d=proj[..., :2] / proj[..., 2:],
         confidence=np.ones((T, N, 21)), joints_3d=joints))
     return np.stack(verts)
+
+
+# --------------------------------------------------------------------------- retarget fixtures
+
+
+def curl_theta(model, N: int, seed: int = 0, identity_beta: bool = True):
+    """(N, 16, 4) a hand closing and opening: every finger bends about its own flexion axis (each finger
+    with its own phase and amplitude), with some splay and a turning wrist. Model-frame local rotations."""
+    from handtailor_blender import anatomy
+
+    rng = np.random.default_rng(seed)
+    J0 = model.J0
+    tips = model.v_template[model.tip_vertex_ids]
+    F = anatomy.bone_frames(J0, anatomy.skeleton_ends(J0, tips), model.side)
+    t = np.linspace(0, 2 * np.pi, N)
+    aa = np.zeros((N, 16, 3))
+    for f, (a, b, c) in enumerate(anatomy.FINGERS.values()):
+        phase, amp = rng.uniform(0, 2 * np.pi), rng.uniform(0.7, 1.2)
+        curl = amp * (0.5 - 0.5 * np.cos(t + phase))  # 0 .. amp rad
+        for k, j in enumerate((a, b, c)):
+            share = (0.6, 1.0, 0.7)[k] if f < 4 else (0.4, 0.6, 0.8)[k]
+            aa[:, j] = (curl * share)[:, None] * F[j][:, 0]
+            aa[:, j] += 0.08 * np.sin(2 * t + phase + k)[:, None] * F[j][:, 2]  # a little splay / twist
+    aa[:, 0] = 0.4 * np.stack([np.sin(t), 0.5 * np.cos(t), 0.3 * np.sin(2 * t)], -1)
+    ang = np.linalg.norm(aa, axis=-1, keepdims=True)
+    return np.concatenate([np.cos(ang / 2), np.sin(ang / 2) * aa / np.maximum(ang, 1e-12)], -1)
+
+
+def make_curl_result(path, models: list, N: int = 48, seed: int = 2, constant_identity: bool = True,
+                     invalid=(), fps: float = 25.0, image_size=(640, 480)):
+    """A capture result of curling hands (curl_theta); constant beta and hand_scale per track unless asked."""
+    rng = np.random.default_rng(seed)
+    T = len(models)
+    K = nominal_K(*image_size)
+    theta = np.stack([curl_theta(m, N, seed + t) for t, m in enumerate(models)])
+    beta = np.zeros((T, N, 10))
+    scale = np.ones((T, N))
+    root = np.zeros((T, N, 3))
+    for t in range(T):
+        if constant_identity:
+            beta[t] = rng.normal(size=10)[None]
+            scale[t] = rng.uniform(0.95, 1.05)
+        else:
+            beta[t] = rng.normal(size=(N, 10))
+            scale[t] = rng.uniform(0.9, 1.1, size=N)
+        root[t] = np.array([0.09 * (t - 0.5), 0.02, 0.5]) + 0.02 * np.sin(np.linspace(0, 3, N))[:, None]
+    valid = np.ones((T, N), bool)
+    valid[:, list(invalid)] = False
+    joints = np.zeros((T, N, 21, 3))
+    for t in range(T):
+        for n in range(N):
+            joints[t, n] = lbs(models[t], theta[t, n], beta[t, n], root[t, n], scale[t, n])[1]
+    proj = joints @ K.T
+    kp2 = proj[..., :2] / proj[..., 2:]
+    conf = np.full((T, N, 21), 0.9)
+    for arr in (theta, beta, root, joints, kp2, conf):
+        arr[~valid] = np.nan
+    scale[~valid] = np.nan
+    write_npz_atomic(path, dict(
+        format_version=np.array(2), source=np.array("curl.mp4"), image_size=np.array(image_size), fps=np.array(fps),
+        frame_index=np.arange(N), camera_model=np.array("perspective"), K=K, distortion=np.zeros(5),
+        hand_model=np.array([m.path for m in models]), hand_model_sha256=np.array([""] * T),
+        hand_side=np.array([m.side for m in models]), valid=valid, theta=theta, beta=beta, root=root,
+        hand_scale=scale, projection_scale=np.full((T, N), np.nan), keypoints_2d=kp2, confidence=conf,
+        joints_3d=joints))
+    return pathlib.Path(path)
+
+
+def posed_points(arm, heads_of: dict, ends_of: dict, frames) -> tuple[np.ndarray, np.ndarray]:
+    """World-space (F, 16, 3) joint heads and bone end points of an armature over frames, for MANO joints
+    given as {joint: bone name} (head) and {joint: (bone name, 'head'|'tail')} (end). NaN where missing."""
+    import bpy
+
+    scene = bpy.context.scene
+    H = np.full((len(frames), 16, 3), np.nan)
+    E = np.full((len(frames), 16, 3), np.nan)
+    for n, f in enumerate(frames):
+        scene.frame_set(int(f))
+        Mw = np.array(arm.matrix_world)
+        for j, name in heads_of.items():
+            H[n, j] = Mw[:3, :3] @ np.array(arm.pose.bones[name].head) + Mw[:3, 3]
+        for j, (name, which) in ends_of.items():
+            E[n, j] = Mw[:3, :3] @ np.array(getattr(arm.pose.bones[name], which)) + Mw[:3, 3]
+    return H, E
+
+
+def chain_ends(heads_of: dict, tip_of: dict | None = None) -> dict:
+    """{joint: (bone, 'head'|'tail')}: each joint's bone points to the next joint's head, the last bone of a
+    finger to its tip (tip_of {joint: bone whose head is the tip}) or its own tail."""
+    from handtailor_blender import anatomy
+
+    out = {}
+    for j, name in heads_of.items():
+        nxt = anatomy.NEXT.get(j)
+        if nxt is not None and nxt in heads_of:
+            out[j] = (heads_of[nxt], "head")
+        elif tip_of and j in tip_of:
+            out[j] = (tip_of[j], "head")
+        else:
+            out[j] = (name, "tail")
+    return out
+
+
+def signed_flexion(H: np.ndarray, E: np.ndarray, side: str) -> np.ndarray:
+    """(F, 5) `anatomy.flexion` with a sign per joint (degrees; index, middle, pinky, ring, thumb): + where
+    the segment turns toward the palm (about the flexion axis: the palm's lateral axis, the palm normal for
+    the thumb), - where it turns the other way, which the unsigned flexion cannot tell. H, E: (F, 16, 3)."""
+    from handtailor_blender import anatomy
+
+    d = E - H
+    d = d / np.linalg.norm(d, axis=-1, keepdims=True)
+    out = np.zeros((len(H), 5))
+    for n in range(len(H)):
+        lateral, forward, palmar = anatomy.palm_axes(H[n], side)
+        s = anatomy.side_sign(side)
+        for f, (name, (a, b, c)) in enumerate(anatomy.FINGERS.items()):
+            axis = s * (palmar if name == "thumb" else lateral)
+            segs = [d[n, a], d[n, b], d[n, c]] if name == "thumb" else [forward, d[n, a], d[n, b], d[n, c]]
+            for p, q in zip(segs[:-1], segs[1:]):
+                ang = np.degrees(np.arccos(np.clip(p @ q, -1.0, 1.0)))
+                out[n, f] += ang if np.cross(p, q) @ axis >= 0 else -ang
+    return out
+
+
+def take_points(arm, frames):
+    """World (F, 16, 3) joint heads and bone ends of a HandTailor rig over frames (tips from its tip bones)."""
+    from handtailor_blender import rig
+    from handtailor_blender.io.results import TIP_PARENTS
+
+    names = rig.bone_names(arm["ht_side"])
+    heads_of = {j: names[j] for j in range(16)}
+    tip_of = {int(p): names[16 + k] for k, p in enumerate(TIP_PARENTS)}
+    return posed_points(arm, heads_of, chain_ends(heads_of, tip_of), frames)
+
+
+def take_flexion(arm, frames) -> np.ndarray:
+    """(F, 5) per-finger flexion (degrees) of a HandTailor rig over frames."""
+    from handtailor_blender import anatomy
+
+    return anatomy.flexion(*take_points(arm, frames), arm["ht_side"])
+
+
+def bone_x_share(arm, frames):
+    """How much of the finger bones' rotation (from rest) is about their local X over frames: per bone (15,)
+    and over all of them, as the energy of the rotation vector's x component / its whole energy."""
+    import bpy
+
+    from handtailor_blender import poses, rig
+
+    names = rig.bone_names(arm["ht_side"])[1:16]
+    scene = bpy.context.scene
+    rv = np.zeros((len(frames), len(names), 3))
+    for n, f in enumerate(frames):
+        scene.frame_set(int(f))
+        for i, name in enumerate(names):
+            q = poses.rotmat_to_quat(np.array(arm.pose.bones[name].matrix_basis.to_3x3()))
+            ang = 2 * np.arccos(np.clip(q[0], -1, 1))
+            rv[n, i] = q[1:] / max(np.linalg.norm(q[1:]), 1e-12) * ang
+    per_bone = (rv[..., 0] ** 2).sum(0) / np.maximum((rv ** 2).sum((0, 2)), 1e-12)
+    return per_bone, float((rv[..., 0] ** 2).sum() / max((rv ** 2).sum(), 1e-12))

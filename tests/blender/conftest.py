@@ -20,8 +20,15 @@ def blank():
 @pytest.fixture
 def addon(blank):
     """The add-on enabled the way Blender does it (preferences exist), disabled afterwards."""
+    import os
+
     import addon_utils
 
+    import handtailor_blender
+
+    # the package is already imported by the tests: without a load time addon_utils takes it as changed on
+    # disk and reloads every module, leaving the tests' imported classes (EngineFailure ...) stale
+    handtailor_blender.__time__ = os.path.getmtime(handtailor_blender.__file__)
     addon_utils.enable("handtailor_blender", default_set=True, handle_error=None)
     prefs = blank.context.preferences.addons["handtailor_blender"].preferences
     yield prefs

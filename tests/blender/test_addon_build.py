@@ -2,6 +2,7 @@
 cleanly; the add-on package never imports the engine's heavy dependencies."""
 
 import ast
+import os
 import pathlib
 import subprocess
 import sys
@@ -66,6 +67,10 @@ def test_zip_builds_validates_installs_enables(blank, tmp_path):
         assert bpy.context.scene.handtailor.iterations == 20
         prefs = bpy.context.preferences.addons["bl_ext.ht_test.handtailor"].preferences
         assert prefs.hand_model == "OPEN"
+        # installed outside the repository, with nothing set, it still finds the engine it was built beside
+        installed = sys.modules["bl_ext.ht_test.handtailor.capture"]
+        if not any(os.environ.get(v) for v in ("HANDTAILOR_ENGINE_PYTHON", "HANDTAILOR_ENGINE_ROOT")):
+            assert installed.locate(installed.EngineConfig())[1] == str(REPO)
         addon_utils.disable("bl_ext.ht_test.handtailor", default_set=True)
         after = _snapshot()
         assert after == before

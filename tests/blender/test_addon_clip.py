@@ -25,7 +25,8 @@ CLIP = REPO / "samples" / "dex-retargeting_human_hand_video.mp4"
 
 @pytest.fixture(scope="module")
 def take_blend(tmp_path_factory):
-    """The sample clip's first 60 frames captured headless with the real engine: (blend path, tmp dir)."""
+    """The sample clip's first 60 frames captured headless with the real engine, unreduced: (blend path, tmp
+    dir)."""
     try:
         engine_client.find_engine(start=REPO / "handtailor_blender")
     except engine_client.EngineFailure as exc:
@@ -35,7 +36,8 @@ def take_blend(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("clip")
     blend, res = tmp / "take.blend", tmp / "take.npz"
     proc = subprocess.run([sys.executable, "-m", "handtailor_blender", "capture", str(CLIP), "--blend", str(blend),
-                           "--result", str(res), "--frames", "0:59", "--hands", "1"],
+                           "--result", str(res), "--frames", "0:59", "--hands", "1",
+                           "--tolerance-deg", "0", "--tolerance-mm", "0"],  # a key on every frame: compared key by key
                           cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
                           timeout=580)
     assert proc.returncode == 0, proc.stderr[-3000:]

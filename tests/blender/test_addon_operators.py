@@ -48,8 +48,68 @@ def test_capture_operator(fake_engine, footage, result_file):
     assert cam is not None and cam.data.background_images[0].clip is not None
     act = scene.objects["HandTailor_right"].animation_data.action
     frames, _ = keys.read_keys(keys.fcurves_of(act).find("location", index=0))
-    assert len(frames) == 11  # one invalid frame: no key there
+    assert set(frames) <= set(range(1, 13)) - {4} and len(frames) < 11  # reduced; none on the invalid frame
+    assert 0 < act["ht_keys_after"] < act["ht_keys_before"]
+    vis = keys.fcurves_of(act).find('["ht_visible"]')
+    assert [vis.evaluate(f) for f in (3, 4, 5)] == [1.0, 0.0, 1.0]  # frame 4 (row 3) was not tracked
+    assert [m.frame for m in scene.timeline_markers if m.name.startswith(act.name)] == [4]
+    mesh = next(c for c in scene.objects["HandTailor_right"].children if c.type == "MESH")
+    scene.frame_set(4)
+    assert mesh.evaluated_get(bpy.context.evaluated_depsgraph_get()).hide_render
     assert scene.handtailor.last_result.endswith(".npz")
+
+
+def test_capture_choices(fake_engine, footage, result_file):
+    """One side only, a start frame, Euler channels, every frame keyed (tolerance 0)."""
+    fake_engine("ok", result_file)
+    set_source(footage)
+    ht = bpy.context.scene.handtailor
+    ht.side, ht.start_frame, ht.rotation_mode = "left", 101, "XYZ"
+    ht.tolerance_deg = ht.tolerance_mm = 0.0
+    assert bpy.ops.handtailor.capture("EXEC_DEFAULT") == {"FINISHED"}
+    scene = bpy.context.scene
+    assert [o.name for o in scene.objects if o.type == "ARMATURE"] == ["HandTailor_left"]
+    assert (scene.frame_start, scene.frame_end) == (101, 112)
+    arm = scene.objects["HandTailor_left"]
+    fcs = keys.fcurves_of(arm.animation_data.action)
+    frames, _ = keys.read_keys(fcs.find('pose.bones["index1.L"].rotation_euler', index=0))
+    np.testing.assert_array_equal(frames, [101, 102, 103] + list(range(105, 113)))
+    assert fcs.find('pose.bones["index1.L"].rotation_quaternion') is None
+    assert all(pb.rotation_mode == "XYZ" for pb in arm.pose.bones)
+
+
+def test_frame_ranges_are_timeline_frames(addon, footage):
+    """The range is typed in timeline frames: footage frame 0 sits on the start frame (1: Blender's first
+    frame; or a movie clip's own Start Frame), and a range before the footage says where it starts."""
+    from handtailor_blender import ops_capture
+
+    ht = bpy.context.scene.handtailor
+    set_source(footage)
+    ht.use_frame_range, ht.frame_start, ht.frame_end = True, 5, 10
+    settings, _ = ops_capture.capture_settings(bpy.context)
+    assert (settings.frame_start, settings.frame_end, settings.start_frame) == (4, 9, 1)
+    ht.start_frame, ht.frame_start, ht.frame_end = 101, 105, 110
+    settings, _ = ops_capture.capture_settings(bpy.context)
+    assert (settings.frame_start, settings.frame_end, settings.start_frame) == (4, 9, 101)
+    ht.source_mode, ht.clip = "CLIP", bpy.data.movieclips.load(str(footage))
+    ht.clip.frame_start = 50
+    ht.frame_start, ht.frame_end = 50, 60
+    settings, clip = ops_capture.capture_settings(bpy.context)
+    assert (settings.frame_start, settings.frame_end) == (0, 10) and clip == ht.clip
+    ht.frame_start = 40
+    with pytest.raises(ValueError, match="starts at timeline frame 50"):
+        ops_capture.capture_settings(bpy.context)
+
+
+def test_clip_camera_needs_a_solve(fake_engine, footage, result_file):
+    """'Clip camera' on a clip without a camera solve refuses (it would be Blender's default 24 mm lens)."""
+    fake_engine("ok", result_file)
+    ht = bpy.context.scene.handtailor
+    ht.source_mode, ht.camera_mode = "CLIP", "SOLVE"
+    ht.clip = bpy.data.movieclips.load(str(footage))
+    with pytest.raises(RuntimeError, match="no camera solve"):
+        bpy.ops.handtailor.capture("EXEC_DEFAULT")
+    assert not bpy.data.objects
 
 
 def test_check_engine(fake_engine, addon):

@@ -9,7 +9,7 @@ import blender_helpers as helpers
 
 bpy = pytest.importorskip("bpy")
 
-from handtailor_blender import capture, keys, rig  # noqa: E402
+from handtailor_blender import capture, keys, rig, takes  # noqa: E402
 from handtailor_blender.io.results import read_result  # noqa: E402
 from blender_helpers import evaluated_verts_camera, snapshot_keys  # noqa: E402
 
@@ -74,7 +74,7 @@ def test_retailor_keeps_edits_and_restores(fake_engine, tmp_path, models_dir):
     changed = co_a[1::2] != co_b[1::2]
     assert changed.sum() == len(changed) - 1 and not changed[2]
     # the rewritten rig equals the refit result's mesh, also on the edited frames
-    new = read_result(arm.animation_data.action["ht_result"])
+    new = read_result(takes.resolve_path(arm.animation_data.action["ht_result"]))
     to_world = keys.to_world_matrix(scene)
     mesh = rig.find_mesh(arm)
     for n in (0, 1, 2, 3, 4, 5, 6, 8):
@@ -90,15 +90,21 @@ def test_retailor_keeps_edits_and_restores(fake_engine, tmp_path, models_dir):
     co = again[(act, 'pose.bones["index2.R"].rotation_quaternion', 1)]
     assert co[2 * 2 + 1] == np.float32(0.3)
 
-    # the previous keys come back (headless: the backup action)
-    assert capture.restore_backup(arm)
-    restored = {k: v for k, v in snapshot_keys().items()}
-    prev_obj = arm.animation_data.action.name
-    assert prev_obj.startswith(act + "_backup")
+    # the previous keys come back (headless: the backup action), under the take's own name; one backup per
+    # take, and two sidecar files at most however often it is re-tailored
+    assert [a.name for a in bpy.data.actions if a.get("ht_backup_of") == act] == [act + "_backup"]
+    assert len(list(tmp_path.glob(f"*{act}*keys.npz"))) == 2
+    assert all(p.name.count("retailor") == 1 for p in tmp_path.glob("cap.retailor_*.npz"))  # names never chain
+    assert takes.restore_backup(arm)
+    restored = snapshot_keys()
+    assert arm.animation_data.action.name == act
     for (name, path, idx), co in after.items():
         if name == act:
-            assert np.array_equal(restored[(prev_obj, path, idx)], co)
-    assert bpy.ops.handtailor.restore_take() == {"FINISHED"}
+            assert np.array_equal(restored[(act, path, idx)], co)
+    assert bpy.ops.handtailor.restore_take() == {"FINISHED"}  # and back again
+    for (name, path, idx), co in again.items():
+        if name == act:
+            assert np.array_equal(snapshot_keys()[(act, path, idx)], co)
 
 
 def test_retailor_without_take_says_so(addon, blank):
@@ -107,3 +113,29 @@ def test_retailor_without_take_says_so(addon, blank):
     bpy.context.view_layer.objects.active = arm
     with pytest.raises(RuntimeError, match="select a HandTailor hand rig"):
         bpy.ops.handtailor.retailor("EXEC_DEFAULT")
+
+
+def test_retailor_of_a_reduced_take(fake_engine, tmp_path, models_dir):
+    """A take reduced to 0.5 deg / 0.5 mm: an edited key stays a key with its exact value, the refit curves
+    are reduced again with the take's tolerances, and at most one backup is kept."""
+    d, right, _ = models_dir
+    res_path = helpers.make_curl_result(tmp_path / "cap.npz", [right], N=30)
+    scene = bpy.context.scene
+    [arm] = capture.apply_result(scene, str(res_path), tolerance_deg=0.5, tolerance_mm=0.5,
+                                 interpolation="BEZIER")
+    act = arm.animation_data.action.name
+    rot = _fc(arm, 'pose.bones["index2.R"].rotation_quaternion', 1)
+    frames, _ = keys.read_keys(rot)
+    edit_frame = float(frames[len(frames) // 2])
+    _set_key(rot, edit_frame, 0.3)
+    bpy.context.view_layer.objects.active = arm
+    fake_engine("ok")
+    for _ in range(2):
+        assert bpy.ops.handtailor.retailor("EXEC_DEFAULT") == {"FINISHED"}
+    rot = _fc(arm, 'pose.bones["index2.R"].rotation_quaternion', 1)
+    f, v = keys.read_keys(rot)
+    assert v[f == edit_frame].tolist() == [np.float32(0.3)]
+    new = bpy.data.actions[act]
+    assert new["ht_keys_after"] < new["ht_keys_before"] / 2
+    assert new["ht_max_error_deg"] <= 0.5 and new["ht_max_error_mm"] <= 0.5  # Blender's curves, sampled
+    assert [a.name for a in bpy.data.actions if a.get("ht_backup_of") == act] == [act + "_backup"]
