@@ -178,8 +178,9 @@ def write_table(obj_curves, key_curves, arm, frames, table: dict, interpolation:
     for g in channel_groups(arm, model):
         target = obj_curves if g.target == "OBJECT" else key_curves
         req = None if required is None else required.get((g.key, g.col))
-        span = None if spans is None else spans.get((g.key, g.col), (0, len(frames) - 1))
-        if span is None or span != (0, len(frames) - 1):  # a part: the counts are the curves' after writing
+        whole = (0, len(frames) - 1)
+        span = whole if spans is None else spans.get((g.key, g.col), whole)
+        if span != whole:  # a part, or None: the counts are the curves' after writing
             rows = slice(0, 0) if span is None else slice(span[0], span[1] + 1)
             err = {}
             if span is not None:

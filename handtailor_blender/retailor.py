@@ -110,7 +110,10 @@ def prepare_retailor(scene, arm, *, frame_range: tuple[int, int] | None = None, 
         cur_beta = cur["beta"].astype(np.float64)
         cur_scale = keys.hand_size(other, cur)
         lb, ls, lr = locks["lock_beta"], locks["lock_hand_scale"], locks["lock_root"]
-        beta_used = np.where(lb[:, None], cur_beta, result.beta[t, rows])
+        # a locked shape the artist did not change since it was written (an identity rig's, always locked) goes
+        # out at the result's full precision: the refit then returns it bit for bit (keys.py keeps float32)
+        beta_changed = np.any(cur["beta"] != take["table"]["beta"], -1)
+        beta_used = np.where((lb & beta_changed)[:, None], cur_beta, result.beta[t, rows])
         scale_used = np.where(ls, cur_scale, result.hand_scale[t, rows])
         identity = rig.identity_beta(other)
         obj_size = scale_used if identity is not None else np.ones(len(rows))  # see keys.channel_table
@@ -146,12 +149,12 @@ def _kept(new, old, t: int, rows, locks: dict) -> dict:
     same_root = np.all(new.root[t, rows] == old.root[t, rows], -1)
     same_scale = new.hand_scale[t, rows] == old.hand_scale[t, rows]
     same_conf = np.all(new.confidence[t, rows] == old.confidence[t, rows], -1)
-    frame = same_theta.all(-1) & same_beta & same_root & same_scale
     rot = locks["lock_theta"] | same_theta
     return {"bone_rot": rot, "bone_eul": rot, "beta": locks["lock_beta"] | same_beta,
             "obj_loc": locks["lock_root"] | (same_root & same_beta & same_scale),
             "obj_scale": locks["lock_hand_scale"] | same_scale, "wrist_scale": locks["lock_hand_scale"] | same_scale,
-            "obj_rot": frame, "confidence": frame & same_conf, "bone_loc": rot & same_beta[:, None]}
+            "obj_rot": np.ones_like(same_scale), "confidence": same_conf,  # (the object's rotation: the camera's)
+            "bone_loc": rot & same_beta[:, None]}
 
 
 def _refit_table(arm, take, cur, locks, new, old, to_world) -> tuple[dict, dict]:
@@ -185,8 +188,9 @@ def _spans(arm, kept: dict) -> dict:
     for g in keys.channel_groups(arm):
         if g.key not in kept:
             continue
-        changed = np.flatnonzero(~kept[g.key][(slice(None),) + g.col])
-        n = len(kept[g.key])
+        k = kept[g.key]  # (M,) or (M, 16): a per-frame mask serves every column (beta's)
+        changed = np.flatnonzero(~k[(slice(None),) + g.col[: k.ndim - 1]])
+        n = len(k)
         out[(g.key, g.col)] = None if not len(changed) else (max(changed[0] - 1, 0), min(changed[-1] + 1, n - 1))
     return out
 
