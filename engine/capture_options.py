@@ -17,10 +17,9 @@ from engine.errors import InputError
 
 log = logging.getLogger("engine.capture")
 
-DEFAULT_ITERATIONS = 30  # with LR_FINAL: measured in tailor.clip (issue 15)
+DEFAULT_ITERATIONS = 30  # with the tailor's annealed step (TailorConfig.lr_final): measured in tailor.clip (issue 15)
 DEFAULT_SMOOTHING = 10.0  # the tailor's temporal_weight (joint acceleration); see `tailor_config`
 ROTATION_SMOOTHING = 10.0  # rotation-acceleration weight per unit of smoothing (tailor rotation_smoothing)
-LR_FINAL = 0.3  # the tailor's learning rate decays to this fraction by its last iteration
 DEFAULT_BATCH_SIZE = 32
 # One torch thread: the networks run one crop at a time, and the second core decodes ahead (video.prefetch).
 # Measured on the shared 2-core CPU (tracker alone, ms/frame): 1 thread 40, 2 threads 54 with
@@ -114,10 +113,12 @@ def default_segments() -> int:
 
 
 def tailor_config(iterations: int, camera_model: str, smoothing: float):
-    """The tailor's settings of a capture (and of its re-tailor): `smoothing` weighs both temporal terms."""
+    """The tailor's settings of a capture (and of its re-tailor): `smoothing` weighs both temporal terms; the
+    rest are TailorConfig's defaults (the annealed step lr_final included: 0.2 measured better here than the
+    clip fit's own 0.3 before the merge, see engine.tailor.clip)."""
     from engine.tailor import TailorConfig
 
     return TailorConfig(iterations=iterations, camera_model=camera_model, temporal_weight=smoothing,
-                        rotation_smoothing=ROTATION_SMOOTHING * smoothing, lr_final=LR_FINAL)
+                        rotation_smoothing=ROTATION_SMOOTHING * smoothing)
 
 

@@ -12,8 +12,8 @@
       -> per-frame arrays on the clip's N frames, NaN where a frame has no fit
 
 The temporal terms and defaults (`engine.capture_options`: smoothing 10 = the joint-acceleration weight,
-rotation acceleration 10x that, 30 iterations with the learning rate decaying to 0.3x, DEPTH_SIGMA 3).
-Measured on the gesture / ASL / sample clips (replayed tracker output, weak perspective; chatter = finger
+rotation acceleration 10x that, 30 iterations with the tailor's annealed step, DEPTH_SIGMA 3).
+Measured (before issue 14's tailor terms: lr 0.03, E_id 0.1) on the gesture / ASL / sample clips (replayed tracker output, weak perspective; chatter = finger
 rotation against the slerp midpoint of its neighbours, median / p95 deg; fit = fitted vs detected keypoints,
 px; lag vs the unsmoothed fit, frames; scripts/experiments/clip_measure.py) and on the synthetic clip
 (scripts/make_synthetic_clip.py, ground truth):
@@ -25,6 +25,11 @@ px; lag vs the unsmoothed fit, frames; scripts/experiments/clip_measure.py) and 
 * lr decay to 0.3x: chatter 1.07 -> 0.49 deg (gesture), 0.97 -> 0.37 (ASL), fit equal; 0.1x fits worse
   (9.6 px). 30 iterations instead of 20: fit 7.8 -> 7.0 px (gesture), 6.9 -> 5.7 (ASL), 3.3 -> 2.9 (sample);
   40: 6.9 / 5.0 / 2.5 at 4/3 the tailor's time.
+* re-measured with issue 14's tailor (lr 0.06 annealed, E_id 3, E_z, E_size; gesture / ASL): the tailor's
+  own lr_final 0.2 against 0.3: chatter 0.51 / 1.70 vs 0.67 / 1.88 deg (gesture), 0.46 / 2.39 vs 0.64 /
+  2.47 (ASL), fit 7.7 vs 7.8 px and 5.8 vs 5.9: one lr_final (0.2) for both. 40 iterations: fit 7.6 / 5.5 px;
+  E_id 0.3: 7.7 / 6.0. The fit's gap to a per-frame identity (5.9 px on the gesture clip) is the held
+  identity's: 7.5 px without the temporal terms.
 * post-filters instead of the term, on the same fit: a Gaussian on the quaternions (sigma 1 / 2 frames)
   0.47 / 0.13 deg median at 7.4 / 7.8 px and more joint jitter (no refit); One-Euro (min cutoff 1 Hz)
   0.37 deg at 8.5 px and up to half a frame of lag on ASL. The term in the fit keeps the better fit.
