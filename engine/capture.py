@@ -17,10 +17,7 @@ at any point leaves nothing new, and an earlier result as it was.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
-import os
 import pathlib
 import sys
 import time
@@ -35,90 +32,14 @@ from engine import video
 from engine.errors import Cancelled, InputError, NoHandError
 from engine.timing import StageTimer
 
+from engine.capture_options import (  # noqa: F401  (re-exported: the options and defaults of a capture)
+    DEFAULT_BATCH_SIZE, DEFAULT_ITERATIONS, DEFAULT_SMOOTHING, DEFAULT_TORCH_THREADS, CaptureOptions,
+    default_segments, tailor_config)
+
 log = logging.getLogger("engine.capture")
 
 ProgressFn = Callable[[int, int, str], None]
 StopFn = Callable[[], bool]
-
-DEFAULT_ITERATIONS = 20
-DEFAULT_SMOOTHING = 10.0  # tailor temporal_weight; with tailor.clip.DEPTH_SIGMA it halves the jitter on the sample clip, same reprojection
-DEFAULT_BATCH_SIZE = 32
-# One torch thread: the networks run one crop at a time, and the second core decodes ahead (video.prefetch).
-# Measured on the shared 2-core CPU (tracker alone, ms/frame): 1 thread 40, 2 threads 54 with
-# OMP_WAIT_POLICY=PASSIVE (engine/__init__.py), 930 with OpenMP's default spin-waiting.
-DEFAULT_TORCH_THREADS = 1
-
-
-@dataclasses.dataclass
-class CaptureOptions:
-    source: str
-    output: str
-    frame_start: int | None = None
-    frame_end: int | None = None  # inclusive
-    stride: int = 1
-    hands: int = 1
-    intrinsics: tuple[float, ...] | None = None  # fx, fy, cx, cy[, k1, k2, p1, p2, k3]
-    hand_model: str | None = None
-    iterations: int = DEFAULT_ITERATIONS
-    smoothing: float = DEFAULT_SMOOTHING
-    steady_shape: bool = False
-    mirrored: bool = False
-    overlay: str | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
-    device: str = "cpu"
-    threads: int | None = DEFAULT_TORCH_THREADS  # torch intra-op threads for the networks (None or 0: torch's default)
-    backbone: str = "mediapipe"  # keypoint network: "mediapipe" | "hourglass" (engine.hand_module.tracking)
-    hourglass_weights: str | None = None  # hourglass.safetensors (needed by backbone "hourglass")
-    fps: float | None = None  # frame rate of footage without one (image folders); None: video.DEFAULT_FPS
-    runtime: str | None = None  # network runtime (engine.hand_module.runtimes; None: the fastest for the device)
-    segments: int | None = None  # frames tracked as this many concurrent segments (None: one per core, at most 2)
-
-    def __post_init__(self):
-        self.iterations = DEFAULT_ITERATIONS if self.iterations is None else int(self.iterations)
-        self.smoothing = DEFAULT_SMOOTHING if self.smoothing is None else float(self.smoothing)
-        self.batch_size = DEFAULT_BATCH_SIZE if self.batch_size is None else int(self.batch_size)
-        self.stride = 1 if self.stride is None else int(self.stride)
-        if self.hands not in (1, 2):
-            raise InputError(f"--hands must be 1 or 2 (got {self.hands}).")
-        if self.iterations < 0:
-            raise InputError(f"iterations must be >= 0 (got {self.iterations}).")
-        if not (math.isfinite(self.smoothing) and self.smoothing >= 0):
-            raise InputError(f"smoothing must be a number >= 0 (got {self.smoothing}); 0 switches the temporal term off.")
-        if self.batch_size < 1:
-            raise InputError(f"batch size must be >= 1 (got {self.batch_size}).")
-        if self.stride < 1:
-            raise InputError(f"stride must be >= 1 (got {self.stride}).")
-        if self.threads is not None and not (type(self.threads) is int and self.threads >= 0):
-            raise InputError(f"--threads must be a number of threads >= 1, or 0 for torch's default (got {self.threads}).")
-        if self.fps is not None:
-            self.fps = video.check_fps(self.fps)
-        if self.intrinsics is not None:
-            k = tuple(float(v) for v in self.intrinsics)
-            if len(k) not in (4, 9) or not all(math.isfinite(v) for v in k):
-                raise InputError("intrinsics must be fx,fy,cx,cy or fx,fy,cx,cy,k1,k2,p1,p2,k3 (finite numbers).")
-            if k[0] <= 0 or k[1] <= 0:
-                raise InputError(f"intrinsics: focal lengths must be positive (got fx={k[0]}, fy={k[1]}).")
-            self.intrinsics = k
-        self.backbone = "mediapipe" if self.backbone is None else str(self.backbone)
-        from engine.hand_module.tracking import check_backbone
-
-        check_backbone(self.backbone, self.hourglass_weights)  # before any footage is read
-        from engine.hand_module.runtimes import check_runtime
-
-        self.runtime = check_runtime(self.runtime, self.device)
-        self.segments = default_segments() if self.segments is None else int(self.segments)
-        if self.segments < 1:
-            raise InputError(f"--segments must be >= 1 (got {self.segments}).")
-
-    @classmethod
-    def from_protocol(cls, args: dict) -> "CaptureOptions":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in args.items() if k in fields})
-
-    @property
-    def camera_model(self) -> str:
-        return "weak_perspective" if self.intrinsics is None else "perspective"
-
 
 def camera_from_options(options: CaptureOptions, image_size: tuple[int, int]):
     """(camera_model, K (3,3), distortion (5,)) for the options and the upright image size."""
@@ -148,11 +69,6 @@ def check_hand_model(options: CaptureOptions):
             raise first from None
 
 
-def default_segments() -> int:
-    """Concurrent tracking segments: one per core, at most 2 (see engine.hand_module.segments)."""
-    return max(1, min(2, os.cpu_count() or 1))
-
-
 def make_tracker(options: CaptureOptions):
     import torch
 
@@ -168,29 +84,29 @@ def make_tracker(options: CaptureOptions):
                        runtime=options.runtime, workers=options.segments)
 
 
-def fit_init(arrays: dict, model, camera_model: str, K: np.ndarray, steady_shape: bool) -> dict:
+def fit_init(arrays: dict, model, camera_model: str, K: np.ndarray, steady_shape: bool,
+             hand_length: float | None = None) -> dict:
     """The hand module's initialization for one track's observed frames (lifting + IKNet + shape)."""
     from engine.hand_module import hand_module
 
     return hand_module.fit_init(
         arrays["keypoints_uvd"], arrays["confidence"], arrays["world_landmarks"],
-        camera=camera_model, K=K, model=model, steady_shape=steady_shape,
+        camera=camera_model, K=K, model=model, steady_shape=steady_shape, hand_length=hand_length,
     )
 
 
 def fit_track(track, n_frames: int, model, options: CaptureOptions, K, dist, timer: StageTimer,
               progress: Callable[[int, int, str], None], should_stop: StopFn, temporal: bool = True) -> dict:
     """One result track: the hand module's initialization, then the tailor over the clip's timeline."""
-    from engine.tailor import TailorConfig
     from engine.tailor.clip import fit_timeline
 
     arrays = tracks_mod.track_arrays(track, K, dist)
     with timer.time("lift_ik"):
-        init = fit_init(arrays, model, options.camera_model, K, options.steady_shape)
-    config = TailorConfig(iterations=options.iterations, camera_model=options.camera_model,
-                          temporal_weight=float(options.smoothing) if temporal else 0.0)
+        init = fit_init(arrays, model, options.camera_model, K, not options.per_frame_shape, options.hand_length)
+    config = tailor_config(options.iterations, options.camera_model, float(options.smoothing) if temporal else 0.0)
     return fit_timeline(model, track.positions, n_frames, init, arrays["keypoints_uvd"][..., :2], arrays["confidence"],
-                        K, config, name=f"{track.side} hand", should_stop=should_stop, timer=timer,
+                        K, config, name=f"{track.side} hand", hold_identity=not options.per_frame_shape,
+                        should_stop=should_stop, timer=timer,
                         progress=lambda d, t: progress(d, t, f"fitting the {track.side} hand: frame {d}/{t}"))
 
 
@@ -248,7 +164,7 @@ def run_capture(options: CaptureOptions, progress: ProgressFn | None = None, sho
         "hand_model_sha256": np.asarray([str(models[t.side].sha256) for t in tracks]),
         "hand_side": np.asarray([t.side for t in tracks]), "tailor_iterations": np.asarray(options.iterations),
         "tailor_smoothing": np.asarray(options.smoothing if temporal else 0.0),
-        "steady_shape": np.asarray(bool(options.steady_shape)),
+        "steady_shape": np.asarray(not options.per_frame_shape), "per_frame_shape": np.asarray(bool(options.per_frame_shape)),
     }
     for key in ("valid", "theta", "beta", "root", "hand_scale", "projection_scale", "keypoints_2d", "confidence", "joints_3d"):
         result[key] = np.stack([f[key] for f in fits])

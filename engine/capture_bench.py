@@ -9,11 +9,15 @@ own networks, measured side by side in one run.
     time as its `last_timings` report it; `tailor` includes the first call's compile, also given apart as
     `tailor_first_call_s`), `peak_rss_mb` (the process's peak resident memory right after the first
     capture, before the reference and no-hand runs).
+  * The fit (track 0, with the temporal term): `chatter_deg_median`, `chatter_deg_p95` (each finger rotation
+    against the midpoint, slerp 0.5, of its two neighbouring frames, over valid triples, degrees:
+    `metrics.rotation_chatter_deg`) and `fit_residual_px` (fitted keypoints against the detected ones: the
+    median over frames of their mean distance, `metrics.reprojection_px`).
   * The same observations refit without the temporal term (the tracker's output is replayed, so only
     the fit differs): `jitter_with_temporal`, `jitter_without_temporal` = mean joint acceleration
     |J[n+1] - 2 J[n] + J[n-1]| over valid consecutive triples, in mm per frame^2, camera frame; and
-    `lag_frames`, the shift (frames, sub-frame by a parabola) that best aligns the smoothed joint
-    trajectories with the unsmoothed ones (positive: the smoothed motion trails).
+    `lag_frames`, the shift (frames, sub-frame by a parabola) that best aligns the smoothed joints' motion
+    with the unsmoothed ones' (positive: the smoothed motion trails; `metrics.trajectory_lag`).
   * The reference, MediaPipe's networks alone: the shipped .tflite files through LiteRT (XNNPACK, what
     MediaPipe runs) driven by the same video-mode graph logic in one sequence (palm detection when a hand
     is lost, landmarks on the ROI tracked from the previous frame), on the same frames, decoding NOT timed,
@@ -44,6 +48,7 @@ import time
 import numpy as np
 
 from engine import capture, video
+from engine.metrics import joint_jitter, trajectory_lag  # noqa: F401  (the bench's figures; re-exported)
 from engine.hand_module.runtimes import RUNTIMES
 
 log = logging.getLogger("engine.capture_bench")
@@ -88,40 +93,6 @@ class ReplayTracker:
         out = self.outputs[self.i : self.i + len(frames)]
         self.i += len(frames)
         return out
-
-
-def joint_jitter(joints: np.ndarray, valid: np.ndarray) -> float:
-    """Mean |J[n+1] - 2 J[n] + J[n-1]| (same units as joints) over keypoints and valid triples.
-
-    joints (N, K, 3), valid (N,). NaN when there is no valid triple.
-    """
-    if joints.shape[0] < 3:
-        return float("nan")
-    acc = np.linalg.norm(joints[2:] - 2 * joints[1:-1] + joints[:-2], axis=-1)  # (N-2, K)
-    ok = valid[2:] & valid[1:-1] & valid[:-2]
-    return float(acc[ok].mean()) if ok.any() else float("nan")
-
-
-def trajectory_lag(smoothed: np.ndarray, raw: np.ndarray, valid: np.ndarray, max_shift: int = 5) -> float:
-    """Shift k (frames) minimizing mean |smoothed[n] - raw[n - k]|^2; sub-frame by a parabola through the
-    best integer shift and its neighbours. smoothed, raw (N, K, 3); valid (N,)."""
-    errs = []
-    n = smoothed.shape[0]
-    shifts = list(range(-max_shift, max_shift + 1))
-    for k in shifts:
-        a = slice(max(0, k), n + min(0, k))
-        b = slice(max(0, -k), n - max(0, k))
-        ok = valid[a] & valid[b]
-        errs.append(np.mean(np.sum((smoothed[a][ok] - raw[b][ok]) ** 2, axis=-1)) if ok.sum() > 3 else np.inf)
-    errs = np.asarray(errs)
-    if not np.isfinite(errs).any():
-        return float("nan")
-    i = int(np.argmin(errs))
-    if 0 < i < len(errs) - 1 and np.all(np.isfinite(errs[i - 1 : i + 2])):
-        den = errs[i - 1] - 2 * errs[i] + errs[i + 1]
-        frac = 0.5 * (errs[i - 1] - errs[i + 1]) / den if den > 0 else 0.0
-        return float(shifts[i] + frac)
-    return float(shifts[i])
 
 
 # ------------------------------------------------------------------------------------------ reference
@@ -324,6 +295,7 @@ def _capture_figures(stats, recorder, opts, tmp, hands, iterations, smoothing) -
         "jitter_units": "mm/frame^2 (mean joint acceleration, camera frame)",
         "jitter_2d_detected_px": joint_jitter(np.concatenate([kp, np.zeros(kp.shape[:-1] + (1,))], -1), det_valid),
         "lag_frames": trajectory_lag(j1, j2, v),
+        **_clip_figures(r1, t),
         "smoothing": smoothing,
         "iterations": iterations,
         "threads": {"torch": _torch_threads(), "omp": os.environ.get("OMP_NUM_THREADS")},
@@ -342,6 +314,20 @@ def _capture_figures(stats, recorder, opts, tmp, hands, iterations, smoothing) -
     keypoint_s = stages.get("detect", 0.0) + stages.get("keypoints", 0.0)
     report["keypoints_fps"] = n / keypoint_s if keypoint_s > 0 else float("nan")
     return report
+
+
+def _clip_figures(result: dict, t: int) -> dict:
+    """Chatter (finger rotations against the slerp midpoint of their neighbours, degrees) and the fit to the
+    keypoints (median over frames of the mean fitted-vs-detected distance, px) of track t of a capture."""
+    from engine import metrics
+
+    v = result["valid"][t]
+    ch = metrics.rotation_chatter_deg(result["theta"][t], v)
+    px = metrics.reprojection_px(result["joints_3d"][t], result["K"], result["keypoints_2d"][t], result["confidence"][t], v)
+    nan = float("nan")
+    return {"chatter_deg_median": float(np.median(ch)) if ch.size else nan,
+            "chatter_deg_p95": float(np.percentile(ch, 95)) if ch.size else nan,
+            "fit_residual_px": float(np.nanmedian(px)) if np.isfinite(px).any() else nan}
 
 
 def _litert_available() -> bool:

@@ -75,7 +75,13 @@ def add_capture_options(p) -> None:
     p.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help=f"tailor iterations (default {DEFAULT_ITERATIONS})")
     p.add_argument("--smoothing", type=float, default=DEFAULT_SMOOTHING, help=f"temporal smoothing weight, 0 = off (default {DEFAULT_SMOOTHING})")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"frames decoded and tracked per batch (default {DEFAULT_BATCH_SIZE})")
-    p.add_argument("--steady-shape", action="store_true", help="one hand shape for the whole clip")
+    p.add_argument("--per-frame-shape", action="store_true",
+                   help="a hand shape (beta) and size per frame (default: one identity per hand track, its size "
+                        "held: the distance moves)")
+    p.add_argument("--hand-length", type=float, default=None, metavar="M",
+                   help="the actor's hand length in meters, wrist crease to middle fingertip (default: the "
+                        "population mean, 0.187; monocular footage cannot show the size)")
+    p.add_argument("--steady-shape", action="store_true", help=argparse.SUPPRESS)  # deprecated: the default now
     p.add_argument("--mirrored", action="store_true", help="the footage is mirrored (selfie camera)")
     p.add_argument("--threads", type=int, default=DEFAULT_TORCH_THREADS,
                    help=f"torch threads for the networks (default {DEFAULT_TORCH_THREADS}; 0 = torch's default)")
@@ -98,6 +104,7 @@ def capture_options(args: argparse.Namespace):
         source=args.source, output=args.output, frame_start=start, frame_end=end, stride=args.stride,
         hands=args.hands, intrinsics=parse_intrinsics(args.intrinsics), hand_model=args.hand_model,
         iterations=args.iterations, smoothing=args.smoothing, steady_shape=args.steady_shape,
+        per_frame_shape=args.per_frame_shape, hand_length=args.hand_length,
         mirrored=args.mirrored, overlay=args.overlay, batch_size=args.batch_size,
         threads=None if args.threads == 0 else args.threads, backbone=args.backbone,
         hourglass_weights=args.hourglass_weights, fps=args.fps, runtime=args.runtime, segments=args.segments,

@@ -201,3 +201,100 @@ def auc(errors: np.ndarray, lo: float, hi: float, mask: np.ndarray | None = None
         return float("nan")
     area = float(np.sum((curve[1:] + curve[:-1]) * np.diff(t)) / 2.0)
     return area / (hi - lo)
+
+
+# ------------------------------------------------------------------------- a clip's motion (issue 15)
+
+
+def joint_jitter(joints: np.ndarray, valid: np.ndarray) -> float:
+    """Mean |J[n+1] - 2 J[n] + J[n-1]| (same units as joints) over keypoints and valid triples.
+
+    joints (N, K, 3), valid (N,). NaN when there is no valid triple.
+    """
+    if joints.shape[0] < 3:
+        return float("nan")
+    acc = np.linalg.norm(joints[2:] - 2 * joints[1:-1] + joints[:-2], axis=-1)  # (N-2, K)
+    ok = valid[2:] & valid[1:-1] & valid[:-2]
+    return float(acc[ok].mean()) if ok.any() else float("nan")
+
+
+def trajectory_lag(smoothed: np.ndarray, raw: np.ndarray, valid: np.ndarray, max_shift: int = 5) -> float:
+    """The shift k (frames) that best aligns a smoothed trajectory's motion with the raw one's; positive: the
+    smoothed motion trails.
+
+    Minimizes the mean squared difference of the frame-to-frame velocities, smoothed v[n] against raw v[n - k],
+    over ONE set of frames for every shift (each n whose raw v[n - k] exists for all |k| <= max_shift),
+    sub-frame by a parabola through the best integer shift and its neighbours. Velocities and one frame set:
+    a trend (a hand coming closer) or a run's edges cannot bias it, so a zero-phase smoother scores 0 up to
+    noise (comparing positions over each shift's own overlap did not: -1 / +0.6 frames on one clip).
+
+    smoothed, raw (N, K, D); valid (N,). NaN when fewer than 4 frames can be compared.
+    """
+    valid = np.asarray(valid, bool)
+    vs = np.diff(np.asarray(smoothed, np.float64), axis=0)
+    vr = np.diff(np.asarray(raw, np.float64), axis=0)
+    ok = valid[1:] & valid[:-1]
+    m = vs.shape[0]
+    shifts = list(range(-max_shift, max_shift + 1))
+    common = np.array([ok[n] and all(0 <= n - k < m and ok[n - k] for k in shifts) for n in range(m)], bool)
+    if common.sum() < 4:
+        return float("nan")
+    n = np.flatnonzero(common)
+    errs = np.array([np.mean(np.sum((vs[n] - vr[n - k]) ** 2, axis=-1)) for k in shifts])
+    i = int(np.argmin(errs))
+    if 0 < i < len(errs) - 1:
+        den = errs[i - 1] - 2 * errs[i] + errs[i + 1]
+        frac = 0.5 * (errs[i - 1] - errs[i + 1]) / den if den > 0 else 0.0
+        return float(shifts[i] + frac)
+    return float(shifts[i])
+
+
+def rotation_chatter_deg(theta: np.ndarray, valid: np.ndarray, joints=slice(1, 16)) -> np.ndarray:
+    """Chatter: each rotation against the midpoint (slerp 0.5) of its two neighbouring frames, in degrees.
+
+    A still or steadily turning joint scores 0; frame-to-frame noise scores about its own size. Counted over
+    the triples of consecutive valid frames, for the finger joints by default (MANO joints 1-15).
+
+    Args:
+        theta: (N, J, 4) quaternions (w, x, y, z) of consecutive frames (any sign).
+        valid: (N,) bool.
+        joints: which joints (an index or slice of the J axis).
+    Returns:
+        (M, J') angles of the M valid triples (empty when there are none).
+    """
+    q = np.asarray(theta, np.float64)[:, joints]
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    valid = np.asarray(valid, bool)
+    if q.shape[0] < 3:
+        return np.zeros((0,) + q.shape[1:-1])
+    ok = valid[2:] & valid[1:-1] & valid[:-2]
+    a, b, c = q[:-2][ok], q[1:-1][ok], q[2:][ok]
+    c = np.where(np.sum(a * c, axis=-1, keepdims=True) < 0, -c, c)
+    mid = a + c
+    mid /= np.maximum(np.linalg.norm(mid, axis=-1, keepdims=True), 1e-12)
+    cos = np.clip(np.abs(np.sum(mid * b, axis=-1)), 0.0, 1.0)
+    return np.degrees(2.0 * np.arccos(cos))
+
+
+def reprojection_px(joints_3d: np.ndarray, K: np.ndarray, keypoints_2d: np.ndarray, confidence: np.ndarray,
+                    valid: np.ndarray) -> np.ndarray:
+    """Per frame, the mean pixel distance between the fitted keypoints (pinhole projection of joints_3d) and the
+    detected ones, over the keypoints with confidence > 0. Its median over the frames is `fit_residual_px`.
+
+    Args:
+        joints_3d: (N, K, 3) camera frame; K: (3, 3); keypoints_2d: (N, K, 2) detected; confidence: (N, K);
+        valid: (N,) bool, the fitted frames.
+    Returns:
+        (N,) pixels, NaN on frames that are not valid or have no confident keypoint.
+    """
+    from engine.camera import project_perspective
+
+    j = np.asarray(joints_3d, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        uv = np.asarray(project_perspective(j, np.asarray(K, np.float64)))
+        d = np.linalg.norm(uv - np.asarray(keypoints_2d, np.float64), axis=-1)
+    use = np.asarray(valid, bool)[:, None] & (np.nan_to_num(np.asarray(confidence, np.float64)) > 0) & np.isfinite(d)
+    n = use.sum(axis=-1)
+    out = np.full(j.shape[0], np.nan)
+    out[n > 0] = np.where(use, d, 0.0).sum(axis=-1)[n > 0] / n[n > 0]
+    return out

@@ -30,8 +30,11 @@ Commands
                 A client refuses an engine whose "protocol" differs from the one it speaks.
     capture  args {"source": path, "output": path.npz, "frame_start": int|null, "frame_end": int|null
                    (inclusive), "stride": 1, "hands": 1|2, "intrinsics": [fx,fy,cx,cy(,k1,k2,p1,p2,k3)]|null,
-                   "hand_model": path|null, "iterations": 20, "smoothing": float, "steady_shape": bool,
-                   "mirrored": bool, "overlay": path|null, "batch_size": int,
+                   "hand_model": path|null, "iterations": 30, "smoothing": float,
+                   "per_frame_shape": bool (optional, default false: one identity, beta and hand_scale, per
+                   track), "hand_length": number|null (optional: the actor's hand length in meters, wrist
+                   crease to middle fingertip; null: the population mean), "steady_shape": bool (deprecated,
+                   ignored: one identity per track is the default), "mirrored": bool, "overlay": path|null, "batch_size": int,
                    "backbone": "mediapipe"|"hourglass" (optional, default "mediapipe"),
                    "hourglass_weights": path|null (optional; needed by "hourglass", else bad_model_file),
                    "fps": number|null (optional: the frame rate of footage that has none, e.g. an image
@@ -41,6 +44,8 @@ Commands
                         "corrupt_frames": [footage frame numbers that could not be decoded]}
     retailor args {"result": path, "edits": path, "output": path, "frame_start": int|null,
                    "frame_end": int|null, "joints": [MANO joint names]|null, "iterations": int,
+                   "falloff": int|null (optional: frames an edit reaches on each side, fading out; frames
+                   beyond are not touched; null: the engine's default, 10),
                    "hand_model": path|null (where to look for the capture's hand model when it is no longer
                    at the path the result records; used only when its sha256 matches the result's)}
              -> result {"files": {"result": path}}
@@ -137,6 +142,8 @@ ARG_SPECS: dict[str, dict[str, tuple]] = {
         "iterations": (_INT + (None,), None, False),
         "smoothing": (_NUM + (None,), None, False),
         "steady_shape": ((bool,), False, False),
+        "per_frame_shape": ((bool,), False, False),
+        "hand_length": (_NUM + (None,), None, False),
         "mirrored": ((bool,), False, False),
         "overlay": (_STR + (None,), None, False),
         "batch_size": (_INT + (None,), None, False),
@@ -153,6 +160,7 @@ ARG_SPECS: dict[str, dict[str, tuple]] = {
         "joints": ((list, None), None, False),
         "iterations": (_INT + (None,), None, False),
         "hand_model": (_STR + (None,), None, False),
+        "falloff": (_INT + (None,), None, False),
     },
     "export_model": {
         "source": (_STR + (None,), None, False),
@@ -207,6 +215,10 @@ def validate_args(cmd: str, args: dict, id: str | None = None) -> dict:
             raise ProtocolError("bad_request", f"capture: backbone must be one of {list(BACKBONES)} (got {out['backbone']!r})", id)
     if cmd == "export_model" and out["side"] not in ("right", "left"):
         raise ProtocolError("bad_request", f"export_model: side must be \"right\" or \"left\" (got {out['side']!r})", id)
+    if cmd == "retailor" and out["falloff"] is not None and out["falloff"] < 0:
+        raise ProtocolError("bad_request", f"retailor: falloff must be a number of frames >= 0 (got {out['falloff']})", id)
+    if cmd == "capture" and out["hand_length"] is not None and not 0.05 <= out["hand_length"] <= 0.4:
+        raise ProtocolError("bad_request", f"capture: hand_length must be meters in [0.05, 0.4] (got {out['hand_length']})", id)
     if cmd == "retailor" and out["joints"] is not None and not all(isinstance(j, str) for j in out["joints"]):
         raise ProtocolError("bad_request", "retailor: joints must be a list of MANO joint names", id)
     return out

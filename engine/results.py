@@ -14,9 +14,18 @@ Result arrays (T hand tracks, N frames):
     K (3,3), distortion (5,), hand_model (T,), hand_model_sha256 (T,), hand_side (T,), valid (T,N),
     theta (T,N,16,4), beta (T,N,10), root (T,N,3), hand_scale (T,N), projection_scale (T,N),
     keypoints_2d (T,N,21,2), confidence (T,N,21), joints_3d (T,N,21,3)
+Meaning of the identity (issue 15): by default a track is one hand. `beta` is one shape per track, repeated
+on every valid frame, and `hand_scale` one value per track: the hand's size relative to the model's metric
+size at that beta, about the wrist (Eq. 12 / 17's s* no longer changes it: a hand does not grow). The hand's
+distance carries what its pixel size does: the root depth (perspective) or `projection_scale` (weak
+perspective, the root then at depth f / projection_scale). The metric size is `hand_scale` times the model's
+hand length at beta: the population's mean hand length unless the capture was given the actor's (monocular
+footage shows size / distance, never size alone). A capture with `per_frame_shape` keeps the older meaning:
+beta per frame and hand_scale = s* per frame.
 Extra keys written by this engine (readers may ignore them): engine_version (), frame_decoded (N,) bool
 (False where the footage frame could not be decoded), tailor_iterations (), tailor_smoothing () (the
-temporal weight; re-tailor reuses both), steady_shape () bool.
+temporal weight; re-tailor reuses both), per_frame_shape () bool (False: one identity per track),
+steady_shape () bool (its negation, for older readers).
 Invalid frames (valid False) carry NaN in theta, beta, root, hand_scale, projection_scale and joints_3d:
 never made-up values. keypoints_2d / confidence keep whatever the detector saw (NaN / 0 where nothing).
 

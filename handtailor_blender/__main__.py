@@ -3,10 +3,10 @@
     python -m handtailor_blender capture SOURCE --blend OUT.blend [--fbx OUT.fbx] [--preset UNITY]
         [--frames A:B] [--start-frame 1] [--stride N] [--hands {1,2}] [--side both|left|right]
         [--intrinsics fx,fy,cx,cy[,k1,k2,p1,p2,k3]] [--hand-model PATH] [--iterations N] [--smoothing W]
-        [--steady-shape] [--mirrored] [--interpolation BEZIER] [--rotation-mode QUATERNION|XYZ]
+        [--per-frame-shape] [--mirrored] [--interpolation BEZIER] [--rotation-mode QUATERNION|XYZ]
         [--tolerance-deg 0.5] [--tolerance-mm 0.5] [--result OUT.npz] [--overlay OUT.mp4]
     python -m handtailor_blender retailor IN.blend --blend OUT.blend [--rig NAME] [--frames A:B]
-        [--joints a,b] [--iterations N]
+        [--joints a,b] [--iterations N] [--falloff F]
     python -m handtailor_blender export IN.blend --fbx OUT.fbx [--preset BLENDER|UNITY|UNREAL]
     python -m handtailor_blender retarget TAKE.blend --character CHAR.blend [--armature NAME]
         [--preset auto|rigify|mixamo|ue4|ue5|arp|vrm] [--mapping MAP.json] [--fingers-only|--with-wrist]
@@ -57,10 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--side", default="both", choices=["both", "left", "right"], help="which hands to key")
     c.add_argument("--intrinsics")
     c.add_argument("--hand-model")
-    c.add_argument("--iterations", type=int, default=20)
+    c.add_argument("--iterations", type=int, default=30)
     c.add_argument("--smoothing", type=float, default=None, help="temporal smoothing weight (default: the engine's)")
     c.add_argument("--batch-size", type=int, default=64)
-    c.add_argument("--steady-shape", action="store_true")
+    c.add_argument("--per-frame-shape", action="store_true", help="a shape and size per frame (default: one per hand)")
+    c.add_argument("--steady-shape", action="store_true", help=argparse.SUPPRESS)  # deprecated: the default now
     c.add_argument("--mirrored", action="store_true")
     c.add_argument("--interpolation", default="BEZIER", choices=["BEZIER", "LINEAR", "CONSTANT"])
     c.add_argument("--rotation-mode", default="QUATERNION", choices=["QUATERNION", "XYZ"])
@@ -73,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--rig", default="")
     r.add_argument("--frames")
     r.add_argument("--joints")
-    r.add_argument("--iterations", type=int, default=20)
+    r.add_argument("--iterations", type=int, default=30)
+    r.add_argument("--falloff", type=int, default=None, help="frames an edit reaches on each side (default: the engine's)")
     e = sub.add_parser("export", help=".blend -> FBX")
     e.add_argument("blend_in", type=pathlib.Path)
     e.add_argument("--fbx", required=True, type=pathlib.Path)
@@ -190,7 +192,7 @@ def main(argv=None) -> int:
                 side=args.side, start_frame=args.start_frame, rotation_mode=args.rotation_mode,
                 tolerance_deg=args.tolerance_deg, tolerance_mm=args.tolerance_mm,
                 hand_model=args.hand_model, iterations=args.iterations, smoothing=args.smoothing,
-                steady_shape=args.steady_shape, mirrored=args.mirrored, batch_size=args.batch_size,
+                per_frame_shape=args.per_frame_shape, mirrored=args.mirrored, batch_size=args.batch_size,
                 interpolation=args.interpolation,
                 overlay=str(pathlib.Path(args.overlay).absolute()) if args.overlay else None)
             if not settings.output:
@@ -220,7 +222,8 @@ def main(argv=None) -> int:
                 _log_keys(retailor.retailor(scene, arms[0], config,
                                             frame_range=None if args.frames is None else (fs, fe),
                                             joints=args.joints.split(",") if args.joints else None,
-                                            iterations=args.iterations, on_progress=progress))
+                                            iterations=args.iterations, falloff=args.falloff,
+                                            on_progress=progress))
         if args.command in ("capture", "retailor"):
             args.blend.parent.mkdir(parents=True, exist_ok=True)
             takes.rebase_paths(str(args.blend.absolute()))  # sidecars beside the .blend: stored relative

@@ -38,9 +38,9 @@ class CaptureSettings:
     hands: int = 2
     intrinsics: list | None = None
     hand_model: str | None = None
-    iterations: int = 20
+    iterations: int = 30
     smoothing: float | None = None  # None: the engine's default
-    steady_shape: bool = False
+    per_frame_shape: bool = False  # default: one identity (shape and size) per hand track
     mirrored: bool = False
     batch_size: int = 64
     overlay: str | None = None
@@ -57,8 +57,9 @@ class CaptureSettings:
         args = dict(source=self.source, output=self.output, frame_start=self.frame_start,
                     frame_end=self.frame_end, stride=self.stride, hands=self.hands, intrinsics=self.intrinsics,
                     hand_model=self.hand_model, iterations=self.iterations, smoothing=self.smoothing,
-                    steady_shape=self.steady_shape, mirrored=self.mirrored, overlay=self.overlay,
-                    batch_size=self.batch_size)
+                    mirrored=self.mirrored, overlay=self.overlay, batch_size=self.batch_size)
+        if self.per_frame_shape:
+            args["per_frame_shape"] = True
         if self.fps is not None:
             args["fps"] = float(self.fps)
         return args

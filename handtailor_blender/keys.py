@@ -168,13 +168,29 @@ def to_world_matrix(scene) -> np.ndarray:
 
 
 def write_table(obj_curves, key_curves, arm, frames, table: dict, interpolation: str, *, model=None,
-                tolerance_deg: float = 0.0, tolerance_mm: float = 0.0, required: dict | None = None):
-    """Writes every channel group of `table` at frames (M,); returns curves.WriteStats."""
+                tolerance_deg: float = 0.0, tolerance_mm: float = 0.0, required: dict | None = None,
+                spans: dict | None = None):
+    """Writes every channel group of `table` at frames (M,); returns curves.WriteStats. `spans` (a local
+    re-tailor): {(key, col): (a, b) rows written, the curves' keys outside frames[a]..frames[b] kept as they
+    are, or None: the group is left alone}; groups not in it are written whole."""
     stats = curves.WriteStats()
     frames = np.asarray(frames, np.float64)
     for g in channel_groups(arm, model):
         target = obj_curves if g.target == "OBJECT" else key_curves
         req = None if required is None else required.get((g.key, g.col))
+        whole = (0, len(frames) - 1)
+        span = whole if spans is None else spans.get((g.key, g.col), whole)
+        if span != whole:  # a part, or None: the counts are the curves' after writing
+            rows = slice(0, 0) if span is None else slice(span[0], span[1] + 1)
+            err = {}
+            if span is not None:
+                err = curves.write_group(target, g.data_path, g.group, frames[rows], g.values(table)[rows],
+                                         kind=g.kind, tolerance=tolerance_of(g, tolerance_deg, tolerance_mm),
+                                         scale=g.scale, interpolation=interpolation, unit=g.unit,
+                                         required=None if req is None else req[rows], keep_outside=True).max_error
+            fcs = [target.find(g.data_path, index=i) for i in range(g.size)]
+            stats.add(curves.WriteStats(len(frames) * g.size, sum(len(fc.keyframe_points) for fc in fcs if fc), err))
+            continue
         stats.add(curves.write_group(target, g.data_path, g.group, frames, g.values(table), kind=g.kind,
                                      tolerance=tolerance_of(g, tolerance_deg, tolerance_mm), scale=g.scale,
                                      interpolation=interpolation, unit=g.unit, required=req))

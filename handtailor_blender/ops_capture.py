@@ -61,7 +61,7 @@ def capture_settings(context) -> tuple[capture.CaptureSettings, object]:
     settings = capture.CaptureSettings(
         source=source, output=capture.default_output(source), frame_start=frame_start, frame_end=frame_end,
         stride=ht.stride, hands=int(ht.hands), intrinsics=intrinsics, hand_model=hand_model_path(context),
-        iterations=ht.iterations, smoothing=ht.smoothing, steady_shape=ht.steady_shape, mirrored=ht.mirrored,
+        iterations=ht.iterations, smoothing=ht.smoothing, per_frame_shape=ht.per_frame_shape, mirrored=ht.mirrored,
         interpolation=ht.interpolation, correctives=ht.correctives, tolerance_deg=ht.tolerance_deg,
         tolerance_mm=ht.tolerance_mm, rotation_mode=ht.rotation_mode, side=ht.side, start_frame=ht.start_frame,
         fps=capture.scene_fps(context.scene))

@@ -37,7 +37,8 @@ class HANDTAILOR_OT_retailor(EngineModal, bpy.types.Operator):
             frame_range = (scene.frame_preview_start - off, scene.frame_preview_end - off)
         joints = retailor.selected_joint_names(arm) if ht.retailor_selected_bones else None
         self.plan = retailor.prepare_retailor(scene, arm, frame_range=frame_range, joints=joints,
-                                              iterations=ht.retailor_iterations, hand_model=hand_model_path(context))
+                                              iterations=ht.retailor_iterations, hand_model=hand_model_path(context),
+                                              falloff=ht.retailor_falloff)
         return self.plan.args
 
     def finish(self, context, result: dict) -> str:

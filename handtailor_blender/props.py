@@ -61,12 +61,13 @@ class HandTailorSettings(bpy.types.PropertyGroup):
                                           ("left", "Left", "Key the left hand only"),
                                           ("right", "Right", "Key the right hand only")],
                        default="both", description="Which tracked hands get a rig and keys")
-    iterations: IntProperty(name="Tailor iterations", default=20, min=0, max=1000,
+    iterations: IntProperty(name="Tailor iterations", default=30, min=0, max=1000,
                             description="Optimization steps of the tailor per frame batch (0: the hand module only)")
     smoothing: FloatProperty(name="Smoothing", default=10.0, min=0.0, max=100.0,
                              description="Weight of the tailor's temporal term (joint acceleration); 0 = off")
-    steady_shape: BoolProperty(name="Steady shape", default=False,
-                               description="One hand shape (beta) for the whole clip instead of one per frame")
+    per_frame_shape: BoolProperty(name="Per-frame shape", default=False,
+                                  description="A hand shape (beta) and size per frame instead of one identity per "
+                                              "hand (special cases: the size then changes where the distance should)")
     mirrored: BoolProperty(name="Mirrored footage", default=False,
                            description="The footage is mirrored (a selfie camera): left and right are swapped")
     interpolation: EnumProperty(name="Interpolation",
@@ -89,8 +90,11 @@ class HandTailorSettings(bpy.types.PropertyGroup):
                                          description="Refit only the frames inside the timeline's preview range")
     retailor_selected_bones: BoolProperty(name="Selected bones only", default=False,
                                           description="Refit only the selected bones (the others are kept)")
-    retailor_iterations: IntProperty(name="Iterations", default=20, min=1, max=1000,
+    retailor_iterations: IntProperty(name="Iterations", default=30, min=1, max=1000,
                                      description="Optimization steps of the refit")
+    retailor_falloff: IntProperty(name="Falloff", default=10, min=0, max=1000,
+                                  description="Frames an edit reaches on each side, fading out; frames farther "
+                                              "away keep their keys exactly")
     export_preset: EnumProperty(name="Target", items=[("BLENDER", "Blender", "Blender's axes, meters"),
                                                       ("UNITY", "Unity", "Y up, -Z forward, meters"),
                                                       ("UNREAL", "Unreal", "Z up, X forward, centimeters")],

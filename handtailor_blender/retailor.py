@@ -2,9 +2,12 @@
 
 An edit is any sampled value of a take's curves that differs from what was written (the sidecar holds the
 curves sampled right after writing, so a reduced curve compares exactly). Edited values go to the engine
-locked; everything else is refit and the curves are written again, reduced with the take's tolerances; keys
-an artist placed on locked frames stay keys with their exact values. The previous keys stay as the take's
-one backup (takes.py). Identity rigs keep their shape (beta is always locked: it is their rest skeleton).
+locked; the engine refits near the edits (a falloff window, issue 15) and reproduces the rest. Only what the
+engine changed is written again: per channel group, the span of frames whose values changed, reduced with
+the take's tolerances; the group's keys outside that span, and groups the refit did not change, stay bit
+for bit (a re-tailor with no new edit changes no key). Keys an artist placed on locked frames stay keys with
+their exact values. The previous keys stay as the take's one backup (takes.py). Identity rigs keep their
+shape (beta is always locked: it is their rest skeleton).
 """
 
 from __future__ import annotations
@@ -72,11 +75,12 @@ def _edits(arm, take: dict):
 
 
 def prepare_retailor(scene, arm, *, frame_range: tuple[int, int] | None = None, joints: list[str] | None = None,
-                     iterations: int = 20, hand_model: str | None = None) -> RetailorPlan:
+                     iterations: int = 30, hand_model: str | None = None, falloff: int | None = None) -> RetailorPlan:
     """Collects the edited values of the rig's take (and its sibling hands from the same capture) into an
     EDITS.npz and the engine's retailor args. Locks accumulate over re-tailors: once edited, a value stays
     locked. `hand_model` (the preferences' model) is where the engine looks for the capture's hand model
-    when it is no longer at the path the result records (used only when its content matches)."""
+    when it is no longer at the path the result records (used only when its content matches). `falloff`:
+    frames an edit reaches on each side (None: the engine's default)."""
     ad = arm.animation_data
     if not ad or not ad.action or not ad.action.get("ht_result"):
         raise ResultFileError(f"{arm.name} has no HandTailor take to re-tailor: capture first")
@@ -106,7 +110,10 @@ def prepare_retailor(scene, arm, *, frame_range: tuple[int, int] | None = None, 
         cur_beta = cur["beta"].astype(np.float64)
         cur_scale = keys.hand_size(other, cur)
         lb, ls, lr = locks["lock_beta"], locks["lock_hand_scale"], locks["lock_root"]
-        beta_used = np.where(lb[:, None], cur_beta, result.beta[t, rows])
+        # a locked shape the artist did not change since it was written (an identity rig's, always locked) goes
+        # out at the result's full precision: the refit then returns it bit for bit (keys.py keeps float32)
+        beta_changed = np.any(cur["beta"] != take["table"]["beta"], -1)
+        beta_used = np.where((lb & beta_changed)[:, None], cur_beta, result.beta[t, rows])
         scale_used = np.where(ls, cur_scale, result.hand_scale[t, rows])
         identity = rig.identity_beta(other)
         obj_size = scale_used if identity is not None else np.ones(len(rows))  # see keys.channel_table
@@ -130,32 +137,62 @@ def prepare_retailor(scene, arm, *, frame_range: tuple[int, int] | None = None, 
                 lock_theta, lock_beta, lock_root, lock_scale)
     fs, fe = frame_range if frame_range else (None, None)
     args = dict(result=result_path, edits=edits_path, output=output_path, frame_start=fs, frame_end=fe,
-                joints=joints, iterations=iterations, hand_model=hand_model)
+                joints=joints, iterations=iterations, hand_model=hand_model, falloff=falloff)
     return RetailorPlan(result_path, edits_path, output_path, rigs, args, n_edited)
 
 
-def _refit_table(arm, take, cur, locks, new, to_world) -> dict:
-    """The take's table from the refit result, locked values kept exactly."""
+def _kept(new, old, t: int, rows, locks: dict) -> dict:
+    """{table key: (M,) or (M, 16) bool}: True where the current value stays, locked or its engine values
+    the same in the refit result as in the take's result (a local re-tailor leaves most frames alone)."""
+    same_theta = np.all(new.theta[t, rows] == old.theta[t, rows], -1)  # (M, 16)
+    same_beta = np.all(new.beta[t, rows] == old.beta[t, rows], -1)
+    same_root = np.all(new.root[t, rows] == old.root[t, rows], -1)
+    same_scale = new.hand_scale[t, rows] == old.hand_scale[t, rows]
+    same_conf = np.all(new.confidence[t, rows] == old.confidence[t, rows], -1)
+    rot = locks["lock_theta"] | same_theta
+    return {"bone_rot": rot, "bone_eul": rot, "beta": locks["lock_beta"] | same_beta,
+            "obj_loc": locks["lock_root"] | (same_root & same_beta & same_scale),
+            "obj_scale": locks["lock_hand_scale"] | same_scale, "wrist_scale": locks["lock_hand_scale"] | same_scale,
+            "obj_rot": np.ones_like(same_scale), "confidence": same_conf,  # (the object's rotation: the camera's)
+            "bone_loc": rot & same_beta[:, None]}
+
+
+def _refit_table(arm, take, cur, locks, new, old, to_world) -> tuple[dict, dict]:
+    """The take's table from the refit result, locked values and the values the refit did not change kept
+    exactly (quaternion signs too: a changed key takes its neighbour's sign); and the kept masks (`_kept`)."""
     t = int(take["track"])
     rows = take["rows"]
     if not new.valid[t, rows].all():
         raise ResultFileError(f"{new.path}: track {t} lost frames the take has keys on")
     table = keys.channel_table(arm, _rig_model(arm), new.theta[t, rows], new.beta[t, rows], new.root[t, rows],
                                new.hand_scale[t, rows], new.confidence[t, rows].mean(-1), to_world)
-    lt = locks["lock_theta"]
-    table["bone_rot"][lt] = cur["bone_rot"][lt]
+    kept = {k: v for k, v in _kept(new, old, t, rows, locks).items() if k in table}
+    for key, mask in kept.items():
+        if key != "bone_eul":
+            table[key][mask] = cur[key][mask]
+    kq = kept["bone_rot"]
     q = table["bone_rot"]
-    for n in range(1, len(q)):  # continuity for the refit frames only
-        flip = (np.sum(q[n].astype(np.float64) * q[n - 1], -1) < 0) & ~lt[n]
+    for n in range(1, len(q)):  # continuity for the changed keys only
+        flip = (np.sum(q[n].astype(np.float64) * q[n - 1], -1) < 0) & ~kq[n]
         q[n][flip] *= -1
     if "bone_eul" in table:
         eul = poses.continuous_eulers(poses.rotmat_to_euler(poses.quat_to_rotmat(q), "XYZ"), "XYZ")
-        table["bone_eul"] = np.where(lt[..., None], cur["bone_eul"], eul).astype(np.float32)
-    for key, lock in (("beta", "lock_beta"), ("obj_loc", "lock_root"), ("obj_scale", "lock_hand_scale"),
-                      ("wrist_scale", "lock_hand_scale")):
-        if key in table:
-            table[key][locks[lock]] = cur[key][locks[lock]]
-    return table
+        table["bone_eul"] = np.where(kq[..., None], cur["bone_eul"], eul).astype(np.float32)
+    return table, kept
+
+
+def _spans(arm, kept: dict) -> dict:
+    """{(key, col): (a, b) or None}: per channel group, the rows from one before its first changed value to
+    one after its last (None: nothing changed)."""
+    out = {}
+    for g in keys.channel_groups(arm):
+        if g.key not in kept:
+            continue
+        k = kept[g.key]  # (M,) or (M, 16): a per-frame mask serves every column (beta's)
+        changed = np.flatnonzero(~k[(slice(None),) + g.col[: k.ndim - 1]])
+        n = len(k)
+        out[(g.key, g.col)] = None if not len(changed) else (max(changed[0] - 1, 0), min(changed[-1] + 1, n - 1))
+    return out
 
 
 def _required_keys(arm, frames, locks) -> dict:
@@ -180,14 +217,16 @@ def _required_keys(arm, frames, locks) -> dict:
 
 
 def apply_retailor(scene, plan: RetailorPlan, new_result_path: str) -> list:
-    """Rewrites every rig in the plan from the refit result; locked values keep their current curve values
-    (and keys). The previous keys become the take's backup (`takes.restore_backup` brings them back)."""
+    """Rewrites what the refit changed on every rig in the plan (`_spans`); locked values and the values the
+    refit did not change keep their current curve values (and keys). The previous keys become the take's
+    backup (`takes.restore_backup` brings them back)."""
     new = read_result(new_result_path)
+    old = read_result(plan.result_path)
     to_world = keys.to_world_matrix(scene)
-    prepared = [(arm, take, _refit_table(arm, take, cur, locks, new, to_world), locks)
+    prepared = [(arm, take, *_refit_table(arm, take, cur, locks, new, old, to_world), locks)
                 for arm, take, cur, locks in plan.rigs]  # everything computed before the scene changes
     out = []
-    for arm, take, table, locks in prepared:
+    for arm, take, table, kept, locks in prepared:
         frames = take["frames"]
         required = _required_keys(arm, frames, locks)
         takes.backup_take(arm)
@@ -196,7 +235,8 @@ def apply_retailor(scene, plan: RetailorPlan, new_result_path: str) -> list:
         stats = keys.write_table(keys.fcurves_of(obj_action), keys.fcurves_of(key_action), arm, frames, table,
                                  obj_action.get("ht_interpolation", "LINEAR"), model=_rig_model(arm),
                                  tolerance_deg=obj_action.get("ht_tolerance_deg", 0.0),
-                                 tolerance_mm=obj_action.get("ht_tolerance_mm", 0.0), required=required)
+                                 tolerance_mm=obj_action.get("ht_tolerance_mm", 0.0), required=required,
+                                 spans=_spans(arm, kept))
         obj_action["ht_keys_before"], obj_action["ht_keys_after"] = stats.keys_before, stats.keys_after
         obj_action["ht_max_error_deg"] = stats.max_error.get("deg", 0.0)
         obj_action["ht_max_error_mm"] = stats.max_error.get("mm", 0.0)
@@ -213,13 +253,13 @@ def apply_retailor(scene, plan: RetailorPlan, new_result_path: str) -> list:
     return out
 
 
-def retailor(scene, arm, config, *, frame_range=None, joints=None, iterations=20, on_progress=None,
-             timeout=None, hand_model: str | None = None) -> list:
+def retailor(scene, arm, config, *, frame_range=None, joints=None, iterations=30, on_progress=None,
+             timeout=None, hand_model: str | None = None, falloff: int | None = None) -> list:
     """Synchronous re-tailor (headless path)."""
     from . import capture
 
     plan = prepare_retailor(scene, arm, frame_range=frame_range, joints=joints, iterations=iterations,
-                            hand_model=hand_model)
+                            hand_model=hand_model, falloff=falloff)
     client = capture.start_engine(config)
     try:
         res = capture.run_job(client, "retailor", plan.args, config, on_progress=on_progress, timeout=timeout)

@@ -157,7 +157,7 @@ class ScriptedTracker:
         return out
 
 
-def fake_fit_init(arrays, model, camera_model, K, steady_shape):
+def fake_fit_init(arrays, model, camera_model, K, steady_shape, hand_length=None):
     """Rest pose, the wrist 0.5 m in front of the camera: no networks."""
     n = arrays["keypoints_uvd"].shape[0]
     theta = np.zeros((n, 16, 4))

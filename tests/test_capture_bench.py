@@ -27,3 +27,9 @@ def test_bench_capture_json(capsys):
     assert 1.0 <= out["no_hand_palm_passes_per_frame"] < 2.0
     assert set(out["stages_ms"]) == {"decode", "detect", "keypoints", "lift_ik", "tailor", "write"}
     assert out["stages_ms"]["keypoints"] > 0
+    # the fit's motion figures (issue 15): chatter, fit to the keypoints, jitter and lag, all finite
+    for key in ("chatter_deg_median", "chatter_deg_p95", "fit_residual_px", "jitter_with_temporal",
+                "jitter_without_temporal"):
+        assert 0 < out[key] < 100, key
+    assert out["chatter_deg_median"] <= out["chatter_deg_p95"]
+    assert abs(out["lag_frames"]) < 5

@@ -100,3 +100,19 @@ def rotmat_to_quat(rotmat):
     q = cand * (0.5 * xp.rsqrt(xp.clamp_min(t_best, xp.tiny)))[..., None]
     q = q / xp.sqrt((q * q).sum(-1))[..., None]
     return xp.where(q[..., :1] < 0, -q, q)
+
+
+def sign_continuous(quats: np.ndarray) -> np.ndarray:
+    """numpy (N, ..., 4) quaternions of consecutive frames -> the same rotations with each frame's sign
+    picked in the hemisphere of the last finite frame before it (q and -q are one rotation; a clip's
+    temporal terms and its keys need neighbours on the same side). Non-finite frames pass through."""
+    q = np.array(quats, copy=True)
+    prev = None
+    for n in range(q.shape[0]):
+        if not np.all(np.isfinite(q[n])):
+            continue
+        if prev is not None:
+            flip = np.sum(q[n] * prev, axis=-1) < 0
+            q[n][flip] *= -1
+        prev = q[n]
+    return q

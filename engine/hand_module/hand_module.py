@@ -8,15 +8,17 @@ K = 21 keypoints.
 
 Meaning of the outputs per camera model
 ---------------------------------------
-perspective (K known): the root depth is solved so that the reference bone has the metric length of the
-  fitted shape (Eq. 5); joints are meters in the camera frame; hand_scale = 1; projection_scale = NaN.
-weak_perspective (no K): metric size and absolute depth are unobservable. The lift gives the hand in
-  reference-bone units and s in pixels per bone (Eq. 15); the hand is given the model's metric size for the
-  fitted beta (hand_scale = 1, beta's proportions come from the bone ratios), so projection_scale =
-  s / B(beta) pixels per meter, and the hand is placed under the nominal camera `K` (DESIGN.md) at the depth
-  f / projection_scale where it has that pixel size: a larger real hand would just be farther away. Each
-  keypoint is put on its pixel's ray at the root depth plus its lifted relative depth, so that
-  project_perspective(joints_3d_lifted, K) gives back the detected 2D keypoints.
+The hand's size: with one identity per track (`steady_shape`, what a capture uses): beta from the track's bone ratios and
+hand_scale such that the hand is `shape.DEFAULT_HAND_LENGTH` (or the given hand_length) long; the metric
+reference bone is then B(beta) * hand_scale. With a shape per frame: hand_scale = 1 (the model's size at beta).
+perspective (K known): the root depth is solved so that the reference bone has that metric length (Eq. 5);
+  joints are meters in the camera frame; projection_scale = NaN.
+weak_perspective (no K): absolute depth is unobservable. The lift gives the hand in reference-bone units and
+  s in pixels per bone (Eq. 15); with the metric bone, projection_scale = s / (B(beta) hand_scale) pixels per
+  meter, and the hand is placed under the nominal camera `K` (DESIGN.md) at the depth f / projection_scale
+  where it has that pixel size: the size is held, the distance moves. Each keypoint is put on its pixel's ray
+  at the root depth plus its lifted relative depth, so that project_perspective(joints_3d_lifted, K) gives
+  back the detected 2D keypoints.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ def fit_init(
     iknet=None,
     image_size: tuple[int, int] | None = None,
     pixel_depth: bool = True,
+    hand_length: float | None = None,
 ) -> dict:
     """Lifting -> shape -> IKNet for one hand track: the tailor's initialization.
 
@@ -120,7 +123,10 @@ def fit_init(
         camera: "perspective" (K required) or "weak_perspective" (K = the nominal camera, or None and
             `image_size` given: `engine.camera.nominal_K(image_size)`).
         model: HandModel of the track's side (its side picks the IKNet / mirroring).
-        steady_shape: one beta for the whole track.
+        steady_shape: one identity for the whole track (what a capture asks for): beta and hand_scale solved
+            once from all its frames (`shape.fit_track_shape`), the hand `hand_length` meters long (None:
+            `shape.DEFAULT_HAND_LENGTH`); False (independent frames): beta per frame, hand_scale 1 (the
+            model's size at that beta).
         depth_source: "auto" (default: "hybrid" with world landmarks, else "uvd"), "uvd" (d' from MediaPipe's
             d, `lifting.normalized_depth`), "hybrid" (2D from uvd, d' from the world landmarks' z) or "world"
             (IKNet and shape take the normalized world landmarks; 2D still places and scales the hand).
@@ -194,8 +200,12 @@ def fit_init(
     pixel_uvd = uvd if (depth_source == "uvd" and pixel_depth) else None
     joints, joints_n, _ = _lift(uv, d_norm, camera, K, bone0, pairs0, pixel_uvd)
     shape_input = lifting.normalize_joints(world) if depth_source == "world" else joints_n
-    beta = shape_mod.fit_shape(shape_input, rest=rest, confidence=conf, steady=steady_shape)
-    bone = shape_mod.reference_bone_length(rest, beta)
+    if steady_shape:
+        beta_t, hand_scale = shape_mod.fit_track_shape(shape_input, rest, conf, hand_length)
+        beta = np.repeat(beta_t[None], len(uv), axis=0)
+    else:
+        beta, hand_scale = shape_mod.fit_shape(shape_input, rest=rest, confidence=conf), 1.0
+    bone = shape_mod.reference_bone_length(rest, beta) * hand_scale  # metric: the lift's depth follows the size
     pairs = lifting.pair_ratios(shape_mod.keypoints_at(rest, beta), lifting.PALM_PAIRS)
     joints, joints_n, proj_scale = _lift(uv, d_norm, camera, K, bone, pairs, pixel_uvd)
 
@@ -203,7 +213,7 @@ def fit_init(
     if iknet is None:
         iknet = _cached_iknet(model.side)
     theta = predict_theta(iknet, ik_input)
-    kp_model = pose_keypoints(model, theta, beta)  # wrist at the origin
+    kp_model = hand_scale * pose_keypoints(model, theta, beta)  # wrist at the origin
     # Root: the translation that best puts the posed model on the lifted joints (confidence-weighted).
     w = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1e-9)
     root = np.einsum("nk,nkc->nc", w, joints - kp_model)
@@ -211,7 +221,7 @@ def fit_init(
     out["theta"][valid] = theta
     out["beta"][valid] = beta
     out["root"][valid] = root
-    out["hand_scale"][valid] = 1.0
+    out["hand_scale"][valid] = hand_scale
     out["projection_scale"][valid] = proj_scale
     out["joints_3d_lifted"][valid] = joints
     out["joints_3d_model"][valid] = root[:, None] + kp_model

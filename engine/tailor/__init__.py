@@ -7,7 +7,8 @@
 `energies` (the terms), `scale` (Eq. 12 / Eq. 17), `transform` (the fit as pure functions in optax's
 shape: `tailor(hand, settings) -> Tailor(init, update)`, NamedTuple state, the runner), `api` (`fit`:
 validation, padding, the jitted call; `jit=False` is the non-jitted reference), `clip` (a whole clip:
-overlapping windows, depth smoothing), `synthetic` and `bench` (`python -m engine bench tailor`).
+overlapping windows, one identity, the distance smoothed), `local` (a re-tailor's edit carried to its
+neighbours within a falloff window), `synthetic` and `bench` (`python -m engine bench tailor`).
 
 The paper's equations, each in exactly one function (its docstring starts with "Eq. N:"; checked by
 tests/test_equations.py), the hand module's included:

@@ -65,6 +65,8 @@ class TailorConfig(NamedTuple):
     +0.26 at 20) and a 3x or 10x larger lateral root step (equal) gained nothing, so none but the size term
     (principled, free) is in. With ground-truth 2D (200 hands) the defaults take PA 9.12 -> 6.72 -> 6.17 mm
     from the hand module to 20 and 100 iterations (the paper's tailor on the old model: 9.87 -> 8.35 -> 8.44).
+    `rotation_smoothing` (rad^2 of rotation acceleration) and `hold_depth` (the given distance kept): a clip's
+    fit (`engine.tailor.clip`, where their capture values were measured).
     Every field is traced (`transform.Settings`): changing one never recompiles.
     """
 
@@ -76,6 +78,7 @@ class TailorConfig(NamedTuple):
     lambda_g: float = 100.0
     lambda_id: float = 3.0  # paper: 0.1
     temporal_weight: float = 0.0  # > 0: joint-acceleration term over consecutive frames (couples the batch)
+    rotation_smoothing: float = 0.0  # > 0: rotation-acceleration term over consecutive frames (couples the batch)
     camera_model: str = "perspective"  # or "weak_perspective"
     fit_root_xy: bool = True  # optimize the wrist's lateral position at fixed depth (transform's docstring)
     identity_global: float = 0.1  # E_id's weight on the global rotation, relative (Eq. 11; paper 1)
@@ -84,6 +87,7 @@ class TailorConfig(NamedTuple):
     lambda_size: float = 1000.0  # E_size, the hand's size held (Eq. P2; paper: none)
     lr_final: float = 0.2  # Adam's last step as a fraction of lr (Eq. P4; 1: constant, the paper's)
     scale_as_distance: bool = True  # s* moves the wrist along its ray (Eq. P3) instead of scaling the hand
+    hold_depth: bool = False  # keep the given depth (root0's z; weak perspective: projection_scale0)
 
     @classmethod
     def paper(cls, **kw) -> "TailorConfig":
@@ -96,11 +100,14 @@ class TailorConfig(NamedTuple):
     def settings(self) -> Settings:
         """The traced settings (numpy scalars of the dtypes the jitted core takes)."""
         f = np.float32
-        return Settings(f(self.lr), f(self.b1), f(self.b2), f(self.lambda_j), f(self.lambda_g), f(self.lambda_id),
-                        f(self.temporal_weight), np.int32(self.iterations),
-                        np.bool_(self.camera_model == "weak_perspective"), np.bool_(self.fit_root_xy),
-                        f(self.identity_global), f(self.identity_beta), f(self.lambda_z), f(self.lambda_size),
-                        f(self.lr_final), np.bool_(self.scale_as_distance))
+        b = np.bool_
+        return Settings(lr=f(self.lr), b1=f(self.b1), b2=f(self.b2), lambda_j=f(self.lambda_j),
+                        lambda_g=f(self.lambda_g), lambda_id=f(self.lambda_id), temporal_weight=f(self.temporal_weight),
+                        rotation_weight=f(self.rotation_smoothing), iterations=np.int32(self.iterations),
+                        weak_perspective=b(self.camera_model == "weak_perspective"), fit_root_xy=b(self.fit_root_xy),
+                        identity_global=f(self.identity_global), identity_beta=f(self.identity_beta),
+                        lambda_z=f(self.lambda_z), lambda_size=f(self.lambda_size), lr_final=f(self.lr_final),
+                        scale_as_distance=b(self.scale_as_distance), hold_depth=b(self.hold_depth))
 
 
 # ------------------------------------------------------------------------------------------- caches
@@ -286,7 +293,7 @@ def _run_eager(model: HandModel, inputs: dict, config: TailorConfig) -> dict:
     settings = jax.tree_util.tree_map(jnp.asarray, config.settings())
     names = [n for n, _ in _FRAME_FLOATS + _FRAME_BOOLS]
     b = inputs["theta0"].shape[0]
-    pieces = [slice(0, b)] if float(config.temporal_weight) > 0 else [slice(i, i + 1) for i in range(b)]
+    pieces = [slice(0, b)] if float(config.temporal_weight) > 0 or float(config.rotation_smoothing) > 0 else [slice(i, i + 1) for i in range(b)]
     with jax.disable_jit():
         outs = [transform.solve(hand, Frames(**{n: jnp.asarray(inputs[n][sl]) for n in names}),
                                 jnp.asarray(inputs["K"]), settings) for sl in pieces]

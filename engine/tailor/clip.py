@@ -2,14 +2,42 @@
 
     a track's observed frames (positions on the clip's timeline) and the hand module's initialization
       -> `fit_timeline`: laid on the track's span of frames (unobserved frames are invalid rows, never made
-         up), the hand's depth smoothed over time when the temporal term is on (`DEPTH_SIGMA`)
+         up), quaternions made sign-continuous; with one identity per track (`hold_identity`, the capture's
+         default) beta and hand_scale are held and the analytic scale (Eq. 12 / 17) becomes the distance
+      -> `smooth_distance` (temporal terms on): that distance solved per frame, smoothed over the track
+         (zero phase, `DEPTH_SIGMA`) and held by the fit that follows
       -> `fit_clip`: `tailor.fit` on windows of at most `FIT_CHUNK` frames overlapping by `FIT_OVERLAP`
-         (`clip_windows`), so the temporal term sees across each seam while memory and compile size stay
+         (`clip_windows`), so the temporal terms see across each seam while memory and compile size stay
          fixed; each frame is kept from exactly one window
       -> per-frame arrays on the clip's N frames, NaN where a frame has no fit
 
+The temporal terms and defaults (`engine.capture_options`: smoothing 10 = the joint-acceleration weight,
+rotation acceleration 10x that, 30 iterations with the tailor's annealed step, DEPTH_SIGMA 3).
+Measured (before issue 14's tailor terms: lr 0.03, E_id 0.1) on the gesture / ASL / sample clips (replayed tracker output, weak perspective; chatter = finger
+rotation against the slerp midpoint of its neighbours, median / p95 deg; fit = fitted vs detected keypoints,
+px; lag vs the unsmoothed fit, frames; scripts/experiments/clip_measure.py) and on the synthetic clip
+(scripts/make_synthetic_clip.py, ground truth):
+* the fit's own chatter came from fitting the keypoints' noise (20 iterations of constant-step Adam: 2.6 /
+  14.7 deg on the gesture clip, 0.9 / 4.1 at its initialization) and joint acceleration hardly touched it
+  (2.6 vs 2.7 deg without). A rotation-acceleration term (`energies.rotation_temporal_energy`, zero phase)
+  does: weight 30 / 100 / 300 -> 0.68 / 0.46 / 0.36 deg median, 3.4 / 2.0 / 1.2 p95, fit 6.8 / 7.0 / 8.1 px
+  (gesture, 30 it.); 100 had the better 3D on the synthetic clip (PA-MPJPE 9.7 vs 10.2 mm).
+* lr decay to 0.3x: chatter 1.07 -> 0.49 deg (gesture), 0.97 -> 0.37 (ASL), fit equal; 0.1x fits worse
+  (9.6 px). 30 iterations instead of 20: fit 7.8 -> 7.0 px (gesture), 6.9 -> 5.7 (ASL), 3.3 -> 2.9 (sample);
+  40: 6.9 / 5.0 / 2.5 at 4/3 the tailor's time.
+* re-measured with issue 14's tailor (lr 0.06 annealed, E_id 3, E_z, E_size; gesture / ASL): the tailor's
+  own lr_final 0.2 against 0.3: chatter 0.51 / 1.70 vs 0.67 / 1.88 deg (gesture), 0.46 / 2.39 vs 0.64 /
+  2.47 (ASL), fit 7.7 vs 7.8 px and 5.8 vs 5.9: one lr_final (0.2) for both. 40 iterations: fit 7.6 / 5.5 px;
+  E_id 0.3: 7.7 / 6.0. The fit's gap to a per-frame identity (5.9 px on the gesture clip) is the held
+  identity's: 7.5 px without the temporal terms.
+* post-filters instead of the term, on the same fit: a Gaussian on the quaternions (sigma 1 / 2 frames)
+  0.47 / 0.13 deg median at 7.4 / 7.8 px and more joint jitter (no refit); One-Euro (min cutoff 1 Hz)
+  0.37 deg at 8.5 px and up to half a frame of lag on ASL. The term in the fit keeps the better fit.
+* distance smoothing sigma 1 / 2 / 3 frames: joint jitter 7.8 / 5.0 / 4.2 mm/frame^2 (gesture), lag <= 0.05.
+  Window overlap 4 / 8 / 16 frames: the same figures (sample clip, 10 windows).
+
 One pad policy: a window goes to `tailor.fit` as it is; `fit` pads its batch to `bucket_size` (a few fixed
-sizes, one compiled executable each) with invalid frames that the temporal term never couples.
+sizes, one compiled executable each) with invalid frames that the temporal terms never couple.
 """
 
 from __future__ import annotations
@@ -23,12 +51,13 @@ from typing import Callable
 import numpy as np
 
 from engine.errors import Cancelled
+from engine.hand_model.rotations import sign_continuous
 
 log = logging.getLogger("engine.tailor.clip")
 
 FIT_CHUNK = 64  # frames per tailor call
 FIT_OVERLAP = 4  # frames shared between neighbouring windows (the temporal term sees across the seam)
-DEPTH_SIGMA = 2.0  # frames: Gaussian smoothing of the hand's depth when the temporal term is on
+DEPTH_SIGMA = 3.0  # frames: zero-phase smoothing of the hand's distance (log depth) over the track (smooth_distance)
 FIT_KEYS = ("theta", "beta", "root", "hand_scale", "projection_scale", "joints_3d")
 
 
@@ -51,21 +80,29 @@ def clip_windows(n: int, chunk: int = FIT_CHUNK, overlap: int = FIT_OVERLAP) -> 
 
 
 def smooth_series(x: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
-    """Zero-phase Gaussian smoothing of x (L,) over runs of consecutive valid, finite frames (no lag; never
-    across a gap). Invalid entries come back unchanged."""
+    """Zero-phase smoothing of x (L,) over runs of consecutive valid, finite frames (never across a gap): at
+    each frame a Gaussian-weighted (sigma frames) local linear fit. Inside a run that is the plain Gaussian
+    average (no lag); near a run's ends the linear term keeps a hand that is moving there from being pulled
+    towards the run's inside (a one-sided average would lead or trail). Invalid entries come back unchanged."""
     x = np.asarray(x, np.float64)
     out = x.copy()
     ok = np.asarray(valid, bool) & np.isfinite(x)
     if sigma <= 0 or not ok.any():
         return out
     r = int(np.ceil(3 * sigma))
-    kernel = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    d = np.arange(-r, r + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (d / sigma) ** 2)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], ok.astype(np.int8), [0]])))
     for a, b in zip(edges[::2], edges[1::2]):
         seg = x[a:b]
-        num = np.convolve(seg, kernel, mode="full")[r : r + len(seg)]
-        den = np.convolve(np.ones_like(seg), kernel, mode="full")[r : r + len(seg)]
-        out[a:b] = num / den
+        one = np.ones_like(seg)
+        # sums over the run of w(m - n) (m - n)^p and w(m - n) (m - n)^p x[m], centred on each n
+        conv = lambda v, p: np.convolve(v, (w * d**p)[::-1], mode="full")[r : r + len(seg)]  # noqa: E731
+        s0, s1, s2 = conv(one, 0), conv(one, 1), conv(one, 2)
+        t0, t1 = conv(seg, 0), conv(seg, 1)
+        det = s0 * s2 - s1 * s1
+        fit = np.where(det > 1e-9 * s0 * s0, (s2 * t0 - s1 * t1) / np.where(det > 1e-9 * s0 * s0, det, 1.0), t0 / s0)
+        out[a:b] = fit
     return out
 
 
@@ -130,20 +167,41 @@ def fit_clip(model, arrays: dict, K: np.ndarray, config, locks: dict | None = No
     return out
 
 
+def smooth_distance(model, arrays: dict, K: np.ndarray, config, locks: dict, timer=None) -> tuple[dict, object]:
+    """The hand's distance over the track, solved per frame and smoothed (zero phase), then held by the fit.
+
+    With the size held (one identity per track), the analytic step (Eq. 12 / 17) gives each frame's distance
+    from its 2D extent: noisy frame to frame. This solves it for every frame (the tailor with 0 iterations),
+    smooths log-depth over runs of valid frames (`smooth_series`, DEPTH_SIGMA: no lag) and returns the
+    arrays with that depth (perspective: root moved along its ray; weak perspective: projection_scale) and
+    the config that holds it (`hold_depth`)."""
+    first = fit_clip(model, arrays, K, config._replace(iterations=0, hold_depth=False), locks, timer=timer)
+    ok = first["fitted"]
+    out = dict(arrays)
+    root = np.where(ok[:, None], first["root"], arrays["root"])  # weak perspective: at depth f / projection_scale
+    z = np.exp(smooth_series(np.log(root[:, 2]), ok, DEPTH_SIGMA))
+    out["root"] = np.where(ok[:, None], root * (z / root[:, 2])[:, None], arrays["root"])  # along the ray
+    if config.camera_model == "weak_perspective":
+        out["projection_scale"] = np.where(ok, first["projection_scale"] * root[:, 2] / z, arrays["projection_scale"])
+    return out, config._replace(hold_depth=True)
+
+
 def fit_timeline(model, positions: np.ndarray, n_frames: int, init: dict, keypoints_2d: np.ndarray,
-                 confidence: np.ndarray, K: np.ndarray, config, *, name: str = "hand",
+                 confidence: np.ndarray, K: np.ndarray, config, *, name: str = "hand", hold_identity: bool = False,
                  should_stop: Callable[[], bool] = lambda: False, progress: Callable[[int, int], None] | None = None,
                  timer=None) -> dict[str, np.ndarray]:
     """Fits one track over the clip's timeline of n_frames; returns per-frame arrays (NaN where invalid).
 
     positions (M,) increasing frame positions with an observation; init: the hand module's theta (M,16,4),
     beta (M,10), root (M,3), hand_scale (M,), projection_scale (M,) (optional: ones / NaN);
-    keypoints_2d (M,21,2), confidence (M,21) the evidence. With `config.temporal_weight > 0` the depth the
-    tailor keeps (weak perspective: f / projection_scale; perspective: the lifted root's z) is smoothed
-    over time first (zero phase, no lag); the per-frame size then goes to hand_scale (the tailor reads s* as
-    a scale there, `TailorConfig.scale_as_distance` off: as a distance it would undo the smoothing; one metric
-    size per track is issue 15's). Returns theta, beta,
-    root, hand_scale, projection_scale, joints_3d (n_frames, ...), keypoints_2d, confidence and valid.
+    keypoints_2d (M,21,2), confidence (M,21) the evidence. `hold_identity` (one identity per track, the
+    capture's default): beta and hand_scale are locked at init's (the track's) and s* is read as the distance
+    (`TailorConfig.scale_as_distance`), smoothed over the track by `smooth_distance` when a temporal term is
+    on. Without it (a shape per frame) and with a temporal term, the depth the tailor keeps (weak
+    perspective: f / projection_scale; perspective: the lifted root's z) is smoothed first (zero phase, no
+    lag) and the per-frame size goes to hand_scale (s* as a scale: as a distance it would undo the
+    smoothing). Returns theta, beta, root, hand_scale, projection_scale, joints_3d (n_frames, ...),
+    keypoints_2d, confidence and valid.
     """
     pos = np.asarray(positions, np.int64)
     M = len(pos)
@@ -163,13 +221,22 @@ def fit_timeline(model, positions: np.ndarray, n_frames: int, init: dict, keypoi
                   hand_scale=line(init.get("hand_scale", np.ones(M))),
                   projection_scale=line(init.get("projection_scale", np.full(M, np.nan))),
                   keypoints_2d=line(keypoints_2d), confidence=line(confidence, 0.0), valid=valid_line)
-    if float(config.temporal_weight) > 0 and DEPTH_SIGMA > 0:
+    arrays["theta"] = sign_continuous(arrays["theta"])  # the temporal terms compare neighbouring quaternions
+    locks = None
+    if hold_identity:  # one identity per track: the tailor keeps beta and the size; s* becomes the distance
+        locks = {"lock_theta": np.zeros((L, 16), bool), "lock_beta": np.ones(L, bool), "lock_root": np.zeros(L, bool),
+                 "lock_hand_scale": np.ones(L, bool)}
+        config = config._replace(scale_as_distance=True)
+    smooth = (float(config.temporal_weight) > 0 or float(config.rotation_smoothing) > 0) and DEPTH_SIGMA > 0
+    if smooth and hold_identity:
+        arrays, config = smooth_distance(model, arrays, K, config, locks, timer)
+    elif smooth:  # a shape per frame: the smoothed depth stays, the per-frame size goes to hand_scale
         config = config._replace(scale_as_distance=False)
         if config.camera_model == "weak_perspective":
             arrays["projection_scale"] = np.exp(smooth_series(np.log(arrays["projection_scale"]), valid_line, DEPTH_SIGMA))
         else:
             arrays["root"][:, 2] = np.exp(smooth_series(np.log(arrays["root"][:, 2]), valid_line, DEPTH_SIGMA))
-    fit = fit_clip(model, arrays, K, config, None, should_stop=should_stop, progress=progress, timer=timer)
+    fit = fit_clip(model, arrays, K, config, locks, should_stop=should_stop, progress=progress, timer=timer)
     out = {k: np.full((n_frames,) + fit[k].shape[1:], np.nan) for k in FIT_KEYS}
     out["keypoints_2d"] = np.full((n_frames, 21, 2), np.nan)
     out["confidence"] = np.zeros((n_frames, 21))

@@ -35,6 +35,7 @@ __all__ = [
     "depth_prior_energy",
     "size_energy",
     "temporal_energy",
+    "rotation_temporal_energy",
     "total_energy",
 ]
 
@@ -255,6 +256,28 @@ def temporal_energy(joints_3d, valid):
     ok = (valid[2:] & valid[1:-1] & valid[:-2]).astype(joints_3d.dtype)
     per = jnp.mean(jnp.sum(acc * acc, axis=-1), axis=-1)
     return jnp.sum(ok * per)
+
+
+@jax.jit
+def rotation_temporal_energy(quats, valid):
+    """Rotation acceleration over consecutive frames of a batch (video term, issue 15): couples the frames.
+
+    sum over valid triples n and joints j of 4 |q[n+1] - 2 q[n] + q[n-1]|^2, which is, for small angles, the
+    squared angle (radians) between q[n] and the midpoint of its neighbours: the clip's chatter. Zero phase
+    (symmetric in time): it smooths without delaying motion. The quaternions must be sign-continuous along
+    the frames (the tailor keeps the signs of its initialization, which the clip fit makes continuous).
+
+    Args:
+      quats: (N, J, 4) unit quaternions (w, x, y, z) of consecutive frames.
+      valid: (N,) bool.
+    Returns:
+      () energy in radians^2 (0 for fewer than 3 frames).
+    """
+    if quats.shape[0] < 3:
+        return jnp.zeros((), quats.dtype)
+    acc = quats[2:] - 2.0 * quats[1:-1] + quats[:-2]
+    ok = (valid[2:] & valid[1:-1] & valid[:-2]).astype(quats.dtype)
+    return 4.0 * jnp.sum(ok * jnp.sum(acc * acc, axis=(-2, -1)))
 
 
 @jax.jit

@@ -18,10 +18,12 @@ Parameters and their handling (decided here, once):
 * Hand scale s*: solved analytically first (Eq. 12 under perspective, Eq. 17 under weak perspective) and
   held fixed during Adam (the paper's two-step scheme). With `scale_as_distance` (default) s* moves the
   wrist along its viewing ray (`scale.place_at_distance`, Eq. P3) and the hand keeps its metric size
-  (hand_scale0: the hand module's, or a track's); without it (the paper) s* is the returned `hand_scale`,
-  about the wrist. Measured (scripts/experiments/tailor_variants.py, the synthetic mismatch set): as a
-  scale s* inflated the hand to cover the 2D extent at a depth set by the model's reference bone, which
-  alone cost ~1-2 mm of wrist-aligned MPJPE. Where the root is locked the paper's reading is used.
+  (hand_scale0: the hand module's, or a track's: one identity per track, issue 15); without it (the paper)
+  s* is the returned `hand_scale`, about the wrist. Measured (scripts/experiments/tailor_variants.py, the
+  synthetic mismatch set): as a scale s* inflated the hand to cover the 2D extent at a depth set by the
+  model's reference bone, which alone cost ~1-2 mm of wrist-aligned MPJPE. Where the root is locked the
+  paper's reading is used. With `hold_depth` (a clip's smoothed distance, `clip.smooth_distance`) the given
+  depth is kept (root0; weak perspective: projection_scale0) and s* is not re-solved into it.
 * Root translation: the depth is never optimized (from 2D keypoints, depth and hand_scale are one and the
   same unknown, which s* already resolves: moving the root in depth would fight s*, as the paper's
   "scale is a global constraint" warns). The authors' code keeps the whole root fixed; we also optimize its
@@ -31,10 +33,10 @@ Parameters and their handling (decided here, once):
   the synthetic set (64 frames, 1-3 px noise): neutral under perspective (2D error to the true keypoints
   2.50 vs 2.51 px, PA-MPJPE 4.03 vs 4.14 mm), better under weak perspective (2.32 vs 3.04 px residual).
   With a step of one whole bone it was worse (Adam's fixed-size steps made the wrist jitter by ~3 px).
-* Batches: the frames' energies are independent (without the temporal term) and Adam is elementwise, so
+* Batches: the frames' energies are independent (without the temporal terms) and Adam is elementwise, so
   one Adam over the stacked (B, ...) parameters of sum_b E_b is exactly B independent per-frame Adams in
-  one loop. With the temporal term (`temporal_weight > 0`) the frames of a batch are coupled and optimized
-  jointly, in the same loop. For 1-4 frames XLA compiles that loop into a single kernel
+  one loop. With the temporal terms (`temporal_weight`, `rotation_weight` > 0: joint and rotation
+  acceleration) the frames of a batch are coupled and optimized jointly, in the same loop. For 1-4 frames XLA compiles that loop into a single kernel
   (`engine.SMALL_LOOP_KERNEL_BYTES`, `api.loop_is_one_kernel`); larger batches run it op by op.
 * Locks (DESIGN.md EDITS): locked entries get zero gradients (Adam then never moves them) and are written
   back from the original inputs with `where` at the end: bit-identical. Invalid frames pass through.
@@ -44,7 +46,8 @@ Parameters and their handling (decided here, once):
 * Adam's step size anneals (Eq. P4, `annealed_lr`): from lr at the first step to lr * lr_final at the
   last. With a constant step Adam (b2 = 0.5) keeps moving every parameter by ~lr per step around the
   optimum: more iterations then drift along what 2D cannot see (measured: PA-MPJPE rose from 20 to 100
-  iterations even with ground-truth 2D); annealed, more iterations converge.
+  iterations even with ground-truth 2D); annealed, more iterations converge, and a clip's frames stop
+  jittering by ~lr around their optimum (chatter, issue 15).
 * Weak perspective (Sec. 3.5, no K): Eq. 17 gives s (px per meter) with t = the detected wrist; the hand
   is then placed under a nominal pinhole camera (`engine.camera.nominal_K`) at depth f / projection_scale
   (f: `engine.camera.focal_length`), and the Adam iterations finish the fit under that camera (DESIGN.md),
@@ -81,13 +84,14 @@ ROOT_STEP = 0.1  # units of the lateral root parameter, in reference-bone length
 class Settings(NamedTuple):
     """One fit's settings, all traced: changing any of them never recompiles."""
 
-    lr: jax.Array  # () float32, Adam's learning rate
+    lr: jax.Array  # () float32, Adam's learning rate (at the first step; annealed, Eq. P4)
     b1: jax.Array  # () float32
     b2: jax.Array  # () float32
     lambda_j: jax.Array  # () float32, Eq. 13's weights
     lambda_g: jax.Array  # () float32
     lambda_id: jax.Array  # () float32
     temporal_weight: jax.Array  # () float32, > 0 couples the frames (joint acceleration)
+    rotation_weight: jax.Array  # () float32, > 0 couples the frames (rotation acceleration, E.rotation_temporal_energy)
     iterations: jax.Array  # () int32, Adam steps
     weak_perspective: jax.Array  # () bool: Eq. 17 and the nominal camera (else Eq. 12 under K)
     fit_root_xy: jax.Array  # () bool: also move the wrist laterally at its depth
@@ -97,6 +101,7 @@ class Settings(NamedTuple):
     lambda_size: jax.Array  # () float32, E_size's weight (Eq. P2)
     lr_final: jax.Array  # () float32, Adam's step at the last iteration as a fraction of lr (Eq. P4; 1: constant)
     scale_as_distance: jax.Array  # () bool: s* moves the wrist along its ray (Eq. P3), else scales the hand
+    hold_depth: jax.Array  # () bool: the given depth (root0's z; weak: projection_scale0) is kept, not re-solved
 
 
 class Frames(NamedTuple):
@@ -192,11 +197,13 @@ def scale_step(hand: jax_layer.JaxHandParams, frames: Frames, K, settings: Setti
     ps0 = jnp.where(ps_known, f.projection_scale0, 1.0)
     fallback = jnp.where(ps_known, ps0 * hs0, focal / r0[:, 2] * hs0)
     s_tot = weak_perspective_scale(rel0, t, kp, conf, fallback)  # px per model meter
-    dist = settings.scale_as_distance
+    hold = settings.hold_depth
+    dist = settings.scale_as_distance & ~hold  # a held depth cannot take s*
     hs_w = jnp.where(ps_known & ~dist, s_tot / ps0, hs0)
     hs_w = jnp.where(f.lock_hand_scale | dist, hs0, jnp.clip(hs_w, S_MIN, S_MAX))
-    ps_w = s_tot / hs_w
-    root_w = jnp.where(f.lock_root[:, None], r0, backproject_perspective(t, focal / ps_w, K))  # depth f / s
+    ps_w = jnp.where(hold & ps_known, ps0, s_tot / hs_w)
+    keep_root = f.lock_root | (hold & ps_known & ok_root)  # a held depth: the given root, at f / ps0
+    root_w = jnp.where(keep_root[:, None], r0, backproject_perspective(t, focal / ps_w, K))  # depth f / s
     # perspective, Eq. 12 (+ Gauss-Newton on Eq. 8): s* as a distance (Eq. P3) where the root may move
     s_p = perspective_scale(rel0, r0, K, kp, conf, hs0)
     move = dist & ~f.lock_root
@@ -247,9 +254,21 @@ def energy(hand, settings: Settings, problem: Problem, params: Params):
     """The objective Adam minimizes: sum over fitted frames of E (Eq. 13 with P1, P2; + the temporal term).
     () scalar."""
     rel, joints, _ = _posed(hand, problem, params)
+    # only computed when weighted (a batch of independent frames does not pay for it)
+    e_rot = jax.lax.cond(settings.rotation_weight > 0,
+                         lambda p: E.rotation_temporal_energy(_fitted_quats(problem, p), problem.fitted),
+                         lambda p: jnp.zeros((), joints.dtype), params)
     e = _terms(hand, settings, problem, params, rel, joints)["E"]
     runf = problem.fitted.astype(joints.dtype)
-    return jnp.sum(runf * e) + settings.temporal_weight * E.temporal_energy(joints, problem.fitted)
+    return (jnp.sum(runf * e) + settings.temporal_weight * E.temporal_energy(joints, problem.fitted)
+            + settings.rotation_weight * e_rot)
+
+
+def _fitted_quats(problem: Problem, params: Params):
+    """(B, 16, 4) the fitted local rotations q(delta) * q0, unit; w(q(delta)) = cos(|delta| / 2) > 0 keeps the
+    sign of the input quaternion (continuity along a clip), no matrix -> quaternion round trip."""
+    q = jax_layer.quat_multiply(jax_layer.axis_angle_to_quat(params.delta_pose), problem.quat0)
+    return q * jax.lax.rsqrt(jnp.sum(q * q, axis=-1, keepdims=True))
 
 
 def annealed_lr(settings: Settings):
@@ -310,10 +329,7 @@ def outputs(hand, frames: Frames, problem: Problem, state: TailorState, settings
     reprojection_px_init: (B,) (NaN where not fitted), E_t: ()}."""
     f, p, run_ = frames, state.params, problem.fitted
     dtype = f.keypoints_2d.dtype
-    # q(delta) * q0: the same rotation as exp(delta) R0; w(q(delta)) = cos(|delta| / 2) > 0 keeps the sign
-    # of the input quaternion (continuity along a clip), and no matrix -> quaternion round trip is needed
-    q_fit = jax_layer.quat_multiply(jax_layer.axis_angle_to_quat(p.delta_pose), problem.quat0)
-    q_fit = q_fit * jax.lax.rsqrt(jnp.sum(q_fit * q_fit, axis=-1, keepdims=True))
+    q_fit = _fitted_quats(problem, p)
     rel_fit, _, root_fit = _posed(hand, problem, p)  # (the joints are recomputed below from the returned values)
     theta = jnp.where((f.lock_theta | ~run_[:, None])[..., None], f.theta0, q_fit)
     beta = jnp.where((f.lock_beta | ~run_)[:, None], f.beta0, p.beta)

@@ -64,7 +64,7 @@ def test_zip_builds_validates_installs_enables(blank, tmp_path):
         assert mod is not None
         assert hasattr(bpy.types.Scene, "handtailor")
         assert hasattr(bpy.types, "HANDTAILOR_OT_capture") and "capture" in dir(bpy.ops.handtailor)
-        assert bpy.context.scene.handtailor.iterations == 20
+        assert bpy.context.scene.handtailor.iterations == 30  # the panel's default (issue 15: 30 iterations)
         prefs = bpy.context.preferences.addons["bl_ext.ht_test.handtailor"].preferences
         assert prefs.hand_model == "OPEN"
         # installed outside the repository, with nothing set, it still finds the engine it was built beside
