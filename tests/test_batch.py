@@ -9,11 +9,12 @@ import argparse
 import json
 import os
 import pathlib
-import re
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import threading
 import uuid
 
 import cv2
@@ -69,6 +70,27 @@ def survivors(marker: str) -> list[int]:
 
 def manifest(outdir: pathlib.Path) -> list[dict]:
     return [json.loads(s) for s in (outdir / "manifest.jsonl").read_text().splitlines()]
+
+
+def stalled_clip(path: pathlib.Path) -> pathlib.Path:
+    """A clip that cannot finish: a named pipe, which a worker's first read of the clip waits on."""
+    os.mkfifo(path)
+    return path
+
+
+def await_worker_on(fifo: pathlib.Path, timeout: float = 300.0) -> int:
+    """Opens the stalled clip for writing; returns the descriptor once a worker has opened it to read, that is,
+    once that clip is running (and cannot end while the descriptor stays open with nothing written)."""
+    box: dict = {}
+    opener = threading.Thread(target=lambda: box.setdefault("fd", os.open(fifo, os.O_WRONLY)), daemon=True)
+    opener.start()
+    opener.join(timeout)
+    if "fd" not in box:  # no worker came: release the opener (a reader of our own) and fail
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        opener.join()
+        os.close(box["fd"])
+        pytest.fail(f"no batch worker opened {fifo} within {timeout:.0f} s")
+    return box["fd"]
 
 
 KEYS = {"source", "status", "result", "overlay", "error", "seconds", "options_sha256", "source_sha256", "frames"}
@@ -202,20 +224,21 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_partial_files(clips, tmp_path):
     out = tmp_path / "out"
     marker = uuid.uuid4().hex
     env = dict(os.environ, HANDTAILOR_BATCH_TEST=marker)
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "batch", *map(str, clips["good"]), "-o", str(out),
+    stalled = stalled_clip(tmp_path / "stalled.avi")  # the second clip: Ctrl-C comes while it runs
+    first, *rest = clips["good"]
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "batch", first, stalled, *rest, "-o", str(out),
                              "--workers", "1"], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    fd = None
     try:
-        for line in proc.stderr:  # the batch reports each clip as its manifest line is written
-            if re.search(r"(^|\r)ok\s", line):
-                break
-        else:
-            pytest.fail(f"the batch ended before any clip finished (exit {proc.wait()})")
+        fd = await_worker_on(stalled)
         assert [line["status"] for line in manifest(out)] == ["ok"]
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
+        if fd is not None:
+            os.close(fd)
     assert proc.returncode == 130, err
     assert "--resume" in err
     lines = manifest(out)  # every line whole; only finished clips' files, no partial folder or temp file
@@ -233,25 +256,31 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_partial_files(clips, tmp_path):
 @pytest.mark.slow
 def test_a_dead_worker_costs_a_retry_not_the_batch(clips, tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "batch", *map(str, clips["good"]), "-o", str(out),
+    stalled = stalled_clip(tmp_path / "second.avi")  # the worker dies while it runs the second clip
+    first, *rest = clips["good"]
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "batch", first, stalled, *rest, "-o", str(out),
                              "--workers", "1"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    fd = None
     try:
-        for line in proc.stderr:
-            if re.search(r"(^|\r)ok\s", line):
-                break
+        fd = await_worker_on(stalled)
         # the batch's children: the pool's worker (it has loaded torch), the progress queue's manager and
         # multiprocessing's resource tracker
         children = pathlib.Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         workers = [int(c) for c in children if b"libtorch" in pathlib.Path(f"/proc/{c}/maps").read_bytes()]
         assert len(workers) == 1
-        os.kill(workers[0], signal.SIGKILL)  # as the OOM killer would, during the second clip
+        # the retry finds a real clip at that path (the pipe's reader was the worker that dies)
+        shutil.copy(rest[0], tmp_path / "copy.avi")
+        os.replace(tmp_path / "copy.avi", stalled)
+        os.kill(workers[0], signal.SIGKILL)  # as the OOM killer would
         _, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
+        if fd is not None:
+            os.close(fd)
     assert proc.returncode == 0, err
     assert "a worker process died while it ran; retrying it alone" in err
-    assert sorted(line["status"] for line in manifest(out)) == ["ok", "ok", "ok"]
+    assert sorted(line["status"] for line in manifest(out)) == ["ok"] * 4
 
 
 def test_ray_missing_is_a_named_error_saying_how_to_install(clips, tmp_path):
