@@ -149,6 +149,7 @@ def test_gesture_clip_is_one_steady_hand(tmp_path):
     px_raw = np.nanmedian(metrics.reprojection_px(raw["joints_3d"][0], raw["K"], raw["keypoints_2d"][0],
                                                   raw["confidence"][0], raw["valid"][0]))
     assert px <= px_raw + 1.0, (px, px_raw)  # the smoothing costs little of the fit to the keypoints
+    assert px <= 6.0, px  # one identity, the distance solved at the fitted pose (7.7 px at the initial pose's)
 
 
 @pytest.mark.slow

@@ -4,8 +4,9 @@
       -> `fit_timeline`: laid on the track's span of frames (unobserved frames are invalid rows, never made
          up), quaternions made sign-continuous; with one identity per track (`hold_identity`, the capture's
          default) beta and hand_scale are held and the analytic scale (Eq. 12 / 17) becomes the distance
-      -> `smooth_distance` (temporal terms on): that distance solved per frame, smoothed over the track
-         (zero phase, `DEPTH_SIGMA`) and held by the fit that follows
+      -> `track_distance` (identity held): that distance solved per frame at the pose a first pass fits,
+         smoothed over the track when a temporal term is on (zero phase, `DEPTH_SIGMA`) and held by the fit
+         that follows
       -> `fit_clip`: `tailor.fit` on windows of at most `FIT_CHUNK` frames overlapping by `FIT_OVERLAP`
          (`clip_windows`), so the temporal terms see across each seam while memory and compile size stay
          fixed; each frame is kept from exactly one window
@@ -28,8 +29,17 @@ px; lag vs the unsmoothed fit, frames; scripts/experiments/clip_measure.py) and 
 * re-measured with issue 14's tailor (lr 0.06 annealed, E_id 3, E_z, E_size; gesture / ASL): the tailor's
   own lr_final 0.2 against 0.3: chatter 0.51 / 1.70 vs 0.67 / 1.88 deg (gesture), 0.46 / 2.39 vs 0.64 /
   2.47 (ASL), fit 7.7 vs 7.8 px and 5.8 vs 5.9: one lr_final (0.2) for both. 40 iterations: fit 7.6 / 5.5 px;
-  E_id 0.3: 7.7 / 6.0. The fit's gap to a per-frame identity (5.9 px on the gesture clip) is the held
+  E_id 0.3: 7.7 / 6.0. The fit's gap to a per-frame identity (5.9 px on the gesture clip) was the held
   identity's: 7.5 px without the temporal terms.
+* that gap was the distance, not the shape: hand_length 0.093 / 0.3 m (the size, hence the distance, x0.5
+  / x1.6) left the fit at 7.7 px, and so did any other one identity: the weighted median of per-frame fitted
+  betas 7.7, one beta fitted jointly over 64 of the track's frames 7.7. The analytic step solves the distance
+  at the hand module's pose (29 px from the keypoints on the gesture clip) and Adam keeps it; with the size
+  held nothing corrects it (per frame, beta and hand_scale did). The same 64 frames with the shape held:
+  7.4 px, again after a second scale step at the fitted pose 4.2. `track_distance` solves it at the pose a
+  first pass fits: fit 7.7 / 5.8 / 4.1 -> 4.9 / 5.6 / 4.1 px (gesture / ASL / dex), chatter 0.51 / 1.70 ->
+  0.50 / 2.00 deg (gesture), lag <= 0.11 frame, at one more pass of the tailor. The pose pass without the
+  temporal terms: the same on gesture and ASL, dex 4.11 px.
 * post-filters instead of the term, on the same fit: a Gaussian on the quaternions (sigma 1 / 2 frames)
   0.47 / 0.13 deg median at 7.4 / 7.8 px and more joint jitter (no refit); One-Euro (min cutoff 1 Hz)
   0.37 deg at 8.5 px and up to half a frame of lag on ASL. The term in the fit keeps the better fit.
@@ -57,7 +67,7 @@ log = logging.getLogger("engine.tailor.clip")
 
 FIT_CHUNK = 64  # frames per tailor call
 FIT_OVERLAP = 4  # frames shared between neighbouring windows (the temporal term sees across the seam)
-DEPTH_SIGMA = 3.0  # frames: zero-phase smoothing of the hand's distance (log depth) over the track (smooth_distance)
+DEPTH_SIGMA = 3.0  # frames: zero-phase smoothing of the hand's distance (log depth) over the track (track_distance)
 FIT_KEYS = ("theta", "beta", "root", "hand_scale", "projection_scale", "joints_3d")
 
 
@@ -167,19 +177,31 @@ def fit_clip(model, arrays: dict, K: np.ndarray, config, locks: dict | None = No
     return out
 
 
-def smooth_distance(model, arrays: dict, K: np.ndarray, config, locks: dict, timer=None) -> tuple[dict, object]:
-    """The hand's distance over the track, solved per frame and smoothed (zero phase), then held by the fit.
+def track_distance(model, arrays: dict, K: np.ndarray, config, locks: dict, sigma: float = DEPTH_SIGMA, *,
+                   should_stop: Callable[[], bool] = lambda: False, timer=None) -> tuple[dict, object]:
+    """The hand's distance over a track with its identity held: solved per frame at the fitted pose, smoothed
+    (zero phase), then held by the fit.
 
-    With the size held (one identity per track), the analytic step (Eq. 12 / 17) gives each frame's distance
-    from its 2D extent: noisy frame to frame. This solves it for every frame (the tailor with 0 iterations),
-    smooths log-depth over runs of valid frames (`smooth_series`, DEPTH_SIGMA: no lag) and returns the
-    arrays with that depth (perspective: root moved along its ray; weak perspective: projection_scale) and
-    the config that holds it (`hold_depth`)."""
-    first = fit_clip(model, arrays, K, config._replace(iterations=0, hold_depth=False), locks, timer=timer)
+    With the size held, the analytic step (Eq. 12 / 17) reads each frame's distance from its 2D extent, and
+    the tailor keeps it through Adam (depth is never optimized). Solved at the hand module's pose (on the
+    gesture clip 29 px from the keypoints after that step) it is the distance of a hand in the wrong pose,
+    and with the size held nothing can correct it (a shape per frame did: its beta and hand_scale absorbed
+    the wrong distance). So: a pose pass (the same fit, each frame at the distance of its initial pose), the
+    analytic step again at the pose it fitted (0 iterations), log-depth smoothed over runs
+    of valid frames (`smooth_series`, sigma frames: no lag; 0: none), and the arrays returned with that
+    depth (perspective: root moved along its ray; weak perspective: projection_scale) and the config that
+    holds it (`hold_depth`). The fit that follows starts again from the hand module's pose (E_id's anchor).
+
+    arrays: `fit_clip`'s arrays (L frames); locks: beta and hand_scale locked. Returns (arrays, config).
+    """
+    free = config._replace(hold_depth=False)
+    pose = fit_clip(model, arrays, K, free, locks, should_stop=should_stop, timer=timer)
+    posed = dict(arrays, theta=np.where(pose["fitted"][:, None, None], pose["theta"], arrays["theta"]))
+    first = fit_clip(model, posed, K, free._replace(iterations=0), locks, timer=timer)
     ok = first["fitted"]
     out = dict(arrays)
     root = np.where(ok[:, None], first["root"], arrays["root"])  # weak perspective: at depth f / projection_scale
-    z = np.exp(smooth_series(np.log(root[:, 2]), ok, DEPTH_SIGMA))
+    z = np.exp(smooth_series(np.log(root[:, 2]), ok, sigma))
     out["root"] = np.where(ok[:, None], root * (z / root[:, 2])[:, None], arrays["root"])  # along the ray
     if config.camera_model == "weak_perspective":
         out["projection_scale"] = np.where(ok, first["projection_scale"] * root[:, 2] / z, arrays["projection_scale"])
@@ -196,11 +218,11 @@ def fit_timeline(model, positions: np.ndarray, n_frames: int, init: dict, keypoi
     beta (M,10), root (M,3), hand_scale (M,), projection_scale (M,) (optional: ones / NaN);
     keypoints_2d (M,21,2), confidence (M,21) the evidence. `hold_identity` (one identity per track, the
     capture's default): beta and hand_scale are locked at init's (the track's) and s* is read as the distance
-    (`TailorConfig.scale_as_distance`), smoothed over the track by `smooth_distance` when a temporal term is
-    on. Without it (a shape per frame) and with a temporal term, the depth the tailor keeps (weak
-    perspective: f / projection_scale; perspective: the lifted root's z) is smoothed first (zero phase, no
-    lag) and the per-frame size goes to hand_scale (s* as a scale: as a distance it would undo the
-    smoothing). Returns theta, beta, root, hand_scale, projection_scale, joints_3d (n_frames, ...),
+    (`TailorConfig.scale_as_distance`), solved at a first pass's fitted pose and smoothed over the track
+    when a temporal term is on (`track_distance`). Without it (a shape per frame) and with a temporal term,
+    the depth the tailor keeps (weak perspective: f / projection_scale; perspective: the lifted root's z) is
+    smoothed first (zero phase, no lag) and the per-frame size goes to hand_scale (s* as a scale: as a
+    distance it would undo the smoothing). Returns theta, beta, root, hand_scale, projection_scale, joints_3d (n_frames, ...),
     keypoints_2d, confidence and valid.
     """
     pos = np.asarray(positions, np.int64)
@@ -228,8 +250,9 @@ def fit_timeline(model, positions: np.ndarray, n_frames: int, init: dict, keypoi
                  "lock_hand_scale": np.ones(L, bool)}
         config = config._replace(scale_as_distance=True)
     smooth = (float(config.temporal_weight) > 0 or float(config.rotation_smoothing) > 0) and DEPTH_SIGMA > 0
-    if smooth and hold_identity:
-        arrays, config = smooth_distance(model, arrays, K, config, locks, timer)
+    if hold_identity:
+        arrays, config = track_distance(model, arrays, K, config, locks, DEPTH_SIGMA if smooth else 0.0,
+                                        should_stop=should_stop, timer=timer)
     elif smooth:  # a shape per frame: the smoothed depth stays, the per-frame size goes to hand_scale
         config = config._replace(scale_as_distance=False)
         if config.camera_model == "weak_perspective":

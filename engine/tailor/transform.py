@@ -22,7 +22,7 @@ Parameters and their handling (decided here, once):
   s* is the returned `hand_scale`, about the wrist. Measured (scripts/experiments/tailor_variants.py, the
   synthetic mismatch set): as a scale s* inflated the hand to cover the 2D extent at a depth set by the
   model's reference bone, which alone cost ~1-2 mm of wrist-aligned MPJPE. Where the root is locked the
-  paper's reading is used. With `hold_depth` (a clip's smoothed distance, `clip.smooth_distance`) the given
+  paper's reading is used. With `hold_depth` (a clip's distance, `clip.track_distance`) the given
   depth is kept (root0; weak perspective: projection_scale0) and s* is not re-solved into it.
 * Root translation: the depth is never optimized (from 2D keypoints, depth and hand_scale are one and the
   same unknown, which s* already resolves: moving the root in depth would fight s*, as the paper's
