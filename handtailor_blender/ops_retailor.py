@@ -1,4 +1,5 @@
-"""Re-tailor: edited keys go to the engine as locked values; the other keys are rewritten."""
+"""Re-tailor: edited keys go to the engine as locked values; the frames near the edits (within the falloff)
+are refit, every other key stays as it is."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def _active_rig(context):
 
 
 class HANDTAILOR_OT_retailor(EngineModal, bpy.types.Operator):
-    """Refit the capture with your edited keys locked; every other key is rewritten"""
+    """Refit the frames around your edited keys (within the falloff), the edits locked; other keys stay"""
 
     bl_idname = "handtailor.retailor"
     bl_label = "Re-tailor"
