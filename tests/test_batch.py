@@ -78,7 +78,7 @@ def stalled_clip(path: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def await_worker_on(fifo: pathlib.Path, timeout: float = 300.0) -> int:
+def await_worker_on(fifo: pathlib.Path, proc: subprocess.Popen, timeout: float = 300.0) -> int:
     """Opens the stalled clip for writing; returns the descriptor once a worker has opened it to read, that is,
     once that clip is running (and cannot end while the descriptor stays open with nothing written)."""
     box: dict = {}
@@ -89,8 +89,20 @@ def await_worker_on(fifo: pathlib.Path, timeout: float = 300.0) -> int:
         os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
         opener.join()
         os.close(box["fd"])
-        pytest.fail(f"no batch worker opened {fifo} within {timeout:.0f} s")
+        communicate_or_dump(proc, 0)
+        pytest.fail(f"no batch worker opened {fifo} within {timeout:.0f} s (exit {proc.returncode})")
     return box["fd"]
+
+
+def communicate_or_dump(proc: subprocess.Popen, timeout: float) -> tuple:
+    """proc.communicate(timeout); past it, the process (run with PYTHONFAULTHANDLER=1) is sent SIGABRT and the
+    test fails with every thread's stack, so a hang says where it was."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"the batch did not end within {timeout:.0f} s; its stacks:\n{err[-8000:]}")
 
 
 KEYS = {"source", "status", "result", "overlay", "error", "seconds", "options_sha256", "source_sha256", "frames"}
@@ -223,17 +235,17 @@ def test_ray_address_joins_a_running_cluster(clips, local_run, tmp_path):
 def test_ctrl_c_stops_the_workers_and_leaves_no_partial_files(clips, tmp_path):
     out = tmp_path / "out"
     marker = uuid.uuid4().hex
-    env = dict(os.environ, HANDTAILOR_BATCH_TEST=marker)
+    env = dict(os.environ, HANDTAILOR_BATCH_TEST=marker, PYTHONFAULTHANDLER="1")
     stalled = stalled_clip(tmp_path / "stalled.avi")  # the second clip: Ctrl-C comes while it runs
     first, *rest = clips["good"]
     proc = subprocess.Popen([sys.executable, "-m", "engine", "batch", first, stalled, *rest, "-o", str(out),
                              "--workers", "1"], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     fd = None
     try:
-        fd = await_worker_on(stalled)
+        fd = await_worker_on(stalled, proc)
         assert [line["status"] for line in manifest(out)] == ["ok"]
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        _, err = communicate_or_dump(proc, timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -259,10 +271,11 @@ def test_a_dead_worker_costs_a_retry_not_the_batch(clips, tmp_path):
     stalled = stalled_clip(tmp_path / "second.avi")  # the worker dies while it runs the second clip
     first, *rest = clips["good"]
     proc = subprocess.Popen([sys.executable, "-m", "engine", "batch", first, stalled, *rest, "-o", str(out),
-                             "--workers", "1"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+                             "--workers", "1"], cwd=REPO, env=dict(os.environ, PYTHONFAULTHANDLER="1"),
+                            stderr=subprocess.PIPE, text=True)
     fd = None
     try:
-        fd = await_worker_on(stalled)
+        fd = await_worker_on(stalled, proc)
         # the batch's children: the pool's worker (it has loaded torch), the progress queue's manager and
         # multiprocessing's resource tracker
         children = pathlib.Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
@@ -272,7 +285,7 @@ def test_a_dead_worker_costs_a_retry_not_the_batch(clips, tmp_path):
         shutil.copy(rest[0], tmp_path / "copy.avi")
         os.replace(tmp_path / "copy.avi", stalled)
         os.kill(workers[0], signal.SIGKILL)  # as the OOM killer would
-        _, err = proc.communicate(timeout=300)
+        _, err = communicate_or_dump(proc, timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
