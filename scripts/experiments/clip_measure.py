@@ -30,7 +30,7 @@ import numpy as np
 from engine import capture, metrics, results, retailor
 from engine.capture_bench import RecordingTracker, ReplayTracker, joint_jitter, trajectory_lag
 
-VIDEOS = pathlib.Path("/work/shared/data/videos")
+VIDEOS = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data" / "videos"
 CLIPS = {"gesture": "mediapipe-samples_gesture_recognizer_test_video.mp4", "asl": "asl_hand.25fps.mp4",
          "dex": "dex-retargeting_human_hand_video.mp4"}
 CACHE = pathlib.Path(os.environ.get("HT_MEASURE_CACHE", "/tmp/ht-measure"))

@@ -108,7 +108,7 @@ def test_retailor_with_real_engine(blank, tmp_path):
     assert np.array_equal(restored[(backup, key[1], 1)], before[key])
 
 
-ASL = pathlib.Path("/work/shared/data/videos/asl_hand.25fps.mp4")
+ASL = REPO.parent / "shared" / "data" / "videos" / "asl_hand.25fps.mp4"  # research-only shared data
 
 
 @pytest.mark.slow
@@ -125,7 +125,7 @@ def test_real_capture_curls_about_x_and_retargets(blank, tmp_path):
     from handtailor_blender import anatomy, bone_maps, retarget_scene
 
     if not ASL.is_file():
-        pytest.skip(f"{ASL} (research data in /work/shared) is missing")
+        pytest.skip(f"{ASL} is absent (research-only shared clips in ../shared)")
     take_blend, char_blend, out = tmp_path / "take.blend", tmp_path / "char.blend", tmp_path / "out.blend"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = run_headless(["capture", ASL, "--blend", take_blend, "--frames", "200:279", "--hands", "1"],
