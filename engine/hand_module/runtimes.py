@@ -205,6 +205,12 @@ class OpenVinoNetworks(TfliteFileNetworks):
         self._lock = threading.Lock()
         self._spare = [self._compile() for _ in range(max(1, int(streams)))]  # compiled ahead for `streams` threads
         self._local = threading.local()
+        # One inference per network here, before any tracking thread runs one: the bindings initialize
+        # function-level statics on the first call with the GIL released, and two threads making their
+        # first call at once deadlock (one holds the static's guard waiting for the GIL, the other the GIL
+        # waiting for the guard: seen with concurrent segments).
+        for key, model in self._models.items():
+            self._run(key, np.zeros(tuple(model.input(0).get_shape()), np.uint8))
 
     def _compile(self) -> dict:
         """One thread's inference requests: {key: (request, output names)}."""

@@ -16,6 +16,7 @@ import logging
 import os
 import pathlib
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -221,7 +222,8 @@ class EngineClient:
             self.proc = subprocess.Popen(
                 self.argv, cwd=cwd, env=env if env is not None else child_env(),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True, encoding="utf-8", errors="replace", bufsize=1)
+                text=True, encoding="utf-8", errors="replace", bufsize=1,
+                start_new_session=True)  # a group of its own: killing the engine kills its job processes too
         except OSError as exc:
             raise EngineFailure("engine_missing", f"cannot start the engine ({' '.join(self.argv)}): {exc}") from None
         self._queue: queue.Queue = queue.Queue()
@@ -261,12 +263,19 @@ class EngineClient:
         return self.proc.poll()
 
     def kill(self) -> None:
+        """Kills the engine and every process it started (a job process left alive would hold the engine's
+        output pipes open, and a hung one would never let go)."""
         if self.proc.poll() is None:
             self.proc.kill()
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:  # pragma: no cover
                 pass
+        if hasattr(os, "killpg"):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass  # the group is gone: nothing of the engine's left
         self._close_pipes()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -298,9 +307,10 @@ class EngineClient:
                 pass
         self._out_thread.join(timeout=2)
         self._err_thread.join(timeout=2)
-        for pipe in (self.proc.stdout, self.proc.stderr):
+        # a pipe a reader thread still blocks on is left to it (closing it would wait for that read forever)
+        for pipe, reader in ((self.proc.stdout, self._out_thread), (self.proc.stderr, self._err_thread)):
             try:
-                if pipe:
+                if pipe and not reader.is_alive():
                     pipe.close()
             except (OSError, ValueError):
                 pass
