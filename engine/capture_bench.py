@@ -69,10 +69,36 @@ class RecordingTracker:
     def last_timings(self):
         return getattr(self.tracker, "last_timings", None)
 
+    @property
+    def workers(self):
+        return getattr(self.tracker, "workers", 1)
+
+    @property
+    def static_images(self):
+        return getattr(self.tracker, "static_images", True)
+
     def process_batch(self, frames):
         out = self.tracker.process_batch(frames)
         self.outputs.extend(out)
         return out
+
+    @property
+    def track_clip(self):
+        """The tracker's own `track_clip`, recording the decoded frames' hands as `process_batch` would."""
+        inner = getattr(self.tracker, "track_clip", None)
+        if inner is None:
+            return None
+
+        def track_clip(*args, **kwargs):
+            clip = inner(*args, **kwargs)
+            try:
+                for records, done in clip:
+                    self.outputs.extend(r.hands for r in records if r.ok)
+                    yield records, done
+            finally:
+                clip.close()
+
+        return track_clip
 
     def tracker_attr(self, name: str):
         """An attribute of the innermost tracker (through wrappers that keep theirs in `.tracker`)."""
