@@ -69,10 +69,36 @@ class RecordingTracker:
     def last_timings(self):
         return getattr(self.tracker, "last_timings", None)
 
+    @property
+    def workers(self):
+        return getattr(self.tracker, "workers", 1)
+
+    @property
+    def static_images(self):
+        return getattr(self.tracker, "static_images", True)
+
     def process_batch(self, frames):
         out = self.tracker.process_batch(frames)
         self.outputs.extend(out)
         return out
+
+    @property
+    def track_clip(self):
+        """The tracker's own `track_clip`, recording the decoded frames' hands as `process_batch` would."""
+        inner = getattr(self.tracker, "track_clip", None)
+        if inner is None:
+            return None
+
+        def track_clip(*args, **kwargs):
+            clip = inner(*args, **kwargs)
+            try:
+                for records, done in clip:
+                    self.outputs.extend(r.hands for r in records if r.ok)
+                    yield records, done
+            finally:
+                clip.close()
+
+        return track_clip
 
     def tracker_attr(self, name: str):
         """An attribute of the innermost tracker (through wrappers that keep theirs in `.tracker`)."""
@@ -304,7 +330,8 @@ def _capture_figures(stats, recorder, opts, tmp, hands, iterations, smoothing) -
     }
     calls = stats.get("calls_s", {}).get("tailor", [])
     if len(calls) > 1:
-        # the first tailor call includes the XLA compile (cached on disk after the first run ever)
+        # the first tailor call includes loading its executable (traced and compiled only on the first run ever:
+        # engine.tailor.executables keeps both on disk)
         from engine.tailor.clip import FIT_CHUNK  # here: JAX loads when the capture needs it, as outside the bench
 
         steady = float(np.median(calls[1:]))
@@ -341,11 +368,10 @@ def _litert_available() -> bool:
 
 def _clear_jax_caches() -> None:
     try:
-        import jax
-
-        jax.clear_caches()
+        from engine.tailor.executables import clear_caches
     except ImportError:
-        pass
+        return
+    clear_caches()
 
 
 def _torch_threads():

@@ -18,7 +18,11 @@ class StageTimer:
     def add(self, stage: str, dt: float, *, call: bool = False) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + dt
         if call:
-            self.calls.setdefault(stage, []).append(dt)
+            self.record_call(stage, dt)
+
+    def record_call(self, stage: str, dt: float) -> None:
+        """One call's duration, apart from the stage's wall time (calls that ran concurrently)."""
+        self.calls.setdefault(stage, []).append(float(dt))
 
     @contextlib.contextmanager
     def time(self, stage: str, *, call: bool = False):

@@ -45,13 +45,55 @@ class Observations:
 def collect_observations(info, tracker, *, batch_size: int, frame_start=None, frame_end=None, stride: int = 1,
                          progress: Callable[[int, int, str], None], should_stop: Callable[[], bool], timer,
                          expected: int) -> Observations:
-    """Streams the footage (`video.probe`'s info) through the tracker batch by batch; keeps the observations.
+    """Streams the footage (`video.probe`'s info) through the tracker; keeps the observations. A tracker with
+    concurrent segments decodes and tracks the whole range itself (`track_clip`: one palm pass and warm-up
+    per segment and clip); otherwise batches go through `process_batch`, decoded one ahead in a thread.
 
-    progress(done, total, message) after each batch; should_stop() before each (True raises Cancelled);
+    progress(done, total, message) after each batch; should_stop() between batches (True raises Cancelled);
     timer: an `engine.timing.StageTimer` (decode, detect, keypoints)."""
     obs = Observations(np.zeros(0, np.int64), np.zeros(0, bool), {}, {})
     frame_index: list[int] = []
     decoded: list[bool] = []
+    if _tracks_whole_clip(tracker, expected):
+        start, end, stride = video.resolve_range(info, frame_start, frame_end, stride)
+        t0 = time.perf_counter()
+        clip = tracker.track_clip(info, start, end, stride, expected, batch_size, should_stop=should_stop)
+        try:
+            for records, done in clip:
+                for r in records:
+                    _add_frame(r.index, r.ok, r.error, r.hands, frame_index, decoded, obs)
+                progress(done, max(expected, done, 1), f"tracking hands: frame {done}/{max(expected, done, 1)}")
+        finally:
+            clip.close()  # a raising progress callback stops the segments too
+            release_freed_memory()
+        t = getattr(tracker, "last_timings", None) or {"keypoints": time.perf_counter() - t0}
+        for stage, seconds in t.items():
+            timer.add(stage, float(seconds))
+    else:
+        _collect_in_batches(info, tracker, batch_size, frame_start, frame_end, stride, progress, should_stop, timer,
+                            expected, frame_index, decoded, obs)
+    if not frame_index:
+        raise InputError(f"the frame range selects no frames of {info.source!r} ({info.frame_count} frames).")
+    if obs.errors:
+        shown = ", ".join(str(i) for i in sorted(obs.errors)[:20]) + (" ..." if len(obs.errors) > 20 else "")
+        log.warning("%d frame(s) could not be decoded and are marked invalid: %s", len(obs.errors), shown)
+    obs.frame_index = np.asarray(frame_index, np.int64)
+    obs.decoded = np.asarray(decoded, bool)
+    return obs
+
+
+def _tracks_whole_clip(tracker, expected: int) -> bool:
+    """Whether the tracker decodes and tracks the clip itself in concurrent segments (`track_clip`): a
+    video-mode tracker with segments, on a range of known length long enough to split."""
+    from engine.hand_module import segments
+
+    return (callable(getattr(tracker, "track_clip", None)) and not getattr(tracker, "static_images", True)
+            and len(segments.split(expected, getattr(tracker, "workers", 1))) > 1)
+
+
+def _collect_in_batches(info, tracker, batch_size, frame_start, frame_end, stride, progress, should_stop, timer,
+                        expected, frame_index, decoded, obs) -> None:
+    """Streams batches (decoded one ahead, in a thread) through tracker.process_batch."""
     batches = video.prefetch(video.iter_batches(info, batch_size, frame_start, frame_end, stride))
     try:
         while True:
@@ -68,14 +110,6 @@ def collect_observations(info, tracker, *, batch_size: int, frame_start=None, fr
     finally:
         batches.close()
         release_freed_memory()
-    if not frame_index:
-        raise InputError(f"the frame range selects no frames of {info.source!r} ({info.frame_count} frames).")
-    if obs.errors:
-        shown = ", ".join(str(i) for i in sorted(obs.errors)[:20]) + (" ..." if len(obs.errors) > 20 else "")
-        log.warning("%d frame(s) could not be decoded and are marked invalid: %s", len(obs.errors), shown)
-    obs.frame_index = np.asarray(frame_index, np.int64)
-    obs.decoded = np.asarray(decoded, bool)
-    return obs
 
 
 def release_freed_memory() -> None:
@@ -108,16 +142,21 @@ def _track_batch(batch, tracker, frame_index: list, decoded: list, obs: Observat
         timer.add("keypoints", dt)
     it = iter(per_frame)
     for f in batch:
-        n = len(frame_index)
-        frame_index.append(f.index)
-        decoded.append(f.ok)
-        if not f.ok:
-            obs.errors[f.index] = f.error or "cannot be decoded"
-            continue
-        for o in next(it):
-            tr = obs.tracks.setdefault(int(o.track_id), {"n": [], "obs": []})
-            tr["n"].append(n)
-            tr["obs"].append(o)
+        _add_frame(f.index, f.ok, f.error, next(it) if f.ok else [], frame_index, decoded, obs)
+
+
+def _add_frame(index: int, ok: bool, error: str | None, hands: list, frame_index: list, decoded: list,
+               obs: Observations) -> None:
+    n = len(frame_index)
+    frame_index.append(index)
+    decoded.append(ok)
+    if not ok:
+        obs.errors[index] = error or "cannot be decoded"
+        return
+    for o in hands:
+        tr = obs.tracks.setdefault(int(o.track_id), {"n": [], "obs": []})
+        tr["n"].append(n)
+        tr["obs"].append(o)
 
 
 @dataclasses.dataclass

@@ -143,3 +143,16 @@ def test_smoothing_is_zero_phase_also_at_the_ends_of_a_run():
     np.testing.assert_allclose(s[:10], x[:10], atol=1e-9)  # a line stays a line, even at the run's ends
     assert np.isnan(s[10])
     assert abs(s[13] - x[13]) < 2.0  # the next run is smoothed on its own
+
+
+def test_windows_on_threads_give_the_sequential_fit_bit_for_bit(fitted, monkeypatch):
+    """A pass's windows run concurrently (`FIT_THREADS`); each frame's fit is the one window's that keeps it,
+    so the thread count changes nothing, bit for bit."""
+    from engine.tailor import clip as clip_fit
+
+    monkeypatch.setattr(clip_fit, "FIT_THREADS", 1)
+    one = fitted()[0]
+    monkeypatch.setattr(clip_fit, "FIT_THREADS", 3)
+    three = fitted()[0]
+    for key in ("theta", "beta", "root", "hand_scale", "joints_3d"):
+        assert np.array_equal(one[key], three[key], equal_nan=True), key

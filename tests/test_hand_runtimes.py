@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import pathlib
+import threading
 
 import cv2
 import numpy as np
@@ -140,6 +141,60 @@ def test_concurrent_segments_follow_one_sequential_pass(sample_frames):
     # tracking amplifies sub-pixel differences; where segments meet they agree within JOIN_TOLERANCE_PX
     assert np.median(d) < 0.5 and d.max() < 4.0, d
     np.testing.assert_allclose([o[0].side_score for o in b], [o[0].side_score for o in a], atol=1e-3)
+
+
+def _track_clip(tracker, end, n, batch_size=32, **kw):
+    records, progress = [], []
+    for part, done in tracker.track_clip(video.probe(SAMPLE), 0, end, 1, n, batch_size, **kw):
+        records += part
+        progress.append(done)
+    return records, progress
+
+
+def test_whole_clip_segments_follow_one_sequential_pass(sample_frames):
+    """`track_clip`: the range split once into concurrent segments, each decoding its own frames."""
+    seq = HandTracker(max_hands=1, workers=1).process_batch(sample_frames)
+    par = HandTracker(max_hands=1, workers=2)
+    records, progress = _track_clip(par, 95, 96)
+    assert [r.index for r in records] == list(range(96)) and all(r.ok and len(r.hands) == 1 for r in records)
+    assert progress == sorted(progress) and progress[-1] == 96
+    second = segments.split(96, 2)[1]
+    for x, r in zip(seq[:second], records[:second]):  # the first segment is the sequential pass itself
+        np.testing.assert_array_equal(x[0].keypoints_uvd, r.hands[0].keypoints_uvd)
+    d = np.array([np.abs(x[0].keypoints_uvd[:, :2] - r.hands[0].keypoints_uvd[:, :2]).max() for x, r in zip(seq, records)])
+    assert np.median(d) < 0.5 and d.max() < 4.0, d
+    assert {r.hands[0].track_id for r in records} == {0}
+    assert par.palm.passes == 2  # one palm pass per segment and clip (per batch: 2 for each of 3 batches)
+    assert set(par.last_timings) == {"decode", "detect", "keypoints"}
+
+
+def test_whole_clip_segments_read_to_the_real_end_and_stop_together():
+    """An announced length shorter than the range (a wrong frame count): the last segment reads on to the
+    end. should_stop: Cancelled, and no segment tracks a frame afterwards."""
+    from engine.errors import Cancelled
+
+    records, _ = _track_clip(HandTracker(max_hands=1, workers=2), 71, 48, batch_size=16)
+    assert [r.index for r in records] == list(range(72))
+    tracker = HandTracker(max_hands=1, workers=2)
+    later, asked = [], threading.Event()
+    track_frames = tracker.track_frames
+
+    def tracking(frames, st):
+        if threading.current_thread() is not threading.main_thread():
+            later.append(len(frames))
+            asked.wait()  # the later segment's first batch ends only once the capture was asked to stop
+        return track_frames(frames, st)
+
+    def should_stop():
+        asked.set()
+        return True
+
+    tracker.track_frames = tracking
+    with pytest.raises(Cancelled):
+        _track_clip(tracker, 95, 96, batch_size=8, should_stop=should_stop)
+    stopped = list(later)
+    tracker._segment_pool.submit(lambda: None).result()  # runs once the later segment's thread is free
+    assert later == stopped == [8]  # it stopped at its next batch and tracked nothing afterwards
 
 
 def test_a_segment_that_found_another_hand_is_tracked_again_in_sequence():

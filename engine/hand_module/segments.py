@@ -19,16 +19,21 @@ is exactly one sequential pass). What remains different from one pass: sub-pixel
 segments meet (within JOIN_TOLERANCE_PX), and a segment knows of no track lost before it (the widened-view
 retry right after a loss).
 
-`track_segments` does this within one batch (`HandTracker(workers=N)`): the first segment continues the
-tracker's state; segment sizes balance the later segments' extra palm pass and warm-up.
+`track_clip` does this over a whole frame range, each segment decoding its own frames (the capture's path,
+`engine.tracks`): one palm pass and one warm-up per segment and clip. `track_segments` does it within one
+batch of frames already decoded (`HandTracker(workers=N).process_batch`): a palm pass and a warm-up per
+segment and batch. Either way the first segment continues the tracker's state, and segment sizes balance
+the later segments' extra palm pass and warm-up.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, TimeoutError, wait
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -83,7 +88,8 @@ def track_segments(tracker, frames: list) -> tuple[list, float, float]:
         out, seconds = future.result()
         st.detect_s = 0.0
         t0 = time.perf_counter()
-        joined, st = join(tracker, st, results[-1], frames[a:b], out, seg)
+        warm, out = out[:WARMUP], out[WARMUP:]
+        joined, st = join(tracker, st, results[-1], frames[a:b], warm[-1] if warm else None, out, seg)
         busy += seconds + time.perf_counter() - t0
         detect += seg.detect_s + st.detect_s
         results += joined
@@ -117,17 +123,19 @@ def match(a: list, b: list) -> dict[int, int] | None:
     return out
 
 
-def join(tracker, prev: TrackState, prev_last: list, frames: list, out: list, seg: TrackState):
+def join(tracker, prev: TrackState, prev_last: list, frames, warm_last: list | None, out: list, seg: TrackState):
     """Joins a segment to the state `prev` the previous segment ended in (module docstring).
 
-    prev_last: the previous segment's observations on its last frame; frames: the segment's frames (after
-    its warm-up); out: the segment's observations, warm-up frames first; seg: the segment's end state.
-    -> (observations of `frames`, the state after them)."""
-    warm, out = out[:WARMUP], out[WARMUP:]
-    mapping = match(prev_last, warm[-1]) if warm else None
+    prev_last: the previous segment's observations on its last frame; frames: the segment's frames after its
+    warm-up (an iterable, read only as far as tracking again in sequence needs); warm_last: the segment's
+    observations on its last warm-up frame (the previous segment's last; None: no warm-up); out: the
+    segment's observations after its warm-up, one list per frame. seg: the segment's end state.
+    -> (observations of the segment's frames, the state after them)."""
+    mapping = match(prev_last, warm_last) if warm_last is not None else None
+    frames = iter(frames)
     redone: list = []
-    while mapping is None and len(redone) < len(frames):  # track again in sequence until the two agree
-        redone += tracker.track_frames(frames[len(redone) : len(redone) + 1], prev)
+    while mapping is None and len(redone) < len(out):  # track again in sequence until the two agree
+        redone += tracker.track_frames([next(frames)], prev)
         mapping = match(redone[-1], out[len(redone) - 1])
     if mapping is None:
         return redone, prev
@@ -153,3 +161,108 @@ def join(tracker, prev: TrackState, prev_last: list, frames: list, out: list, se
         tr.track_id = mapping.get(tr.track_id, new_ids.get(tr.track_id))
     seg.next_id, seg.lost_at = prev.next_id, max(seg.lost_at, prev.lost_at)
     return redone + relabelled, seg
+
+
+@dataclasses.dataclass
+class FrameHands:
+    """One footage frame's outcome: its index, whether it decoded (else `error`), the hands tracked in it."""
+
+    index: int
+    ok: bool
+    error: str | None
+    hands: list
+
+
+def track_clip(tracker, info, start: int, end: int | None, stride: int, n: int, batch_size: int, *,
+               should_stop: Callable[[], bool] = lambda: False) -> Iterator[tuple[list[FrameHands], int]]:
+    """Tracks the footage frames start, start + stride, ... <= end (None: to the end; `engine.video` info),
+    n of them announced (the last segment reads on to the real end: an announced count can be wrong), as up to
+    tracker.workers concurrent segments of the whole range, each decoding its own frames (its own reader:
+    a later segment seeks to its warm-up): one palm pass and one warm-up per segment and clip, instead of
+    per batch as `track_segments` has it.
+
+    Yields (records in footage order, frames tracked so far over all segments): the first segment's as they
+    come, the later ones once joined (`join`, in order; tracking again in sequence decodes their frames
+    anew, only as far as needed); while waiting, ([], frames so far) about every 0.2 s. should_stop() is
+    polled between batches (True raises Cancelled: every segment stops). Sets tracker.last_timings (the
+    clip's wall time split between decode, detect and keypoints in proportion to the segments' busy time)
+    and tracker.state (the state after the last frame).
+    """
+    from engine import video
+    from engine.errors import Cancelled
+
+    starts = split(n, tracker.workers)
+    bounds = [(a - (WARMUP if k else 0), b) for k, (a, b) in enumerate(zip(starts, starts[1:] + [n]))]
+    at = lambda p: start + p * stride  # noqa: E731  (sequence position -> footage index)
+    stop_event = threading.Event()
+    done = [0] * len(bounds)
+    busy = [{"decode": 0.0, "track": 0.0} for _ in bounds]
+    states = [tracker.state] + [TrackState([], frame_no=tracker.state.frame_no + a, next_id=k * _ID_BLOCK)
+                                for k, (a, _) in enumerate(bounds) if k]
+    for st in states:
+        st.detect_s = 0.0
+
+    def run(k: int) -> Iterator[list[FrameHands]]:
+        a, b = bounds[k]
+        batches = video.iter_batches(info, batch_size, at(a), at(b - 1) if b < n else end, stride)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            t1 = time.perf_counter()
+            busy[k]["decode"] += t1 - t0
+            if batch is None or stop_event.is_set():
+                return
+            good = [f for f in batch if f.ok]
+            hands = iter(tracker.track_frames([f.image for f in good], states[k]) if good else [])
+            busy[k]["track"] += time.perf_counter() - t1
+            done[k] += len(batch)
+            yield [FrameHands(f.index, f.ok, f.error, next(hands) if f.ok else []) for f in batch]
+
+    t_start = time.perf_counter()
+    if getattr(tracker, "_segment_pool", None) is None and len(bounds) > 1:
+        tracker._segment_pool = ThreadPoolExecutor(tracker.workers - 1, thread_name_prefix="hand-segment")
+    futures = [tracker._segment_pool.submit(lambda k=k: [r for part in run(k) for r in part]) for k in range(1, len(bounds))]
+    try:
+        last: list = []
+        for part in run(0):
+            last = part[-1].hands if part[-1].ok else last
+            yield part, min(sum(done), n)
+            if should_stop():
+                raise Cancelled("capture cancelled")
+        st = states[0]
+        for k, future in enumerate(futures, start=1):
+            while True:
+                try:
+                    records = future.result(timeout=0.2)
+                    break
+                except TimeoutError:
+                    yield [], min(sum(done), n)
+                    if should_stop():
+                        raise Cancelled("capture cancelled")
+            warm = [r for r in records[:WARMUP] if r.ok]
+            main = records[WARMUP:]
+            good = [r for r in main if r.ok]
+            a, b = bounds[k][0] + WARMUP, bounds[k][1]
+            frames = (f.image for part in video.iter_batches(info, batch_size, at(a), at(b - 1) if b < n else end,
+                                                             stride) for f in part if f.ok)  # decoded again only if the join tracks again in sequence
+            t0 = time.perf_counter()
+            joined, st = join(tracker, st, last, frames, warm[-1].hands if warm else None, [r.hands for r in good],
+                              states[k])
+            busy[k]["track"] += time.perf_counter() - t0
+            for r, hands in zip(good, joined):
+                r.hands = hands
+            last = good[-1].hands if good else last
+            yield main, min(sum(done), n)
+        tracker.state = st
+    finally:
+        stop_event.set()
+        for future in futures:
+            future.cancel()
+        wait(futures)
+    wall = time.perf_counter() - t_start
+    decode = sum(x["decode"] for x in busy)
+    detect = sum(s.detect_s for s in states)
+    total = decode + sum(x["track"] for x in busy)
+    if total > 0:
+        tracker.last_timings = {"decode": wall * decode / total, "detect": wall * detect / total,
+                                "keypoints": wall * (total - decode - detect) / total}

@@ -38,9 +38,10 @@ the person's right hand; `mirrored=True` is for selfie footage. A track's side i
 its per-frame P("Left") (a track cannot flip sides), `side_score` is that mean's probability of the side.
 
 Batching and cores: the tracking dependency is sequential (frame t's ROIs need frame t-1's landmarks), so
-landmark crops are batched per frame (all hands at once). With `workers` > 1 a batch of frames is tracked
-as that many concurrent segments (`segments.track_segments`: each later segment starts with a palm
-detection and is joined to the one before; workers=1 is one sequential pass, MediaPipe's exact behaviour).
+landmark crops are batched per frame (all hands at once). With `workers` > 1 a frame range (`track_clip`,
+what a capture uses) or a batch of frames (`process_batch`) is tracked as that many concurrent segments
+(`engine.hand_module.segments`: each later segment starts with a palm detection and is joined to the one
+before; workers=1 is one sequential pass, MediaPipe's exact behaviour).
 With the torch runtime, palm detection, when a frame needs it, is computed ahead for up to `detect_chunk`
 frames of the batch in one forward (speculatively: frames that end up not needing it discard theirs; the
 other runtimes run one image at a time, where that gains nothing). `static_images=True` treats frames as
@@ -280,6 +281,12 @@ class HandTracker:
         share = detect / busy if busy > 0 else 0.0
         self.last_timings = {"detect": wall * share, "keypoints": wall * (1.0 - share)}
         return out
+
+    def track_clip(self, info, start: int, end: int | None, stride: int, n: int, batch_size: int, *,
+                   should_stop=lambda: False):
+        """Video mode over a whole frame range, decoded here in concurrent segments (`segments.track_clip`):
+        yields (per-frame records in order, frames done); `engine.tracks` uses it when there are segments."""
+        return segments.track_clip(self, info, start, end, stride, n, batch_size, should_stop=should_stop)
 
     def _retry_due(self, st: TrackState, ahead: int = 0) -> bool:
         """Video mode: does frame st.frame_no + ahead get the widened-view retry if its palm pass finds

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import math
+import threading
 from typing import NamedTuple
 
 import jax
@@ -27,6 +28,7 @@ from engine.errors import InputError
 from engine.hand_model import HandModel
 from engine.hand_model import jax_layer
 from engine.tailor import transform
+from engine.tailor.executables import Exported
 from engine.tailor.transform import Frames, Settings
 
 __all__ = ["TailorConfig", "fit", "model_params", "bucket_size", "loop_is_one_kernel", "CAMERA_MODELS",
@@ -114,21 +116,24 @@ class TailorConfig(NamedTuple):
 
 
 class _Cache:
-    """A small least-recently-used cache; keys are contents (bytes, tuples), never object ids."""
+    """A small least-recently-used cache; keys are contents (bytes, tuples), never object ids. Thread-safe
+    (a clip's windows are fitted on several threads)."""
 
     def __init__(self, size: int):
         self.size = size
         self.items: collections.OrderedDict = collections.OrderedDict()
+        self.lock = threading.Lock()
 
     def get(self, key, make):
-        hit = self.items.get(key)
-        if hit is None:
-            hit = self.items[key] = make()
-            if len(self.items) > self.size:
-                self.items.popitem(last=False)
-        else:
-            self.items.move_to_end(key)
-        return hit
+        with self.lock:
+            hit = self.items.get(key)
+            if hit is None:
+                hit = self.items[key] = make()
+                if len(self.items) > self.size:
+                    self.items.popitem(last=False)
+            else:
+                self.items.move_to_end(key)
+            return hit
 
 
 _PARAMS = _Cache(4)  # model content -> (full JaxHandParams, the tailor's slim copy)
@@ -214,8 +219,10 @@ def _solve_packed(hand, floats, bools, K, settings: Settings):
     return jnp.concatenate(packed, axis=-1)
 
 
-# One compiled executable per batch size B (`fit` pads B up to a bucket): every setting is traced.
+# One compiled executable per batch size B (`fit` pads B up to a bucket): every setting is traced. `fit`
+# calls it through its lowering kept on disk (`executables.Exported`: no tracing on a run's first call).
 _solve_jit = jax.jit(_solve_packed)
+_solve_exported = Exported(_solve_packed, "tailor-solve")
 
 
 def _unpack_outputs(packed: np.ndarray) -> dict:
@@ -283,7 +290,7 @@ def _run(model: HandModel, inputs: dict, config: TailorConfig) -> dict:
     floats = _pack(padded, _FLOAT_LAYOUT, _FLOAT_WIDTH, np.float32)
     bools = _pack(padded, _BOOL_LAYOUT, _BOOL_WIDTH, np.bool_)
     K, settings = _device_settings(inputs["K"], config)
-    return _unpack_outputs(np.asarray(_solve_jit(_params(model)[1], floats, bools, K, settings))[:b])
+    return _unpack_outputs(np.asarray(_solve_exported(_params(model)[1], floats, bools, K, settings))[:b])
 
 
 def _run_eager(model: HandModel, inputs: dict, config: TailorConfig) -> dict:

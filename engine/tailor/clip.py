@@ -52,9 +52,9 @@ sizes, one compiled executable each) with invalid frames that the temporal terms
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
-import pathlib
 import time
 from typing import Callable
 
@@ -67,6 +67,9 @@ log = logging.getLogger("engine.tailor.clip")
 
 FIT_CHUNK = 64  # frames per tailor call
 FIT_OVERLAP = 4  # frames shared between neighbouring windows (the temporal term sees across the seam)
+# Windows of one pass are independent: they run on up to this many threads (XLA runs a call without the GIL;
+# the capture's tailor stage on 2 cores: see issue 18's note).
+FIT_THREADS = min(4, os.cpu_count() or 1)
 DEPTH_SIGMA = 3.0  # frames: zero-phase smoothing of the hand's distance (log depth) over the track (track_distance)
 FIT_KEYS = ("theta", "beta", "root", "hand_scale", "projection_scale", "joints_3d")
 
@@ -116,23 +119,6 @@ def smooth_series(x: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
-def enable_compilation_cache() -> None:
-    """Keeps the tailor's XLA executables on disk between runs (the first capture of a session otherwise
-    spends tens of seconds compiling on a small CPU). $JAX_COMPILATION_CACHE_DIR wins; else
-    $XDG_CACHE_HOME/handtailor/jax (~/.cache/handtailor/jax). Silently skipped where not possible."""
-    try:
-        import jax
-
-        if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
-            return
-        base = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
-        path = base / "handtailor" / "jax"
-        path.mkdir(parents=True, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", str(path))
-    except Exception as exc:  # noqa: BLE001 - a cache is an optimization only
-        log.debug("no JAX compilation cache: %s", exc)
-
-
 def fit_clip(model, arrays: dict, K: np.ndarray, config, locks: dict | None = None, *,
              should_stop: Callable[[], bool] = lambda: False, progress: Callable[[int, int], None] | None = None,
              timer=None) -> dict[str, np.ndarray]:
@@ -141,11 +127,13 @@ def fit_clip(model, arrays: dict, K: np.ndarray, config, locks: dict | None = No
     arrays: theta (L,16,4), beta (L,10), root (L,3), hand_scale (L,), projection_scale (L,),
     keypoints_2d (L,21,2), confidence (L,21), valid (L,) (invalid rows may hold NaN); locks: None or
     lock_theta (L,16), lock_beta/lock_root/lock_hand_scale (L,). config: a `TailorConfig`. progress(done, L)
-    after each window; timer: an `engine.timing.StageTimer` ("tailor", one call per window). Returns float64
+    after each window; timer: an `engine.timing.StageTimer` ("tailor": the pass's wall time, one call per
+    window). Windows run on up to `FIT_THREADS` threads (one pass's windows are independent). Returns float64
     theta, beta, root, hand_scale, projection_scale, joints_3d (L, ...) and fitted (L,) bool; rows not
     fitted hold the inputs (joints_3d: NaN).
     """
     from engine import tailor
+    from engine.tailor.executables import enable_compilation_cache
 
     enable_compilation_cache()
     L = int(np.asarray(arrays["valid"]).shape[0])
@@ -153,27 +141,40 @@ def fit_clip(model, arrays: dict, K: np.ndarray, config, locks: dict | None = No
     out["joints_3d"] = np.full((L, 21, 3), np.nan)
     out["fitted"] = np.zeros(L, bool)
     valid = np.asarray(arrays["valid"], bool)
-    for start, stop, keep_from, keep_to in clip_windows(L):
+
+    def fit_window(window):
+        start, stop = window[:2]
         if should_stop():
             raise Cancelled("cancelled")
-        if not valid[start:stop].any():
-            continue
         c = {k: np.asarray(v)[start:stop] for k, v in arrays.items()}
         lk = None if locks is None else {k: np.asarray(v)[start:stop] for k, v in locks.items()}
         t0 = time.perf_counter()
         fit = tailor.fit(model, c["theta"], c["beta"], c["root"], c["keypoints_2d"], c["confidence"], c["valid"],
                          K, lk, config, hand_scale0=c["hand_scale"], projection_scale0=c["projection_scale"])
-        if timer is not None:
-            timer.add("tailor", time.perf_counter() - t0, call=True)
-        a, b = keep_from - start, keep_to - start
-        fitted = np.asarray(fit["fitted"], bool)[a:b] & valid[keep_from:keep_to]
-        rows = np.arange(keep_from, keep_to)[fitted]
-        for key in FIT_KEYS:
-            if fit.get(key) is not None:
-                out[key][rows] = np.asarray(fit[key], np.float64)[a:b][fitted]
-        out["fitted"][rows] = True
-        if progress is not None:
-            progress(keep_to, L)
+        return fit, time.perf_counter() - t0
+
+    windows = [w for w in clip_windows(L) if valid[w[0]:w[1]].any()]
+    t_pass = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(FIT_THREADS, len(windows)))) as pool:
+        fits = pool.map(fit_window, windows)  # in window order; a Cancelled in one ends the pass
+        try:
+            for (start, stop, keep_from, keep_to), (fit, seconds) in zip(windows, fits):
+                if timer is not None:
+                    timer.record_call("tailor", seconds)
+                a, b = keep_from - start, keep_to - start
+                fitted = np.asarray(fit["fitted"], bool)[a:b] & valid[keep_from:keep_to]
+                rows = np.arange(keep_from, keep_to)[fitted]
+                for key in FIT_KEYS:
+                    if fit.get(key) is not None:
+                        out[key][rows] = np.asarray(fit[key], np.float64)[a:b][fitted]
+                out["fitted"][rows] = True
+                if progress is not None:
+                    progress(keep_to, L)
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+    if timer is not None:
+        timer.add("tailor", time.perf_counter() - t_pass)
     return out
 
 

@@ -1,0 +1,59 @@
+"""engine.tailor.executables: the tailor's lowering kept on disk. Each run is a fresh process over one cache
+folder, as a user's captures are: the first traces and stores, the next loads (tracing is refused there),
+a damaged file is replaced, and each gives the same result bit for bit."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = r"""
+import hashlib, sys
+import numpy as np
+import jax.export
+from engine.hand_model import load_hand_model
+from engine.tailor import TailorConfig, fit, model_params
+from engine.tailor.synthetic import make_case
+
+model = load_hand_model()
+c = make_case(model, model_params(model), 3, seed=5)
+args = (c["theta0"], c["beta0"], c["root0"], c["keypoints_2d"], c["confidence"], None, c["K"])
+config = TailorConfig(iterations=5, temporal_weight=3.0)
+mode = sys.argv[1]
+if mode == "stored":
+    def refuse(*a, **k):
+        raise AssertionError("the tailor was traced although its lowering is stored")
+    jax.export.export = refuse
+out = fit(model, *args, config=config)
+digest = lambda o: hashlib.sha256(b"".join(np.ascontiguousarray(o[k]).tobytes()
+                                          for k in ("theta", "beta", "root", "joints_3d"))).hexdigest()
+print(digest(out))
+"""
+
+
+@pytest.fixture()
+def run(tmp_path, repo_dir):
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+
+    def run(mode: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", SCRIPT, mode], cwd=repo_dir, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout.split()[-1]
+
+    return run
+
+
+def test_the_lowering_is_stored_then_loaded_and_a_damaged_file_replaced(run, tmp_path):
+    folder = tmp_path / "cache" / "handtailor" / "jax" / "handtailor-exported"
+    first = run("first")
+    (stored,) = folder.glob("tailor-solve-*.jaxexport")
+    data = stored.read_bytes()
+    assert run("stored") == first  # loaded: tracing would have raised
+    assert stored.read_bytes() == data
+    stored.write_bytes(b"not a lowering")
+    assert run("damaged") == first
+    assert stored.read_bytes() == data  # written anew, whole
+    assert [p.name for p in folder.iterdir()] == [stored.name]  # no temporary file left behind
