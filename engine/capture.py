@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import pathlib
 import sys
+import threading
 import time
 from typing import Callable
 
@@ -95,6 +96,25 @@ def fit_init(arrays: dict, model, camera_model: str, K: np.ndarray, steady_shape
     )
 
 
+def _warm_tailor(model, K, options: CaptureOptions, camera_model: str, expected: int, temporal: bool) -> None:
+    """Makes ready the executable the clip's fit will use (loaded from disk, or traced and compiled the first
+    time ever: `engine.tailor.executables`) by one fit of placeholder frames in a window's batch size. Runs
+    beside the tracking; any error is the real fit's to report."""
+    from engine import tailor
+    from engine.tailor.clip import FIT_CHUNK
+
+    b = min(FIT_CHUNK, max(1, expected))
+    theta = np.zeros((b, 16, 4))
+    theta[..., 0] = 1.0
+    config = tailor_config(options.iterations, camera_model, float(options.smoothing) if temporal else 0.0)
+    try:
+        tailor.fit(model, theta, np.zeros((b, 10)), np.tile([0.0, 0.0, 0.5], (b, 1)), np.zeros((b, 21, 2)),
+                   np.ones((b, 21)), np.ones(b, bool), K, None, config, hand_scale0=np.ones(b),
+                   projection_scale0=np.ones(b))
+    except Exception as exc:  # noqa: BLE001 - an optimization only
+        log.debug("tailor warm-up failed: %s", exc)
+
+
 def fit_track(track, n_frames: int, model, options: CaptureOptions, K, dist, timer: StageTimer,
               progress: Callable[[int, int, str], None], should_stop: StopFn, temporal: bool = True) -> dict:
     """One result track: the hand module's initialization, then the tailor over the clip's timeline."""
@@ -131,13 +151,20 @@ def run_capture(options: CaptureOptions, progress: ProgressFn | None = None, sho
     expected = video.expected_frames(info, options.frame_start, options.frame_end, options.stride)
     log.info("capturing %s: %dx%d, %.3g fps, %d frames selected, camera %s", info.source, info.width, info.height,
              info.fps, expected, camera_model)
-    check_hand_model(options)
-    tracker = make_tracker(options) if tracker is None else tracker
+    model = check_hand_model(options)
+    # the tailor's executable loads (or compiles, the first time ever) while the hands are tracked
+    warming = threading.Thread(target=_warm_tailor, args=(model, K, options, camera_model, expected, temporal),
+                               name="tailor-warm-up", daemon=True)
+    warming.start()
     phases = 2 + (1 if overlay_path else 0)
-    obs = tracks_mod.collect_observations(
-        info, tracker, batch_size=options.batch_size, frame_start=options.frame_start, frame_end=options.frame_end,
-        stride=options.stride, progress=lambda d, t, m: progress(d, max(expected, 1) * phases, m),
-        should_stop=should_stop, timer=timer, expected=expected)
+    try:
+        tracker = make_tracker(options) if tracker is None else tracker
+        obs = tracks_mod.collect_observations(
+            info, tracker, batch_size=options.batch_size, frame_start=options.frame_start, frame_end=options.frame_end,
+            stride=options.stride, progress=lambda d, t, m: progress(d, max(expected, 1) * phases, m),
+            should_stop=should_stop, timer=timer, expected=expected)
+    finally:
+        warming.join()  # never left running into the fit, an error's report or the interpreter's exit
     N = obs.n_frames
     total = N * phases
     tracks = tracks_mod.assign_tracks(obs, options.hands)

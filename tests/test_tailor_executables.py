@@ -57,3 +57,28 @@ def test_the_lowering_is_stored_then_loaded_and_a_damaged_file_replaced(run, tmp
     assert run("damaged") == first
     assert stored.read_bytes() == data  # written anew, whole
     assert [p.name for p in folder.iterdir()] == [stored.name]  # no temporary file left behind
+
+
+def test_a_capture_makes_its_tailor_ready_while_it_tracks(tmp_path, monkeypatch):
+    """The capture's warm-up thread loads the very executable its windows then use (same signature): the
+    fit itself loads nothing. A scripted tracker and a no-network initialization; the real tailor."""
+    import threading
+
+    from capture_fixtures import ScriptedTracker, fake_fit_init, fake_observation, write_video
+    from engine import capture
+    from engine.tailor import executables
+
+    monkeypatch.setattr(capture, "fit_init", fake_fit_init)
+    tracker = ScriptedTracker(lambda n, img: [fake_observation(7, "right")])
+    monkeypatch.setattr(capture, "make_tracker", lambda options: tracker)
+    loads, load = [], executables.Exported._load
+
+    def recorded(self, *args):
+        loads.append(threading.current_thread().name)
+        return load(self, *args)
+
+    monkeypatch.setattr(executables.Exported, "_load", recorded)
+    executables.clear_caches()
+    out = capture.run_capture(capture.CaptureOptions(str(write_video(tmp_path / "c.avi", 12)), str(tmp_path / "r.npz")))
+    assert loads == ["tailor-warm-up"]
+    assert out["files"]["result"]
