@@ -176,16 +176,18 @@ def test_whole_clip_segments_read_to_the_real_end_and_stop_together():
     records, _ = _track_clip(HandTracker(max_hands=1, workers=2), 71, 48, batch_size=16)
     assert [r.index for r in records] == list(range(72))
     tracker = HandTracker(max_hands=1, workers=2)
-    later, asked = [], threading.Event()
+    later, started, asked = [], threading.Event(), threading.Event()
     track_frames = tracker.track_frames
 
     def tracking(frames, st):
         if threading.current_thread() is not threading.main_thread():
             later.append(len(frames))
+            started.set()
             asked.wait()  # the later segment's first batch ends only once the capture was asked to stop
         return track_frames(frames, st)
 
-    def should_stop():
+    def should_stop():  # asked once the later segment tracks its first batch (it seeks first: it may lag)
+        assert started.wait(timeout=300), "the later segment never started tracking"
         asked.set()
         return True
 
