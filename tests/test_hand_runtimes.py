@@ -224,16 +224,16 @@ def test_a_segment_that_found_another_hand_is_tracked_again_in_sequence():
 @pytest.mark.slow
 def test_asl_clip_matches_mediapipes_published_output(shared_dir):
     """MediaPipe's published per-frame output for the ASL clip (tfjs-models' test data): the default
-    runtime and concurrent segments keep the median keypoint error far inside 3 px."""
+    runtime and the capture's concurrent segments keep the median keypoint error far inside 3 px."""
     path = shared_dir / "data" / "videos" / "asl_hand.25fps.mp4"
     ref_path = shared_dir / "data" / "videos" / "asl_hand.full.json"
     if not path.is_file() or not ref_path.is_file():
         pytest.skip(f"{path} or {ref_path.name} is absent")
     ref = np.array(json.loads(ref_path.read_text()))[..., :2]  # (325, 21, 2) px
     tracker = HandTracker(max_hands=1, workers=2)
-    out = []
-    for batch in video.iter_batches(path, 32):
-        out += tracker.process_batch([f.image for f in batch])
+    info = video.probe(path)
+    # the capture's path: the clip split into segments, each decoding its own frames
+    out = [r.hands for part, _ in tracker.track_clip(info, 0, None, 1, info.frame_count, 32) for r in part]
     assert len(out) == len(ref)
     found = [i for i, o in enumerate(out) if o]
     assert len(found) >= 0.98 * len(ref)
