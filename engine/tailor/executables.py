@@ -2,8 +2,8 @@
 
 One folder ($JAX_COMPILATION_CACHE_DIR, else $XDG_CACHE_HOME/handtailor/jax, i.e. ~/.cache/handtailor/jax)
 holds two caches:
-- JAX's persistent compilation cache: XLA executables keyed by their HLO (skips XLA's compile: tens of
-  seconds on a small CPU the first time ever);
+- JAX's persistent compilation cache: XLA executables keyed by their HLO (skips XLA's compile, ~7 s for
+  the tailor on 2 cores the first time ever);
 - `Exported`: a jitted function's lowering (`jax.export`, serialized StableHLO) keyed by the engine's source,
   the JAX version and the arguments' shapes. Loading it skips tracing and lowering, which were the rest of
   a capture's first fit (1.3 s of tracing + 0.4 s of lowering of the tailor's solve on a 2-core machine,
