@@ -34,7 +34,7 @@ batch leaves complete results and lines only. `--resume` skips every clip whose 
 the same source_sha256 and options_sha256 and whose files exist (a `skipped` line; nothing recomputed).
 
 Exit code: 0 when every clip is ok or skipped, 1 when some failed (their lines say why), 2 for a bad
-command line or OUTDIR, 130 when interrupted.
+command line or OUTDIR, 130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ import signal
 import sys
 
 from engine.batch_workers import LocalWorkers, RayWorkers, import_ray, source_sha256
-from engine.errors import InputError, OutputError
+from engine.errors import InputError, OutputError, Terminated
 
 MANIFEST = "manifest.jsonl"
 PARTIAL = ".batch-partial"
@@ -341,7 +341,7 @@ def main(argv: list[str], prog: str = "python -m engine batch") -> int:
         bar.update(1)
 
     def terminate(signum, frame):
-        raise KeyboardInterrupt
+        raise Terminated
 
     old_term = signal.signal(signal.SIGTERM, terminate)
     pool = None
@@ -359,9 +359,11 @@ def main(argv: list[str], prog: str = "python -m engine batch") -> int:
                 pool.stop()
         shutil.rmtree(partial, ignore_errors=True)
         bar.close()
-        if isinstance(exc, KeyboardInterrupt):
-            print(f"{prog}: interrupted; the finished clips are in {str(manifest.path)!r}: rerun with --resume "
+        if isinstance(exc, KeyboardInterrupt):  # said once, here (not again as a bare "interrupted")
+            stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            print(f"{prog}: {stopped}; the finished clips are in {str(manifest.path)!r}: rerun with --resume "
                   "to continue", file=sys.stderr)
+            return 143 if isinstance(exc, Terminated) else 130
         raise
     finally:
         signal.signal(signal.SIGTERM, old_term)

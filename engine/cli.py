@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from engine.errors import EngineError
+from engine.errors import EngineError, Terminated
 
 COMMANDS = {
     "model": ("engine.hand_model.cli", "inspect and render hand model files"),
@@ -30,10 +30,6 @@ def usage() -> str:
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines.append("\n`python -m engine COMMAND --help` for a command's options.")
     return "\n".join(lines)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, turned into the same clean stop as Ctrl-C (temp files removed, nothing half-published)."""
 
 
 def _on_sigterm(signum, frame):

@@ -50,3 +50,8 @@ class Cancelled(EngineError):
     """A job was cancelled by the user."""
 
     code = "cancelled"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into the same clean stop as Ctrl-C (temp files removed, nothing half-published); the
+    command exits 143 (128 + the signal) instead of 130."""

@@ -255,7 +255,9 @@ def test_ray_address_joins_a_running_cluster(clips, local_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_workers_and_leaves_no_partial_files(clips, tmp_path):
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_the_workers_and_leaves_no_partial_files(clips, tmp_path, sig, code, word):
     out = tmp_path / "out"
     marker = uuid.uuid4().hex
     env = dict(os.environ, HANDTAILOR_BATCH_TEST=marker, PYTHONFAULTHANDLER="1")
@@ -268,20 +270,22 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_partial_files(clips, tmp_path):
     try:
         fd = await_worker_on(stalled, proc)
         assert [line["status"] for line in manifest(out)] == ["ok"]
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = communicate_or_dump(proc, timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
         if fd is not None:
             os.close(fd)
-    assert proc.returncode == 130, err
-    assert "--resume" in err
+    assert proc.returncode == code, err
+    assert "--resume" in err and err.count(word) == 1, err  # said once, with what to do
     lines = manifest(out)  # every line whole; only finished clips' files, no partial folder or temp file
     done = {line["result"] for line in lines if line["status"] == "ok"}
     assert len(done) >= 1
     assert sorted(p.name for p in out.iterdir()) == sorted(done | {"manifest.jsonl"})
     assert survivors(marker) == []
+    if sig != signal.SIGINT:
+        return
     again = run_batch([*clips["good"], "-o", out, "--workers", 1, "--resume"], marker)
     assert again.returncode == 0, again.stderr
     new = manifest(out)[len(lines):]
