@@ -161,7 +161,8 @@ def test_whole_clip_segments_follow_one_sequential_pass(sample_frames):
     second = segments.split(96, 2)[1]
     for x, r in zip(seq[:second], records[:second]):  # the first segment is the sequential pass itself
         np.testing.assert_array_equal(x[0].keypoints_uvd, r.hands[0].keypoints_uvd)
-    d = np.array([np.abs(x[0].keypoints_uvd[:, :2] - r.hands[0].keypoints_uvd[:, :2]).max() for x, r in zip(seq, records)])
+    d = np.array([np.abs(x[0].keypoints_uvd[:, :2] - r.hands[0].keypoints_uvd[:, :2]).max()
+                  for x, r in zip(seq, records)])
     assert np.median(d) < 0.5 and d.max() < 4.0, d
     assert {r.hands[0].track_id for r in records} == {0}
     assert par.palm.passes == 2  # one palm pass per segment and clip (per batch: 2 for each of 3 batches)

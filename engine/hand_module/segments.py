@@ -206,12 +206,15 @@ def track_clip(tracker, info, start: int, end: int | None, stride: int, n: int, 
     for st in states:
         st.detect_s = 0.0
 
+    def batches(a: int, b: int) -> Iterator[list]:
+        """The frames at positions a..b-1 (the last segment's: on to the real end), batch by batch."""
+        return video.iter_batches(info, batch_size, at(a), at(b - 1) if b < n else end, stride)
+
     def run(k: int) -> Iterator[list[FrameHands]]:
-        a, b = bounds[k]
-        batches = video.iter_batches(info, batch_size, at(a), at(b - 1) if b < n else end, stride)
+        segment = batches(*bounds[k])
         while True:
             t0 = time.perf_counter()
-            batch = next(batches, None)
+            batch = next(segment, None)
             t1 = time.perf_counter()
             busy[k]["decode"] += t1 - t0
             if batch is None or stop_event.is_set():
@@ -225,7 +228,8 @@ def track_clip(tracker, info, start: int, end: int | None, stride: int, n: int, 
     t_start = time.perf_counter()
     if getattr(tracker, "_segment_pool", None) is None and len(bounds) > 1:
         tracker._segment_pool = ThreadPoolExecutor(tracker.workers - 1, thread_name_prefix="hand-segment")
-    futures = [tracker._segment_pool.submit(lambda k=k: [r for part in run(k) for r in part]) for k in range(1, len(bounds))]
+    futures = [tracker._segment_pool.submit(lambda k=k: [r for part in run(k) for r in part])
+               for k in range(1, len(bounds))]
     try:
         last: list = []
         for part in run(0):
@@ -246,9 +250,8 @@ def track_clip(tracker, info, start: int, end: int | None, stride: int, n: int, 
             warm = [r for r in records[:WARMUP] if r.ok]
             main = records[WARMUP:]
             good = [r for r in main if r.ok]
-            a, b = bounds[k][0] + WARMUP, bounds[k][1]
-            frames = (f.image for part in video.iter_batches(info, batch_size, at(a), at(b - 1) if b < n else end,
-                                                             stride) for f in part if f.ok)  # decoded again only if the join tracks again in sequence
+            # decoded again only as far as the join tracks in sequence (usually not at all)
+            frames = (f.image for part in batches(bounds[k][0] + WARMUP, bounds[k][1]) for f in part if f.ok)
             t0 = time.perf_counter()
             joined, st = join(tracker, st, last, frames, warm[-1].hands if warm else None, [r.hands for r in good],
                               states[k])
