@@ -248,3 +248,22 @@ def test_weak_perspective_distance_keeps_the_hand_size(model, case):
     assert np.abs(paper["hand_scale"] - 1.0).max() > 0.01
     # the same pixels per model meter in total: the distance (projection_scale) took what the size did not
     np.testing.assert_allclose(dist["projection_scale"], paper["projection_scale"] * paper["hand_scale"], rtol=1e-4)
+
+
+def test_shape_step_scales_adams_step_on_beta_only(model, case):
+    """Eq. P5: Adam's first step moves every free parameter by ~lr (b1 = b2 = 0.5, bias-corrected: g / |g|);
+    `shape_step` multiplies it on beta and leaves the pose, the root and beta's direction as they were."""
+    one = _fit(model, case, config=TailorConfig(iterations=1, shape_step=1.0))
+    three = _fit(model, case, config=TailorConfig(iterations=1, shape_step=3.0))
+    np.testing.assert_array_equal(one["theta"], three["theta"])
+    np.testing.assert_array_equal(one["root"], three["root"])
+    d1, d3 = one["beta"] - case["beta0"], three["beta"] - case["beta0"]
+    moved = np.abs(d1) > 1e-4  # every beta with a gradient moved by ~lr (0.06)
+    assert moved.mean() > 0.9
+    np.testing.assert_allclose(d3[moved], 3.0 * d1[moved], rtol=1e-3)
+    # locked shapes stay bit-identical whatever the step
+    locked = _fit(model, case, config=TailorConfig(iterations=3, shape_step=3.0), locks={"lock_beta": np.ones(B, bool)})
+    np.testing.assert_array_equal(locked["beta"], case["beta0"].astype(locked["beta"].dtype))
+    assert TailorConfig.paper().shape_step == 1.0  # the paper's Adam: one step size for all
+    with pytest.raises(InputError, match="shape_step"):
+        _fit(model, case, config=TailorConfig(shape_step=-1.0))

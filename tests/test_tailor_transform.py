@@ -49,18 +49,19 @@ def test_one_jitted_update_is_a_hand_computed_adam_step(setup):
     s1 = update(s0, problem)
     s2 = update(s1, problem)
     lr, b1, b2, eps = config.lr, config.b1, config.b2, 1e-8  # optax.adam's eps
+    unit = [1.0, config.shape_step, 1.0]  # Eq. P5: beta's step is shape_step times the others' (Params order)
     p0 = [np.asarray(x, np.float64) for x in s0.params]
     g0 = _grad(hand, settings, problem, s0.params)
     m1 = [(1 - b1) * g for g in g0]
     v1 = [(1 - b2) * g * g for g in g0]
-    p1 = [p - lr * (m / (1 - b1)) / (np.sqrt(v / (1 - b2)) + eps) for p, m, v in zip(p0, m1, v1)]
+    p1 = [p - u * lr * (m / (1 - b1)) / (np.sqrt(v / (1 - b2)) + eps) for p, m, v, u in zip(p0, m1, v1, unit)]
     for got, want in zip(s1.params, p1):
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-6)
     g1 = _grad(hand, settings, problem, s1.params)
     m2 = [b1 * m + (1 - b1) * g for m, g in zip(m1, g1)]
     v2 = [b2 * v + (1 - b2) * g * g for v, g in zip(v1, g1)]
     lr2 = lr * config.lr_final ** (1 / (config.iterations - 1))  # Eq. P4: the step anneals geometrically
-    p2 = [p - lr2 * (m / (1 - b1**2)) / (np.sqrt(v / (1 - b2**2)) + eps) for p, m, v in zip(p1, m2, v2)]
+    p2 = [p - u * lr2 * (m / (1 - b1**2)) / (np.sqrt(v / (1 - b2**2)) + eps) for p, m, v, u in zip(p1, m2, v2, unit)]
     for got, want in zip(s2.params, p2):
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
     # a step is about lr per free coordinate (Adam's first step is lr * sign(g)); locked ones do not move

@@ -67,6 +67,14 @@ class TailorConfig(NamedTuple):
     +0.26 at 20) and a 3x or 10x larger lateral root step (equal) gained nothing, so none but the size term
     (principled, free) is in. With ground-truth 2D (200 hands) the defaults take PA 9.12 -> 6.72 -> 6.17 mm
     from the hand module to 20 and 100 iterations (the paper's tailor on the old model: 9.87 -> 8.35 -> 8.44).
+    `shape_step` (Eq. P5: Adam's step on beta 3x the pose's; only where beta is free, not in a capture, which
+    holds one identity per track), measured with `python -m engine eval --both --iterations 10,20,50,100`,
+    PA-MPJPE mm at 20 / 100 iterations, shape_step 1 -> 3: mismatch set (200) 8.46 / 8.17 -> 8.47 / 8.18
+    (tailored 2D minus the keypoints' at 20: +0.60 -> +0.47 px; weak perspective 8.74 -> 8.62, +0.45 ->
+    +0.21 px); ../shared/data/gt-sample real InterHand hands 16.32 / 15.17 -> 13.16 / 14.58 (2D +0.68 ->
+    +0.22 px), rendered RHD hands 12.29 / 13.33 -> 11.43 / 12.92; with ground-truth 2D RHD 11.87 -> 10.80,
+    InterHand 19.80 -> 15.70, mismatch 6.72 -> 6.75. 2 and 5 measured too: 5 better on InterHand, worse
+    on the mismatch set (8.54 at 20).
     `rotation_smoothing` (rad^2 of rotation acceleration) and `hold_depth` (the given distance kept): a clip's
     fit (`engine.tailor.clip`, where their capture values were measured).
     Every field is traced (`transform.Settings`): changing one never recompiles.
@@ -90,13 +98,14 @@ class TailorConfig(NamedTuple):
     lr_final: float = 0.2  # Adam's last step as a fraction of lr (Eq. P4; 1: constant, the paper's)
     scale_as_distance: bool = True  # s* moves the wrist along its ray (Eq. P3) instead of scaling the hand
     hold_depth: bool = False  # keep the given depth (root0's z; weak perspective: projection_scale0)
+    shape_step: float = 3.0  # Adam's step on beta as a multiple of lr (Eq. P5; 1: the paper's one step for all)
 
     @classmethod
     def paper(cls, **kw) -> "TailorConfig":
         """The paper's tailor (authors' Adam, Eq. 13's weights 1, 100, 0.1, s* as a scale, constant step, no
         project terms), for comparisons."""
         base = dict(lr=0.03, lambda_id=0.1, identity_global=1.0, identity_beta=1.0, lambda_z=0.0, lambda_size=0.0,
-                    lr_final=1.0, scale_as_distance=False)
+                    lr_final=1.0, scale_as_distance=False, shape_step=1.0)
         return cls(**{**base, **kw})
 
     def settings(self) -> Settings:
@@ -109,7 +118,8 @@ class TailorConfig(NamedTuple):
                         weak_perspective=b(self.camera_model == "weak_perspective"), fit_root_xy=b(self.fit_root_xy),
                         identity_global=f(self.identity_global), identity_beta=f(self.identity_beta),
                         lambda_z=f(self.lambda_z), lambda_size=f(self.lambda_size), lr_final=f(self.lr_final),
-                        scale_as_distance=b(self.scale_as_distance), hold_depth=b(self.hold_depth))
+                        scale_as_distance=b(self.scale_as_distance), hold_depth=b(self.hold_depth),
+                        shape_step=f(self.shape_step))
 
 
 # ------------------------------------------------------------------------------------------- caches
@@ -333,6 +343,8 @@ def _prepare(theta0, beta0, root0, keypoints_2d, confidence, valid, K, locks, ha
         raise InputError("tailor: lr, b1 and b2 must be finite numbers")
     if not (math.isfinite(float(config.lr_final)) and float(config.lr_final) > 0):
         raise InputError(f"tailor: lr_final must be a positive fraction of lr, got {config.lr_final}")
+    if not (math.isfinite(float(config.shape_step)) and float(config.shape_step) >= 0):
+        raise InputError(f"tailor: shape_step must be a multiple of lr >= 0, got {config.shape_step}")
     theta0 = np.asarray(theta0)
     if theta0.ndim != 3 or theta0.shape[1:] != (16, 4):
         raise InputError(f"tailor: theta0 must have shape (B, 16, 4) quaternions (w, x, y, z), got {theta0.shape}")

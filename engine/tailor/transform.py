@@ -14,7 +14,12 @@ Parameters and their handling (decided here, once):
   axes; for the root joint in the camera axes), starting at delta = 0. The identity term's
   ||theta - theta'||^2 (Eq. 11) is then ||delta||^2 in radians^2, the geodesic distance to the
   initialization, free of the axis-angle wrap at pi. In and out: quaternions (w, x, y, z).
-* Shape beta: optimized directly (units of the model's shape space).
+* Shape beta: optimized directly (units of the model's shape space), with Adam's step `shape_step` times
+  the pose's (Eq. P5, default 3): Adam moves every parameter by about the step size per iteration, ~0.06
+  radians for a joint (a sizeable rotation) but 0.06 of a shape component whose range is +-2-3: with the
+  step annealed, 20 iterations could move beta by ~0.5 at most, and the palm's proportions (which only beta
+  changes) were left unfitted. A capture holds beta (one identity per track): it applies to per-frame
+  shapes (single images, `eval`).
 * Hand scale s*: solved analytically first (Eq. 12 under perspective, Eq. 17 under weak perspective) and
   held fixed during Adam (the paper's two-step scheme). With `scale_as_distance` (default) s* moves the
   wrist along its viewing ray (`scale.place_at_distance`, Eq. P3) and the hand keeps its metric size
@@ -76,7 +81,7 @@ from engine.tailor import energies as E
 from engine.tailor.scale import S_MAX, S_MIN, perspective_scale, place_at_distance, weak_perspective_scale
 
 __all__ = ["Settings", "Frames", "Params", "Problem", "TailorState", "Tailor", "tailor", "scale_step", "run",
-           "outputs", "solve", "energy", "annealed_lr", "ROOT_STEP"]
+           "outputs", "solve", "energy", "annealed_lr", "shape_scaled_step", "ROOT_STEP"]
 
 ROOT_STEP = 0.1  # units of the lateral root parameter, in reference-bone lengths (Adam moves ~lr per step)
 
@@ -102,6 +107,7 @@ class Settings(NamedTuple):
     lr_final: jax.Array  # () float32, Adam's step at the last iteration as a fraction of lr (Eq. P4; 1: constant)
     scale_as_distance: jax.Array  # () bool: s* moves the wrist along its ray (Eq. P3), else scales the hand
     hold_depth: jax.Array  # () bool: the given depth (root0's z; weak: projection_scale0) is kept, not re-solved
+    shape_step: jax.Array  # () float32, Adam's step on beta as a multiple of the pose's (Eq. P5; 1: the paper's)
 
 
 class Frames(NamedTuple):
@@ -289,6 +295,22 @@ def annealed_lr(settings: Settings):
     return lambda count: settings.lr * jnp.exp(log_ratio * jnp.minimum(count, n) / n)
 
 
+def shape_scaled_step(step: Params, settings: Settings) -> Params:
+    """Eq. P5: Adam's update with its shape part multiplied by `settings.shape_step` (the pose and root parts
+    as they are).
+
+    Adam moves each parameter by about the step size whatever its units; beta's components span +-2-3, a
+    joint's rotation a fraction of a radian, so one step size leaves the shape behind (module docstring).
+
+    Args:
+      step: `Params` of updates, delta_pose (B, 16, 3), beta (B, 10), delta_root (B, 2).
+      settings: `Settings` (shape_step; traced).
+    Returns:
+      `Params` of the same shapes.
+    """
+    return step._replace(beta=step.beta * settings.shape_step)
+
+
 def tailor(hand: jax_layer.JaxHandParams, settings: Settings) -> Tailor:
     """Step 2's optimizer: Adam (optax) with the annealed step on `energy`, locked and unfitted entries frozen
     by a gradient mask."""
@@ -304,6 +326,7 @@ def tailor(hand: jax_layer.JaxHandParams, settings: Settings) -> Tailor:
         g = jax.tree_util.tree_map(lambda gi, m: jnp.where(m > 0, gi * m, 0.0), grad(state.params, problem),
                                    problem.grad_mask)
         step, adam = opt.update(g, state.adam, state.params)
+        step = shape_scaled_step(step, settings)
         return TailorState(optax.apply_updates(state.params, step), adam)
 
     return Tailor(init, update)
