@@ -114,11 +114,13 @@ def default_segments() -> int:
 
 def tailor_config(iterations: int, camera_model: str, smoothing: float):
     """The tailor's settings of a capture (and of its re-tailor): `smoothing` weighs both temporal terms; the
-    rest are TailorConfig's defaults (the annealed step lr_final included: 0.2 measured better here than the
-    clip fit's own 0.3 before the merge, see engine.tailor.clip)."""
+    identity prior is a clip's (`engine.tailor.clip.CLIP_IDENTITY`); the rest are TailorConfig's defaults (the
+    annealed step lr_final included: 0.2 measured better here than the clip fit's own 0.3 before the merge,
+    see engine.tailor.clip)."""
     from engine.tailor import TailorConfig
+    from engine.tailor.clip import CLIP_IDENTITY
 
     return TailorConfig(iterations=iterations, camera_model=camera_model, temporal_weight=smoothing,
-                        rotation_smoothing=ROTATION_SMOOTHING * smoothing)
+                        rotation_smoothing=ROTATION_SMOOTHING * smoothing, **CLIP_IDENTITY)
 
 

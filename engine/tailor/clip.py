@@ -70,6 +70,11 @@ FIT_OVERLAP = 4  # frames shared between neighbouring windows (the temporal term
 # Windows of one pass are independent: they run on up to this many threads (XLA runs a call without the GIL;
 # the capture's tailor stage on 2 cores: see issue 18's note).
 FIT_THREADS = min(4, os.cpu_count() or 1)
+# E_id in a clip (lambda_id 3, the global rotation and the shape at 0.3 absolute): a single image's default
+# (`TailorConfig`, lambda_id 30) held the fingers too firmly for a clip's fit (the ASL clip's median residual
+# 3.0 px at 3, 3.40 px at 10): in a clip the temporal terms and the held identity already keep what 2D
+# cannot see.
+CLIP_IDENTITY = dict(lambda_id=3.0, identity_global=0.1, identity_beta=0.1)
 DEPTH_SIGMA = 3.0  # frames: zero-phase smoothing of the hand's distance (log depth) over the track (track_distance)
 FIT_KEYS = ("theta", "beta", "root", "hand_scale", "projection_scale", "joints_3d")
 
