@@ -82,3 +82,26 @@ def test_a_capture_makes_its_tailor_ready_while_it_tracks(tmp_path, monkeypatch)
     out = capture.run_capture(capture.CaptureOptions(str(write_video(tmp_path / "c.avi", 12)), str(tmp_path / "r.npz")))
     assert loads == ["tailor-warm-up"]
     assert out["files"]["result"]
+
+
+KERNEL_SCRIPT = r"""
+import numpy as np
+import jax.numpy as jnp
+from engine.tailor.executables import Exported
+
+solve = Exported(lambda a, b: jnp.linalg.solve(a, b), "kernel-test")  # lowers to LAPACK custom calls
+print(np.asarray(solve(np.eye(3, dtype=np.float32) * 2, np.ones(3, np.float32))).tolist())
+"""
+
+
+def test_a_function_calling_jaxlibs_kernels_is_not_stored(tmp_path, repo_dir):
+    """Such a stored lowering, called in a later process before that process lowered the kernel itself,
+    crashed it (SIGSEGV): it is jitted as usual and never kept, so every run works."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", KERNEL_SCRIPT], cwd=repo_dir, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
+        assert proc.stdout.split("\n")[-2] == "[0.5, 0.5, 0.5]"
+    assert not list((tmp_path / "cache").rglob("kernel-test-*"))

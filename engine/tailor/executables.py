@@ -9,7 +9,9 @@ holds two caches:
   a capture's first fit (1.3 s of tracing + 0.4 s of lowering of the tailor's solve on a 2-core machine,
   against 0.35 s to load and call the stored one).
 A file that is missing, stale or unreadable costs only the time it would have saved: the function is traced
-as usual and the file written anew (atomically, so concurrent processes never read half a file).
+as usual and the file written anew (atomically, so concurrent processes never read half a file). A
+function that calls jaxlib's own kernels (LAPACK, ...) is never stored (`portable`): loading one crashed
+the process.
 """
 
 from __future__ import annotations
@@ -117,8 +119,20 @@ class Exported:
         if exported is None:
             flat = jax.jit(lambda *xs: self._fn(*jax.tree_util.tree_unflatten(treedef, xs)))
             exported = export.export(flat)(*leaves)
+            if not portable(exported):
+                return flat
             _write_atomically(path, exported.serialize())
         return jax.jit(exported.call)
+
+
+def portable(exported: export.Exported) -> bool:
+    """Whether a stored lowering may be called in a later process: not when it calls jaxlib's own kernels
+    (`stablehlo.custom_call`: LAPACK for `jnp.linalg.solve`, ...). jaxlib makes those ready only when a
+    process first lowers such an op itself; a deserialized module that calls one before that kills the
+    process (SIGSEGV; measured with jax 0.7.1, `jnp.linalg.solve` -> lapack_sgetrf_ffi). Such a function is
+    jitted as usual and never stored. Checked once, when exporting (the text costs ~80 ms for the tailor):
+    a file under this source's key was written by this check."""
+    return "stablehlo.custom_call" not in exported.mlir_module()
 
 
 def _write_atomically(path: pathlib.Path, data: bytes) -> None:

@@ -17,7 +17,7 @@ Parameters and their handling (decided here, once):
 * Shape beta: optimized directly (units of the model's shape space), with Adam's step `shape_step` times
   the pose's (Eq. P5, default 3): Adam moves every parameter by about the step size per iteration, ~0.06
   radians for a joint (a sizeable rotation) but 0.06 of a shape component whose range is +-2-3: with the
-  step annealed, 20 iterations could move beta by ~0.5 at most, and the palm's proportions (which only beta
+  step annealed, 20 iterations could move beta by ~0.6 at most, and the palm's proportions (which only beta
   changes) were left unfitted. A capture holds beta (one identity per track): it applies to per-frame
   shapes (single images, `eval`).
 * Hand scale s*: solved analytically first (Eq. 12 under perspective, Eq. 17 under weak perspective) and
