@@ -75,20 +75,20 @@ class TailorConfig(NamedTuple):
     +0.22 px), rendered RHD hands 12.29 / 13.33 -> 11.43 / 12.92; with ground-truth 2D RHD 11.87 -> 10.80,
     InterHand 19.80 -> 15.70, mismatch 6.72 -> 6.75. 2 and 5 measured too: 5 better on InterHand, worse
     on the mismatch set (8.54 at 20).
-    `lambda_id` 30 (the global rotation and the shape kept at 0.3 in absolute terms: relative 0.01), for
-    single images; a capture's clip fit keeps 3 (`engine.tailor.clip.CLIP_IDENTITY`). Measured with shape_step
-    3, PA-MPJPE / MPJPE mm at 20 / 100 iterations, lambda_id 3 -> 30 (`eval --both --iterations
-    10,20,50,100`): 400 rendered images of a second hand mesh (MakeHuman's,
-    scripts/make_second_hand.py, then scripts/render_synthetic_set.py --hand-model ... --count 400 --sides
-    right; MediaPipe's own keypoints on 300 found hands: one person's hand in many poses, like real footage)
-    12.74 / 13.53 -> 12.45 / 12.21 mm PA (MPJPE 22.4 / 23.9 -> 21.6 / 21.1; tailored 2D minus the keypoints'
-    +0.02 -> +0.04 px at 20; weak perspective 12.59 / 13.03 -> 12.32 / 12.05; with ground-truth 2D 10.40 /
-    11.90 -> 10.23 / 10.37: more iterations no longer cost 3D); gt-sample RHD 11.43 / 12.92 -> 11.18 / 12.22, InterHand (2 real hands) 13.16 / 14.58 -> 13.32
-    / 13.55 (2D +0.22 -> +0.56 px at 20); the numeric mismatch set 8.47 / 8.18 -> 8.46 / 8.33 (ground-truth 2D
-    6.75 / 6.21 -> 6.94 / 6.72). lambda_id 100: 12.14 / 11.93 on the rendered set, but from 100 up the
-    mismatch set lost (shape_step 1: 8.50 / 8.66). Caveat: on renders MediaPipe puts the fingertips 0.5-0.8 of the distal
-    segment short of the tip (MakeHuman's, the open hand's and RHD's), on InterHand's photos not (-0.15..+0.11):
-    part of the rendered sets' gain may be resisting that artifact.
+    `lambda_id` 30 (the global rotation and the shape kept at 0.3 in absolute terms: relative 0.01), for single
+    images; a capture's clip fit keeps 3 (`engine.tailor.clip.CLIP_IDENTITY`). Measured with shape_step 3, PA-MPJPE
+    / MPJPE mm at 20 / 100 iterations, lambda_id 3 -> 30 (`eval --both --iterations 10,20,50,100`): 400 rendered
+    images of a second hand mesh (MakeHuman's, scripts/make_second_hand.py, then scripts/render_synthetic_set.py
+    --hand-model ... --count 400 --sides right; MediaPipe's own keypoints on 300 found hands: one person's hand in
+    many poses, like real footage) 12.74 / 13.53 -> 12.45 / 12.21 mm PA (MPJPE 22.4 / 23.9 -> 21.6 / 21.1; tailored
+    2D minus the keypoints' +0.02 -> +0.04 px at 20; weak perspective 12.59 / 13.03 -> 12.32 / 12.05; with
+    ground-truth 2D 10.40 / 11.90 -> 10.23 / 10.37: more iterations no longer cost 3D); gt-sample RHD 11.43 / 12.92
+    -> 11.18 / 12.22, InterHand (2 real hands) 13.16 / 14.58 -> 13.32 / 13.55 (2D +0.22 -> +0.56 px at 20); the
+    numeric mismatch set 8.47 / 8.18 -> 8.46 / 8.33 (ground-truth 2D 6.75 / 6.21 -> 6.94 / 6.72). lambda_id 100:
+    12.14 / 11.93 on the rendered set, but from 100 up the mismatch set lost (shape_step 1: 8.50 / 8.66). Caveat: on
+    renders MediaPipe puts the fingertips 0.5-0.8 of the distal segment short of the tip (MakeHuman's, the open
+    hand's and RHD's), on InterHand's photos not (-0.15..+0.11): part of the rendered sets' gain may be resisting
+    that artifact.
     `rotation_smoothing` (rad^2 of rotation acceleration) and `hold_depth` (the given distance kept): a clip's
     fit (`engine.tailor.clip`, where their capture values were measured).
     Every field is traced (`transform.Settings`): changing one never recompiles.
