@@ -77,6 +77,10 @@ class RecordingTracker:
     def static_images(self):
         return getattr(self.tracker, "static_images", True)
 
+    @property
+    def planar_frames(self):
+        return getattr(self.tracker, "planar_frames", False)
+
     def process_batch(self, frames):
         out = self.tracker.process_batch(frames)
         self.outputs.extend(out)

@@ -94,7 +94,8 @@ def _tracks_whole_clip(tracker, expected: int) -> bool:
 def _collect_in_batches(info, tracker, batch_size, frame_start, frame_end, stride, progress, should_stop, timer,
                         expected, frame_index, decoded, obs) -> None:
     """Streams batches (decoded one ahead, in a thread) through tracker.process_batch."""
-    batches = video.prefetch(video.iter_batches(info, batch_size, frame_start, frame_end, stride))
+    planar = getattr(tracker, "planar_frames", False)  # a tracker that only crops frames takes them in YUV
+    batches = video.prefetch(video.iter_batches(info, batch_size, frame_start, frame_end, stride, planar=planar))
     try:
         while True:
             if should_stop():

@@ -152,8 +152,11 @@ def _track_clip(tracker, end, n, batch_size=32, **kw):
 
 
 def test_whole_clip_segments_follow_one_sequential_pass(sample_frames):
-    """`track_clip`: the range split once into concurrent segments, each decoding its own frames."""
-    seq = HandTracker(max_hands=1, workers=1).process_batch(sample_frames)
+    """`track_clip`: the range split once into concurrent segments, each decoding its own frames (planar:
+    `engine.video.YuvImage`, as the sequential pass here)."""
+    planar = [f.image for f in video.iter_frames(SAMPLE, 0, 95, planar=True)]
+    assert all(isinstance(f, video.YuvImage) for f in planar)
+    seq = HandTracker(max_hands=1, workers=1).process_batch(planar)
     par = HandTracker(max_hands=1, workers=2)
     records, progress = _track_clip(par, 95, 96)
     assert [r.index for r in records] == list(range(96)) and all(r.ok and len(r.hands) == 1 for r in records)
@@ -163,6 +166,9 @@ def test_whole_clip_segments_follow_one_sequential_pass(sample_frames):
         np.testing.assert_array_equal(x[0].keypoints_uvd, r.hands[0].keypoints_uvd)
     d = np.array([np.abs(x[0].keypoints_uvd[:, :2] - r.hands[0].keypoints_uvd[:, :2]).max()
                   for x, r in zip(seq, records)])
+    assert np.median(d) < 0.5 and d.max() < 4.0, d
+    rgb = HandTracker(max_hands=1, workers=1).process_batch(sample_frames)  # OpenCV's RGB frames: crops alike
+    d = np.array([np.abs(x[0].keypoints_uvd[:, :2] - y[0].keypoints_uvd[:, :2]).max() for x, y in zip(rgb, seq)])
     assert np.median(d) < 0.5 and d.max() < 4.0, d
     assert {r.hands[0].track_id for r in records} == {0}
     assert par.palm.passes == 2  # one palm pass per segment and clip (per batch: 2 for each of 3 batches)

@@ -11,7 +11,8 @@ All coordinates are full-frame pixels (origin top-left, y down); angles are radi
   in the rotated frame) + RectTransformationCalculator (shift -0.1, square long, scale 2.0).
 - `warp`: OpenCV boxPoints -> getPerspectiveTransform onto the crop corners (0,H),(0,0),(W,0),(W,H) ->
   warpPerspective (bilinear) on uint8, as ImageToTensorCalculator's OpenCV path (an algebraically equal
-  warpAffine moved landmarks by up to 1.5 px).
+  warpAffine moved landmarks by up to 1.5 px); a video frame still in planar YUV is warped plane by plane
+  and only the crop converted to RGB.
 - `landmarks_to_image`: LandmarkProjectionCalculator; z (crop units) -> px: z / 224 / 0.4 * size.
 """
 
@@ -24,6 +25,7 @@ import cv2
 import numpy as np
 
 from engine.hand_module.blazepalm import normalize_radians
+from engine.video import YuvImage, yuv_to_rgb
 
 PALM_SCALE, PALM_SHIFT_Y = 2.6, -0.5
 LANDMARK_SCALE, LANDMARK_SHIFT_Y = 2.0, -0.1
@@ -85,11 +87,35 @@ def crop_matrix(roi: Roi, out_size: int, flip: bool = False) -> np.ndarray:
     return A
 
 
-def warp(image: np.ndarray, roi: Roi, out_size: int, border: str = "replicate") -> np.ndarray:
-    """image (H, W, 3) uint8 -> (out_size, out_size, 3) uint8 crop of the ROI (bilinear)."""
+def warp(image: np.ndarray | YuvImage, roi: Roi, out_size: int, border: str = "replicate") -> np.ndarray:
+    """image (H, W, 3) uint8 RGB or an `engine.video.YuvImage` -> (out_size, out_size, 3) uint8 RGB crop of
+    the ROI (bilinear; border "replicate" or "constant" black)."""
     mode = cv2.BORDER_REPLICATE if border == "replicate" else cv2.BORDER_CONSTANT
-    return cv2.warpPerspective(image, crop_matrix(roi, out_size), (out_size, out_size), flags=cv2.INTER_LINEAR,
-                               borderMode=mode, borderValue=(0, 0, 0))
+    M = crop_matrix(roi, out_size)
+    size = (out_size, out_size)
+    if not isinstance(image, YuvImage):
+        return cv2.warpPerspective(image, M, size, flags=cv2.INTER_LINEAR, borderMode=mode, borderValue=(0, 0, 0))
+    # Each plane warped as the RGB frame would be, then the crop converted: bilinear sampling and the colour
+    # matrix are both linear, so this is the RGB frame's crop up to rounding (measured: within ~1 level), without
+    # converting the whole frame. Luma takes the RGB path's warpPerspective (the same sample positions). A warp
+    # costs per output pixel (3 full-size warps: 2.3x the RGB warp), so chroma is warped (warpAffine: the ROI's
+    # transform is affine) onto the crop's grid subsampled as the source's, then upsampled. Not where the crop
+    # shrinks the frame more than 2x (the palm detector's whole-frame views): bilinear sampling aliases there,
+    # and chroma sampled on a coarser grid aliased differently (measured: a first palm box moved, and that
+    # frame's keypoints up to 18 px), so chroma is sampled at the crop's size. Black is black in YUV (Y at its
+    # floor, U = V = 128).
+    y = cv2.warpPerspective(image.y, M, size, flags=cv2.INTER_LINEAR, borderMode=mode,
+                            borderValue=0 if image.full_range else 16)
+    sx, sy = image.subsampling
+    csize = size if roi.size > 2 * out_size else (out_size // sx, out_size // sy)
+    kx, ky = out_size / csize[0], out_size / csize[1]  # crop px per chroma sample (cv2.resize's centre alignment)
+    crop_from_grid = np.array([[kx, 0.0, (kx - 1) / 2], [0.0, ky, (ky - 1) / 2], [0.0, 0.0, 1.0]])
+    mc = np.linalg.inv(crop_from_grid) @ M @ image.luma_from_chroma()
+    u, v = (cv2.warpAffine(c, mc[:2] / mc[2, 2], csize, flags=cv2.INTER_LINEAR, borderMode=mode, borderValue=128)
+            for c in (image.u, image.v))
+    if csize != size:
+        u, v = (cv2.resize(c, size, interpolation=cv2.INTER_LINEAR) for c in (u, v))
+    return cv2.transform(cv2.merge([y, u, v]), yuv_to_rgb(image.full_range))
 
 
 def letterbox_roi(width: int, height: int) -> Roi:

@@ -208,7 +208,8 @@ def track_clip(tracker, info, start: int, end: int | None, stride: int, n: int, 
 
     def batches(a: int, b: int) -> Iterator[list]:
         """The frames at positions a..b-1 (the last segment's: on to the real end), batch by batch."""
-        return video.iter_batches(info, batch_size, at(a), at(b - 1) if b < n else end, stride)
+        return video.iter_batches(info, batch_size, at(a), at(b - 1) if b < n else end, stride,
+                                  planar=getattr(tracker, "planar_frames", False))
 
     def run(k: int) -> Iterator[list[FrameHands]]:
         segment = batches(*bounds[k])
