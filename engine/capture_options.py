@@ -21,7 +21,7 @@ DEFAULT_ITERATIONS = 30  # with the tailor's annealed step (TailorConfig.lr_fina
 DEFAULT_SMOOTHING = 10.0  # the tailor's temporal_weight (joint acceleration); see `tailor_config`
 ROTATION_SMOOTHING = 10.0  # rotation-acceleration weight per unit of smoothing (tailor rotation_smoothing)
 DEFAULT_BATCH_SIZE = 32
-# One torch thread: the networks run one crop at a time, and the second core decodes ahead (video.prefetch).
+# One torch thread: the networks run one crop at a time, and the second core decodes ahead (engine.prefetch).
 # Measured on the shared 2-core CPU (tracker alone, ms/frame): 1 thread 40, 2 threads 54 with
 # OMP_WAIT_POLICY=PASSIVE (engine/__init__.py), 930 with OpenMP's default spin-waiting.
 DEFAULT_TORCH_THREADS = 1

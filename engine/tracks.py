@@ -24,6 +24,7 @@ import numpy as np
 
 from engine import video
 from engine.errors import Cancelled, InputError
+from engine.prefetch import prefetch
 
 log = logging.getLogger("engine.tracks")
 
@@ -95,7 +96,7 @@ def _collect_in_batches(info, tracker, batch_size, frame_start, frame_end, strid
                         expected, frame_index, decoded, obs) -> None:
     """Streams batches (decoded one ahead, in a thread) through tracker.process_batch."""
     planar = getattr(tracker, "planar_frames", False)  # a tracker that only crops frames takes them in YUV
-    batches = video.prefetch(video.iter_batches(info, batch_size, frame_start, frame_end, stride, planar=planar))
+    batches = prefetch(video.iter_batches(info, batch_size, frame_start, frame_end, stride, planar=planar))
     try:
         while True:
             if should_stop():

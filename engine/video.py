@@ -3,8 +3,8 @@
 Nothing here holds a whole clip in memory: `iter_frames` yields one frame at a time, `iter_batches` groups
 them into lists of at most `batch_size` frames (and at most `max_batch_bytes` of pixels, so 8K footage
 does not blow up a batch). Frames are RGB uint8 `(H, W, 3)`; with `planar=True` (the capture's tracker, which
-only looks at crops) a video's frames stay in the decoder's 8-bit planar YUV (`YuvImage`, decoded by PyAV)
-and each crop is converted to RGB on its own: the full-frame conversion was the larger part of decoding.
+only looks at crops) a video's frames stay in the decoder's 8-bit planar YUV (`engine.video_planar`, decoded by
+PyAV) and each crop is converted to RGB on its own: the full-frame conversion was the larger part of decoding.
 
 - Frame numbers are 0-based footage frame numbers; a range is `frame_start..frame_end` inclusive with a
   `stride`.
@@ -29,20 +29,18 @@ and each crop is converted to RGB on its own: the full-frame conversion was the 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 import pathlib
-import queue
 import re
-import threading
-from typing import Iterator, TypeVar
-
-T = TypeVar("T")
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from engine.errors import InputError
+
+if TYPE_CHECKING:
+    from engine import video_planar
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +58,6 @@ DEFAULT_FPS = 24.0
 MAX_FPS = 1000.0
 #: A reader starting beyond this frame seeks to it; nearer the start it decodes from the first frame.
 SEEK_BEYOND = 64
-#: PyAV's names of the 8-bit planar YUV layouts kept as planes (`YuvImage`) -> (chroma subsampling x, y,
-#: full range); any other layout (10-bit, RGB, packed) is converted to RGB frames by OpenCV as usual.
-PLANAR_FORMATS = {"yuv420p": (2, 2, False), "yuvj420p": (2, 2, True), "yuv422p": (2, 1, False),
-                  "yuvj422p": (2, 1, True), "yuv444p": (1, 1, False), "yuvj444p": (1, 1, True)}
 #: Default cap on the pixels one batch may hold (bytes of RGB uint8).
 DEFAULT_MAX_BATCH_BYTES = 512 * 1024 * 1024
 
@@ -82,69 +76,13 @@ class VideoInfo:
     codec: str = ""
 
 
-@functools.lru_cache(maxsize=2)
-def yuv_to_rgb(full_range: bool) -> np.ndarray:
-    """(3, 4) float32: [R, G, B] = M @ [Y, U, V, 1] in 0-255 levels, ITU-R BT.601 (what OpenCV's FFmpeg reader
-    applies whatever the stream's colour tags say); limited range (Y 16-235, U and V 16-240) or full range."""
-    kr, kb = 0.299, 0.114
-    kg = 1.0 - kr - kb
-    m = np.array([[1.0, 0.0, 2 * (1 - kr)],
-                  [1.0, -2 * (1 - kb) * kb / kg, -2 * (1 - kr) * kr / kg],
-                  [1.0, 2 * (1 - kb), 0.0]])
-    y0, ys, cs = (0.0, 1.0, 1.0) if full_range else (16.0, 255 / 219, 255 / 224)
-    m = m * np.array([ys, cs, cs])
-    out = np.concatenate([m, (-m @ np.array([y0, 128.0, 128.0]))[:, None]], axis=1).astype(np.float32)
-    out.flags.writeable = False  # shared (cached)
-    return out
-
-
-class YuvImage:
-    """A decoded video frame left in the decoder's 8-bit planar YUV: `y` (H, W), `u`, `v` (H / sy, W / sx)
-    uint8 planes. It stands in for an RGB frame where only crops are taken (`engine.hand_module.crops.warp`
-    converts the crop); `rgb()` converts the whole frame. Colours are `yuv_to_rgb`'s; a chroma sample covers
-    its sx x sy block of pixels, as OpenCV's converter replicates it. Measured on the bundled 720p clip:
-    within a level of OpenCV's frames (its 4:2:0 SIMD converter comes out ~1 level darker)."""
-
-    ndim = 3
-    dtype = np.dtype(np.uint8)
-
-    def __init__(self, y: np.ndarray, u: np.ndarray, v: np.ndarray, subsampling: tuple[int, int],
-                 full_range: bool, keep=None):
-        self.y, self.u, self.v = y, u, v
-        self.subsampling = subsampling
-        self.full_range = bool(full_range)
-        self.shape = (y.shape[0], y.shape[1], 3)
-        self._keep = keep  # the decoder's frame, whose buffers the planes view
-
-    @classmethod
-    def from_av(cls, frame) -> "YuvImage":
-        """A PyAV VideoFrame in one of PLANAR_FORMATS -> its planes (views, no copy)."""
-        sx, sy, full = PLANAR_FORMATS[frame.format.name]
-        planes = [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width] for p in frame.planes]
-        return cls(*planes, (sx, sy), full, keep=frame)
-
-    def luma_from_chroma(self) -> np.ndarray:
-        """(3, 3) chroma plane px -> frame px (pixel centres at integers): sample c covers pixels sx c ... sx c + sx - 1."""
-        sx, sy = self.subsampling
-        return np.array([[sx, 0.0, (sx - 1) / 2], [0.0, sy, (sy - 1) / 2], [0.0, 0.0, 1.0]])
-
-    def rgb(self) -> np.ndarray:
-        """The whole frame as RGB uint8 (H, W, 3)."""
-        import cv2
-
-        sx, sy = self.subsampling
-        h, w = self.y.shape
-        u, v = (np.repeat(np.repeat(c, sy, 0), sx, 1)[:h, :w] for c in (self.u, self.v))
-        return cv2.transform(cv2.merge([self.y, u, v]), yuv_to_rgb(self.full_range))
-
-
 @dataclasses.dataclass
 class Frame:
-    """One footage frame: `image` RGB uint8 (H, W, 3) (a `YuvImage` when read with planar=True), or None
+    """One footage frame: `image` RGB uint8 (H, W, 3) (a `video_planar.YuvImage` when read with planar=True), or None
     with `error` when it could not be decoded."""
 
     index: int
-    image: np.ndarray | YuvImage | None
+    image: np.ndarray | video_planar.YuvImage | None
     error: str | None = None
 
     @property
@@ -347,14 +285,16 @@ def iter_frames(
     """Yields `Frame`s of `source` in order: indices start, start+stride, ... <= end (inclusive).
 
     Streams: one decoded frame at a time. Undecodable frames in the middle come out as Frame(i, None, why).
-    planar: a video's frames as `YuvImage`s where its layout allows (`_iter_video_planar`).
+    planar: a video's frames as `engine.video_planar.YuvImage`s where its layout allows (`video_planar.read`).
     """
     info = source if isinstance(source, VideoInfo) else probe(source)
     start, end, stride = resolve_range(info, frame_start, frame_end, stride)
     if info.kind == "images":
         yield from _iter_images(info, start, end, stride)
     elif planar:
-        yield from _iter_video_planar(info, start, end, stride)
+        from engine import video_planar
+
+        yield from video_planar.read(info, start, end, stride)
     else:
         yield from _iter_video(info, start, end, stride)
 
@@ -455,72 +395,6 @@ def _iter_video(info: VideoInfo, start: int, end: int | None, stride: int) -> It
         cap.release()
 
 
-def _iter_video_planar(info: VideoInfo, start: int, end: int | None, stride: int) -> Iterator[Frame]:
-    """`_iter_video` with frames left in planar YUV (`YuvImage`), decoded by PyAV (the FFmpeg OpenCV uses,
-    without its full-frame colour conversion) on one thread: a capture's segments each decode on their own
-    thread already. Frame numbers are OpenCV's: counted from the first frame (after a seek, beyond
-    SEEK_BEYOND as `_iter_video`, from the first frame's timestamp at the frame rate `probe` read), and every
-    frame's timestamp must agree with its count. Everything else goes to `_iter_video` (RGB frames), from the
-    next frame wanted: PyAV not installed, a rotated video, a layout outside PLANAR_FORMATS, a frame of
-    another size, a timestamp missing or out of step (a frame that did not decode, a variable frame rate),
-    and any decoding error (OpenCV's reader marks damaged frames and seeks past them)."""
-    try:
-        import av
-    except ImportError:
-        av = None
-    container = None
-    if av is not None and not info.rotation:
-        try:
-            container = av.open(info.source)
-        except (av.error.FFmpegError, OSError, UnicodeError):
-            container = None
-    if container is None:
-        yield from _iter_video(info, start, end, stride)
-        return
-    index = start  # the next frame number to produce (where OpenCV's reader takes over)
-    try:
-        stream = container.streams.video[0]
-        stream.codec_context.thread_count = 1
-        # damaged data stops this reader (OpenCV's marks it) instead of being concealed into a valid frame
-        stream.codec_context.options = {"err_detect": "explode"}
-        t0 = None  # the first frame's timestamp: frame numbers are counted from it, at probe's frame rate
-        sought = start > SEEK_BEYOND
-        if sought:
-            t0 = next(container.decode(stream)).pts
-            if t0 is None:
-                raise LookupError("the first frame has no timestamp")
-            container.seek(t0 + int(start / info.fps / stream.time_base), stream=stream, backward=True)
-        count = 0
-        for frame in container.decode(stream):
-            if frame.pts is None:
-                break
-            t0 = frame.pts if t0 is None else t0
-            number = int(round(float((frame.pts - t0) * stream.time_base) * info.fps))
-            if sought:
-                if number > start:  # the seek landed past the start
-                    break
-                count, sought = number, False
-            elif number != count:  # a frame that did not decode, or a variable frame rate
-                break
-            if end is not None and count > end:
-                index = None
-                break
-            if count >= start and (count - start) % stride == 0:
-                if frame.format.name not in PLANAR_FORMATS or (frame.height, frame.width) != (info.height, info.width):
-                    break
-                yield Frame(count, YuvImage.from_av(frame))
-                index = count + stride
-            count += 1
-        else:  # the stream is over, unless it ended before its announced last frame (damage OpenCV's reader may skip)
-            index = index if 0 < info.frame_count and index < info.frame_count else None
-    except (av.error.FFmpegError, LookupError, StopIteration) as exc:
-        log.info("PyAV stopped at frame %s of %s (%s): OpenCV's reader goes on", index, info.source, exc)
-    finally:
-        container.close()
-    if index is not None and (end is None or index <= end):
-        yield from _iter_video(info, index, end, stride)
-
-
 def _seek(cap, position: int) -> bool:
     """Moves the capture to `position`; True when OpenCV says it is exactly there."""
     import cv2
@@ -589,45 +463,3 @@ def iter_batches(
             batch = []
     if batch:
         yield batch
-
-
-def prefetch(iterator: Iterator[T], depth: int = 1) -> Iterator[T]:
-    """Runs `iterator` in a background thread, `depth` items ahead (decoding overlaps the networks: OpenCV
-    and torch release the GIL). Exceptions come out where the item would have; closing the generator
-    stops the thread. Memory: up to depth + 1 items alive at once."""
-    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-    done = object()
-
-    def worker():
-        try:
-            for item in iterator:
-                while not stop.is_set():
-                    try:
-                        q.put(("item", item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(("end", done))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            q.put(("error", exc))
-
-    thread = threading.Thread(target=worker, name="decode-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, item = q.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)

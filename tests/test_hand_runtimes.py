@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine import video
+from engine import video, video_planar
 from engine.errors import InputError
 from engine.hand_module import crops, runtimes, segments
 from engine.hand_module.tracking import RETRY_AFTER_LOSS, RETRY_INTERVAL, HandTracker, retry_views
@@ -153,9 +153,9 @@ def _track_clip(tracker, end, n, batch_size=32, **kw):
 
 def test_whole_clip_segments_follow_one_sequential_pass(sample_frames):
     """`track_clip`: the range split once into concurrent segments, each decoding its own frames (planar:
-    `engine.video.YuvImage`, as the sequential pass here)."""
+    `engine.video_planar.YuvImage`, as the sequential pass here)."""
     planar = [f.image for f in video.iter_frames(SAMPLE, 0, 95, planar=True)]
-    assert all(isinstance(f, video.YuvImage) for f in planar)
+    assert all(isinstance(f, video_planar.YuvImage) for f in planar)
     seq = HandTracker(max_hands=1, workers=1).process_batch(planar)
     par = HandTracker(max_hands=1, workers=2)
     records, progress = _track_clip(par, 95, 96)

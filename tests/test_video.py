@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from engine import video
+from engine.prefetch import prefetch
 from engine.errors import InputError
 from capture_fixtures import corrupt_mjpeg_frames, frame_level, pattern_frame, set_mp4_rotation, write_video
 
@@ -143,18 +144,18 @@ def test_empty_folder(tmp_path):
 
 def test_prefetch_yields_in_order_and_passes_errors(tmp_path):
     src = write_video(tmp_path / "clip.avi", 10)
-    batches = list(video.prefetch(video.iter_batches(src, 3)))
+    batches = list(prefetch(video.iter_batches(src, 3)))
     assert [f.index for b in batches for f in b] == list(range(10))
 
     def broken():
         yield 1
         raise InputError("boom")
 
-    it = video.prefetch(broken())
+    it = prefetch(broken())
     assert next(it) == 1
     with pytest.raises(InputError, match="boom"):
         next(it)
     # closing early stops the worker
-    gen = video.prefetch(iter(range(1000)))
+    gen = prefetch(iter(range(1000)))
     assert next(gen) == 0
     gen.close()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from capture_fixtures import frame_level, pattern_frame, set_mp4_rotation, write_video
-from engine import video
+from engine import video, video_planar
 from engine.hand_module import crops
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -21,7 +21,7 @@ SAMPLE = REPO / "samples" / "dex-retargeting_human_hand_video.mp4"
 
 
 def textured_frame(i: int, w: int, h: int) -> np.ndarray:
-    """RGB: smooth colour gradients, a bright bar moving along the top and `pattern_frame`'s level square (frame order)."""
+    """RGB: smooth colour gradients, a bright bar moving along the top, `pattern_frame`'s level square (the order)."""
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     img = np.stack([40 + 150 * x / w, 60 + 120 * y / h, 200 - 120 * (x + y) / (w + h)], -1)
     img[: h // 4, (8 * i) % w : (8 * i) % w + 6] = (230, 210, 180)
@@ -43,7 +43,7 @@ def write_av(path, n: int, codec: str, pix_fmt: str, w: int = 96, h: int = 64, f
 
 
 def rgb(frame: video.Frame) -> np.ndarray:
-    return frame.image.rgb() if isinstance(frame.image, video.YuvImage) else frame.image
+    return frame.image.rgb() if isinstance(frame.image, video_planar.YuvImage) else frame.image
 
 
 def compare(src, start=None, end=None, stride=1, same_validity: bool = True) -> tuple[list, list]:
@@ -67,7 +67,7 @@ def test_the_sample_clips_planar_frames_are_opencvs_frames(start, end, stride):
     """4:2:0 H.264, limited range: numbers as OpenCV's (a start beyond SEEK_BEYOND seeks), pixels within a level
     or so (OpenCV's 4:2:0 converter reads ~1 level darker) and the colour matrix's mean bias below 1.5."""
     a, b = compare(SAMPLE, start, end, stride)
-    assert b and all(isinstance(f.image, video.YuvImage) for f in b)
+    assert b and all(isinstance(f.image, video_planar.YuvImage) for f in b)
     assert b[0].image.shape == (720, 1280, 3) and b[0].image.subsampling == (2, 2) and not b[0].image.full_range
     for fa, fb in zip(a, b):
         assert_close_pixels(fa.image, fb.image.rgb())
@@ -83,7 +83,7 @@ def test_every_planar_layout_matches_opencv(tmp_path, codec, pix_fmt, suffix):
     for start, end in ((None, None), (70, 85)):
         a, b = compare(src, start, end)
         assert len(b) == (90 if start is None else 16)
-        assert all(isinstance(f.image, video.YuvImage) for f in b)
+        assert all(isinstance(f.image, video_planar.YuvImage) for f in b)
         assert b[0].image.full_range == pix_fmt.startswith("yuvj")
         for fa, fb in zip(a, b):
             assert_close_pixels(fa.image, fb.image.rgb())

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from engine.hand_module.blazepalm import normalize_radians
-from engine.video import YuvImage, yuv_to_rgb
+from engine.video_planar import YuvImage, yuv_to_rgb
 
 PALM_SCALE, PALM_SHIFT_Y = 2.6, -0.5
 LANDMARK_SCALE, LANDMARK_SHIFT_Y = 2.0, -0.1
@@ -88,7 +88,7 @@ def crop_matrix(roi: Roi, out_size: int, flip: bool = False) -> np.ndarray:
 
 
 def warp(image: np.ndarray | YuvImage, roi: Roi, out_size: int, border: str = "replicate") -> np.ndarray:
-    """image (H, W, 3) uint8 RGB or an `engine.video.YuvImage` -> (out_size, out_size, 3) uint8 RGB crop of
+    """image (H, W, 3) uint8 RGB or an `engine.video_planar.YuvImage` -> (out_size, out_size, 3) uint8 RGB crop of
     the ROI (bilinear; border "replicate" or "constant" black)."""
     mode = cv2.BORDER_REPLICATE if border == "replicate" else cv2.BORDER_CONSTANT
     M = crop_matrix(roi, out_size)

@@ -196,7 +196,7 @@ class HandTracker:
         self.max_hands, self.mirrored, self.device = max_hands, mirrored, device
         self.static_images, self.min_presence = static_images, min_presence
         self.workers = max(1, int(workers))
-        # frames may stay planar YUV where only crops are taken (`engine.video.YuvImage`): not for the hourglass
+        # frames may stay planar YUV where only crops are taken (`engine.video_planar.YuvImage`): not for the hourglass
         self.planar_frames = self.hourglass is None
         # speculative palm passes pay off only where a batch is cheaper per image (torch)
         self.detect_chunk = detect_chunk or (8 if self.runtime == "torch" else 1)
@@ -263,7 +263,7 @@ class HandTracker:
         return [crops.roi_from_palm(d.box, d.keypoints) for d in palms[: self.max_hands]]
 
     def process_batch(self, frames: list[np.ndarray], K: np.ndarray | None = None) -> list[list[HandObservation]]:
-        """frames: list of (H, W, 3) uint8 RGB (or `engine.video.YuvImage`s where `planar_frames`) -> per frame,
+        """frames: list of (H, W, 3) uint8 RGB (or `engine.video_planar.YuvImage`s where `planar_frames`) -> per frame,
         the hands found (tracks carry across calls).
 
         K (3, 3): these frames' intrinsics for the hourglass backbone's Eq. 5 lifting (default: the tracker's K;
