@@ -1,6 +1,7 @@
-"""engine.tailor.executables: the tailor's lowering kept on disk. Each run is a fresh process over one cache
-folder, as a user's captures are: the first traces and stores, the next loads (tracing is refused there),
-a damaged file is replaced, and each gives the same result bit for bit."""
+"""engine.tailor.executables: the tailor's lowering and executable kept on disk. Each run is a fresh process
+over one cache folder, as a user's captures are: the first traces, compiles and stores, the next loads
+(tracing, and there lowering too, are refused), a damaged file is replaced, and each gives the same result
+bit for bit."""
 
 import os
 import subprocess
@@ -9,7 +10,7 @@ import sys
 import pytest
 
 SCRIPT = r"""
-import hashlib, sys
+import hashlib, os, sys
 import numpy as np
 import jax.export
 from engine.hand_model import load_hand_model
@@ -21,10 +22,25 @@ c = make_case(model, model_params(model), 3, seed=5)
 args = (c["theta0"], c["beta0"], c["root0"], c["keypoints_2d"], c["confidence"], None, c["K"])
 config = TailorConfig(iterations=5, temporal_weight=3.0)
 mode = sys.argv[1]
-if mode == "stored":
-    def refuse(*a, **k):
-        raise AssertionError("the tailor was traced although its lowering is stored")
-    jax.export.export = refuse
+
+def refuse(what):
+    def refused(*a, **k):  # ends the process: no handler in the engine can take it for a failed optimization
+        print(what, file=sys.stderr, flush=True)
+        os._exit(3)
+    return refused
+
+if mode in ("stored", "executable"):
+    jax.export.export = refuse("the tailor was traced although its lowering is stored")
+if mode == "executable":
+    jax.export.deserialize = refuse("the tailor's lowering was read although its executable is stored")
+if mode == "unkeepable":  # as an executable that JAX's cache loaded: serialized without its kernels
+    from jax.experimental import serialize_executable
+    def unkeepable(*a, **k):
+        raise RuntimeError("NOT_FOUND: Function compare_convert_fusion.1 not found")
+    serialize_executable.deserialize_and_load = unkeepable
+if mode == "not-kept":
+    import jax.stages
+    jax.stages.Lowered.compile = refuse("compiled again although its executable cannot be kept")
 out = fit(model, *args, config=config)
 digest = lambda o: hashlib.sha256(b"".join(np.ascontiguousarray(o[k]).tobytes()
                                           for k in ("theta", "beta", "root", "joints_3d"))).hexdigest()
@@ -46,17 +62,34 @@ def run(tmp_path, repo_dir):
     return run
 
 
-def test_the_lowering_is_stored_then_loaded_and_a_damaged_file_replaced(run, tmp_path):
+def test_the_lowering_and_executable_are_stored_then_loaded_and_damaged_files_replaced(run, tmp_path):
     folder = tmp_path / "cache" / "handtailor" / "jax" / "handtailor-exported"
     first = run("first")
-    (stored,) = folder.glob("tailor-solve-*.jaxexport")
-    data = stored.read_bytes()
-    assert run("stored") == first  # loaded: tracing would have raised
-    assert stored.read_bytes() == data
-    stored.write_bytes(b"not a lowering")
-    assert run("damaged") == first
-    assert stored.read_bytes() == data  # written anew, whole
-    assert [p.name for p in folder.iterdir()] == [stored.name]  # no temporary file left behind
+    (lowering,) = folder.glob("tailor-solve-*.jaxexport")
+    (executable,) = folder.glob("tailor-solve-*.xla")
+    lowered, compiled = lowering.read_bytes(), executable.read_bytes()
+    assert compiled
+    assert run("executable") == first  # loaded: tracing, or reading the lowering, would have raised
+    assert (lowering.read_bytes(), executable.read_bytes()) == (lowered, compiled)
+    executable.write_bytes(b"not an executable")
+    assert run("stored") == first  # compiled again from the stored lowering
+    assert run("executable") == first  # and its executable written anew
+    lowering.write_bytes(b"not a lowering")
+    executable.unlink()
+    assert run("first") == first
+    assert lowering.read_bytes() == lowered  # written anew, whole
+    assert sorted(p.name for p in folder.iterdir()) == sorted([lowering.name, executable.name])  # no temp files
+
+
+def test_an_executable_that_cannot_be_kept_is_not_compiled_again_on_every_run(run, tmp_path):
+    """Where a reloaded executable fails (JAX's cache served the compile: its serialization lacks the
+    kernels), an empty file says so, and later runs take JAX's cache as before instead of compiling,
+    serializing and checking again each time."""
+    folder = tmp_path / "cache" / "handtailor" / "jax" / "handtailor-exported"
+    first = run("unkeepable")
+    (executable,) = folder.glob("tailor-solve-*.xla")
+    assert executable.read_bytes() == b""
+    assert run("not-kept") == first
 
 
 def test_a_capture_makes_its_tailor_ready_while_it_tracks(tmp_path, monkeypatch):
