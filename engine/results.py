@@ -137,7 +137,7 @@ def atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], comp
     fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=".tmp.npz", dir=str(p.parent))
     try:
         with os.fdopen(fd, "wb") as fh:
-            (np.savez_compressed if compress else np.savez)(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+            _write_npz(fh, arrays, compress)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, _file_mode(p))  # mkstemp makes 0600; a result is an ordinary file
@@ -151,6 +151,17 @@ def atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], comp
         _unlink_quietly(tmp)
         raise
     return p
+
+
+def _write_npz(fh, arrays: Mapping[str, np.ndarray], compress: bool) -> None:
+    """np.savez's file (a zip of `name.npy` members), deflated at level 1 when `compress`: np.savez_compressed's
+    level 6 took 55-62 ms for a 621-frame result against 23 ms, for a file 4% smaller (424 vs 440 KB), at
+    the end of every capture (issue 18)."""
+    mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(fh, "w", mode, compresslevel=1 if compress else None) as z:
+        for name, value in arrays.items():
+            with z.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
 
 
 def _file_mode(path: pathlib.Path) -> int:
