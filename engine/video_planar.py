@@ -143,3 +143,30 @@ def read(info: VideoInfo, start: int, end: int | None, stride: int) -> Iterator[
         container.close()
     if index is not None and (end is None or index <= end):
         yield from video._iter_video(info, index, end, stride)
+
+
+def decode_from(info: VideoInfo, frame: int) -> int:
+    """The footage frame a reader starting at `frame` decodes from: 0 up to `video.SEEK_BEYOND` (it reads on from
+    the start), else the keyframe a seek lands on (PyAV, one packet read: ~5 ms); `frame` itself where that
+    cannot be told (image folders, no PyAV, a stream without timestamps)."""
+    if info.kind != "video" or frame <= 0:
+        return max(0, frame)
+    if frame <= video.SEEK_BEYOND:
+        return 0
+    try:
+        import av
+
+        with av.open(info.source) as container:
+            stream = container.streams.video[0]
+            first = next(container.demux(stream)).pts
+            if first is None or not info.fps:
+                return frame
+            container.seek(first + int(frame / info.fps / stream.time_base), stream=stream, backward=True)
+            pts = next(container.demux(stream)).pts
+            if pts is None:
+                return frame
+            return int(min(frame, max(0, round(float((pts - first) * stream.time_base) * info.fps))))
+    except Exception as exc:  # noqa: BLE001 - an estimate only (no PyAV, an unreadable or odd stream)
+        log.debug("no keyframe position for frame %d of %s: %s", frame, info.source, exc)
+        return frame
+

@@ -135,6 +135,9 @@ def test_concurrent_segments_follow_one_sequential_pass(sample_frames):
         a += seq.process_batch(sample_frames[i : i + 32])
         b += par.process_batch(sample_frames[i : i + 32])
     assert segments.split(32, 2)[1] > 16  # later segments are shorter: they pay a palm pass and a warm-up
+    # and the frames their reader decodes to reach them: 40 frames at SEEK_COST each, shared by the two
+    shift = segments.split(96, 2, seek=lambda p: 40 if p else 0)[1] - segments.split(96, 2)[1]
+    assert abs(shift - 40 * segments.SEEK_COST / 2) <= 1
     assert [len(o) for o in a] == [len(o) for o in b] == [1] * len(sample_frames)
     assert {o[0].track_id for o in b} == {0} and {o[0].side for o in b} == {o[0].side for o in a}
     d = np.array([np.abs(x[0].keypoints_uvd[:, :2] - y[0].keypoints_uvd[:, :2]).max() for x, y in zip(a, b)])

@@ -9,6 +9,7 @@ import pathlib
 import sys
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -29,10 +30,11 @@ def textured_frame(i: int, w: int, h: int) -> np.ndarray:
     return img.astype(np.uint8)
 
 
-def write_av(path, n: int, codec: str, pix_fmt: str, w: int = 96, h: int = 64, fps: int = 10) -> pathlib.Path:
-    """An n-frame clip of `textured_frame`s encoded by PyAV (`codec`, `pix_fmt`)."""
+def write_av(path, n: int, codec: str, pix_fmt: str, w: int = 96, h: int = 64, fps: int = 10,
+             options: dict | None = None) -> pathlib.Path:
+    """An n-frame clip of `textured_frame`s encoded by PyAV (`codec`, `pix_fmt`, encoder `options`)."""
     with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=fps)
+        stream = out.add_stream(codec, rate=fps, options=options or {})
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         for i in range(n):
             for packet in stream.encode(av.VideoFrame.from_ndarray(textured_frame(i, w, h), format="rgb24")):
@@ -166,3 +168,20 @@ def test_a_long_corrupt_stretch_reads_as_with_opencvs_reader(tmp_path, fourcc, e
                 assert fb.ok and frame_level(rgb(fb)) == pytest.approx(frame_level(fa.image), abs=3), fa.index
             elif fb.ok:
                 assert frame_level(rgb(fb)) == pytest.approx((fb.index * 16) % 256, abs=6), fb.index
+
+
+def test_decode_from_names_where_a_reader_starts_decoding(tmp_path):
+    """Where a reader starting at a frame begins to decode (what a later tracking segment pays to reach its
+    start, `segments.split`): the start up to SEEK_BEYOND, else the keyframe before (one every 30 frames)."""
+    src = write_av(tmp_path / "gop30.mp4", 150, "libx264", "yuv420p",
+                   options={"x264-params": "keyint=30:min-keyint=30:scenecut=0"})
+    info = video.probe(src)
+    assert video.SEEK_BEYOND == 64
+    frames = [0, 10, 64, 65, 89, 90, 91, 119, 149]
+    assert [video_planar.decode_from(info, f) for f in frames] == [0, 0, 0, 60, 60, 90, 90, 90, 120]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), textured_frame(i, 32, 24))
+    assert video_planar.decode_from(video.probe(folder), 2) == 2  # images: each one read on its own
+
