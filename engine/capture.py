@@ -17,6 +17,7 @@ at any point leaves nothing new, and an earlier result as it was.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pathlib
@@ -113,18 +114,15 @@ def _warm_tailor(model, K, options: CaptureOptions, camera_model: str, expected:
     from engine import tailor
     from engine.tailor.clip import FIT_CHUNK
 
-    jax.devices()
-    if sys.platform.startswith("linux"):  # elsewhere setpriority(PRIO_PROCESS, id) names a process, not a thread
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except OSError:
-            pass
-
     b = min(FIT_CHUNK, max(1, expected))
     theta = np.zeros((b, 16, 4))
     theta[..., 0] = 1.0
     config = tailor_config(options.iterations, camera_model, float(options.smoothing) if temporal else 0.0)
     try:
+        jax.devices()
+        if sys.platform.startswith("linux"):  # elsewhere setpriority(PRIO_PROCESS, id) names a process, not a thread
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         tailor.fit(model, theta, np.zeros((b, 10)), np.tile([0.0, 0.0, 0.5], (b, 1)), np.zeros((b, 21, 2)),
                    np.ones((b, 21)), np.ones(b, bool), K, None, config, hand_scale0=np.ones(b),
                    projection_scale0=np.ones(b))
