@@ -22,6 +22,7 @@ A file that is missing, stale or unreadable costs only the time it would have sa
 file). A function that calls jaxlib's own kernels (LAPACK, ...) is never stored (`portable`): loading one
 crashed the process.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -192,10 +193,10 @@ def _read_executable(path: pathlib.Path):
 def _compile_and_store(jitted, leaves, path: pathlib.Path):
     """`jitted` compiled for `leaves` by this module (`_OWN_COMPILE`) and its executable written to `path`
     once a reloaded copy gives the same outputs on `leaves` bit for bit. Returns the compiled call, or None.
-    Where the reloaded copy fails or differs (its compile came from JAX's cache after all, which this
-    module's JAX keeps it out of), an empty file says so and later runs use JAX's cache as before, instead
-    of compiling and checking again on every run. Nothing is compiled here where the folder cannot be
-    written."""
+    Where the reloaded copy fails or differs (its compile came from JAX's cache after all: only where a JAX
+    without the thread-local threshold kept an earlier one there), an empty file says so and later runs use
+    JAX's cache as before, instead of compiling and checking again on every run. Nothing is compiled here
+    where the folder cannot be written."""
     if not os.access(path.parent, os.W_OK):
         return None
     try:
