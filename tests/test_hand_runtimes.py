@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine import video, video_planar
+from engine import caches, video, video_planar
 from engine.errors import InputError
 from engine.hand_module import crops, runtimes, segments
 from engine.hand_module.tracking import RETRY_AFTER_LOSS, RETRY_INTERVAL, HandTracker, retry_views
@@ -38,6 +38,28 @@ def photos():
 @pytest.fixture(scope="module")
 def torch_nets():
     return runtimes.load_networks("torch")
+
+
+def test_openvino_keeps_its_compiled_networks_and_they_compute_the_same(photos, tmp_path, monkeypatch):
+    """OpenVINO's model cache under the user's cache folder: the first tracker's networks are written there,
+    the next ones read back, and every output is bit for bit that of networks compiled without a cache."""
+    x = np.stack([crops.warp(rgb, crops.Roi(h["roi_px"][0], h["roi_px"][1], h["roi_px"][2], h["roi_px"][4]), 224)
+                  for rgb, hands in photos for h in hands])
+    p = np.stack([crops.warp(rgb, crops.letterbox_roi(rgb.shape[1], rgb.shape[0]), 192, border="constant")
+                  for rgb, _ in photos])
+    monkeypatch.setattr(runtimes, "cache_folder", lambda kind: None)
+    plain = runtimes.OpenVinoNetworks()
+    monkeypatch.setattr(runtimes, "cache_folder", caches.cache_folder)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = runtimes.OpenVinoNetworks()
+    blobs = sorted((tmp_path / "handtailor" / "openvino").glob("*.blob"))
+    assert len(blobs) == 2  # one per network
+    stamps = [b.stat().st_mtime_ns for b in blobs]
+    again = runtimes.OpenVinoNetworks()
+    assert [b.stat().st_mtime_ns for b in blobs] == stamps  # read, not written again
+    for nets in (first, again):
+        for a, b in zip(nets.landmarks(x) + nets.palm(p), plain.landmarks(x) + plain.palm(p)):
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("runtime", [r for r in RUNTIMES if r != "torch"])

@@ -23,12 +23,14 @@ per thread, torch shares its modules (torch's own thread setting applies).
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import threading
 from typing import NamedTuple
 
 import numpy as np
 
+from engine.caches import cache_folder
 from engine.errors import InputError
 
 MODEL_DIR = pathlib.Path(__file__).resolve().parents[2] / "models" / "mediapipe"
@@ -193,6 +195,11 @@ class OpenVinoNetworks(TfliteFileNetworks):
         from openvino.preprocess import PrePostProcessor
 
         self._core = ov.Core()
+        folder = cache_folder("openvino")
+        if folder is not None:  # OpenVINO's model cache (keyed by OpenVINO: the network, these settings, the CPU):
+            # a tracker's four compiles (two networks, two segments) 0.84 -> 0.28 s, measured (issue 18)
+            with contextlib.suppress(Exception):
+                self._core.set_property({"CACHE_DIR": str(folder)})
         self._config = {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": max(1, int(threads)),
                         "ENABLE_CPU_PINNING": False}
         self._models = {}

@@ -43,6 +43,8 @@ import numpy as np
 from jax import export
 from jax.experimental import serialize_executable
 
+from engine.caches import cache_folder
+
 try:  # thread-local: keeps the executable compiled here out of JAX's own cache (it is kept in `.xla`)
     from jax._src.config import persistent_cache_min_compile_time_secs as _jax_cache_threshold
 except ImportError:  # another JAX: JAX keeps a copy too; the check before writing still holds
@@ -59,10 +61,9 @@ def enable_compilation_cache() -> None:
     try:
         if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
             return
-        base = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
-        path = base / "handtailor" / "jax"
-        path.mkdir(parents=True, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", str(path))
+        path = cache_folder("jax")
+        if path is not None:
+            jax.config.update("jax_compilation_cache_dir", str(path))
     except Exception as exc:  # noqa: BLE001 - a cache is an optimization only
         log.debug("no JAX compilation cache: %s", exc)
 
