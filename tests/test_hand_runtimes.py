@@ -62,6 +62,39 @@ def test_openvino_keeps_its_compiled_networks_and_they_compute_the_same(photos, 
             np.testing.assert_array_equal(a, b)
 
 
+CACHE_SCRIPT = r"""
+import hashlib
+import numpy as np
+from engine.hand_module import runtimes
+nets = runtimes.OpenVinoNetworks(streams=2)
+rng = np.random.default_rng(0)
+out = nets.landmarks(rng.integers(0, 255, (2, 224, 224, 3), np.uint8)) + nets.palm(rng.integers(0, 255, (1, 192, 192, 3), np.uint8))
+print(hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in out)).hexdigest())
+"""
+
+
+def test_processes_sharing_the_network_cache_all_work(tmp_path, repo_dir):
+    """Three processes making their networks at once on an empty cache folder (as `engine batch` workers
+    do): each writes or reads whole files, none fails (OpenVINO's own CACHE_DIR failed here, or died of
+    SIGBUS), all compute the same; a fourth then reads what they left."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
+    procs = [subprocess.Popen([sys.executable, "-c", CACHE_SCRIPT], cwd=repo_dir, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [e[-2000:] for _, e in outs]
+    digests = {o.split()[-1] for o, _ in outs}
+    assert len(digests) == 1
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "handtailor" / "openvino").iterdir()) == [
+        "hand_landmark_full", "palm_detection_full"]  # and no temporary file left
+    again = subprocess.run([sys.executable, "-c", CACHE_SCRIPT], cwd=repo_dir, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0 and again.stdout.split()[-1] in digests
+
+
 @pytest.mark.parametrize("runtime", [r for r in RUNTIMES if r != "torch"])
 def test_networks_match_the_torch_port(runtime, photos, torch_nets):
     """Network to network on MediaPipe's own crops and letterboxed photos."""

@@ -23,15 +23,19 @@ per thread, torch shares its modules (torch's own thread setting applies).
 
 from __future__ import annotations
 
-import contextlib
+import functools
+import hashlib
+import logging
 import pathlib
 import threading
 from typing import NamedTuple
 
 import numpy as np
 
-from engine.caches import cache_folder
+from engine.caches import cache_folder, cpu_digest, write_atomically
 from engine.errors import InputError
+
+log = logging.getLogger(__name__)
 
 MODEL_DIR = pathlib.Path(__file__).resolve().parents[2] / "models" / "mediapipe"
 RUNTIMES = ("openvino", "litert", "torch")
@@ -191,24 +195,13 @@ class OpenVinoNetworks(TfliteFileNetworks):
     runtime = "openvino"
 
     def __init__(self, threads: int = 1, streams: int = 1):
-        ov = import_openvino()
-        from openvino.preprocess import PrePostProcessor
-
-        self._core = ov.Core()
-        folder = cache_folder("openvino")
-        if folder is not None:  # OpenVINO's model cache (keyed by OpenVINO: the network, these settings, the CPU):
-            # a tracker's four compiles (two networks, two segments) 0.84 -> 0.28 s, measured (issue 18)
-            with contextlib.suppress(Exception):
-                self._core.set_property({"CACHE_DIR": str(folder)})
+        self._ov = import_openvino()
+        self._core = self._ov.Core()
         self._config = {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": max(1, int(threads)),
                         "ENABLE_CPU_PINNING": False}
-        self._models = {}
-        for key, name in (("landmarks", LANDMARK_TFLITE), ("palm", PALM_TFLITE)):
-            model = self._core.read_model(str(_model_file(MODEL_DIR / name)))
-            ppp = PrePostProcessor(model)
-            ppp.input().tensor().set_element_type(ov.Type.u8)
-            ppp.input().preprocess().convert_element_type(ov.Type.f32).scale(255.0)
-            self._models[key] = ppp.build()
+        self._files = {"landmarks": _model_file(MODEL_DIR / LANDMARK_TFLITE), "palm": _model_file(MODEL_DIR / PALM_TFLITE)}
+        self._models: dict = {}  # read (and given their u8 input) only where a compile is needed
+        self._shapes: dict = {}
         self._lock = threading.Lock()
         self._spare = [self._compile() for _ in range(max(1, int(streams)))]  # compiled ahead for `streams` threads
         self._local = threading.local()
@@ -216,16 +209,59 @@ class OpenVinoNetworks(TfliteFileNetworks):
         # function-level statics on the first call with the GIL released, and two threads making their
         # first call at once deadlock (one holds the static's guard waiting for the GIL, the other the GIL
         # waiting for the guard: seen with concurrent segments).
-        for key, model in self._models.items():
-            self._run(key, np.zeros(tuple(model.input(0).get_shape()), np.uint8))
+        for key, shape in self._shapes.items():
+            self._run(key, np.zeros(shape, np.uint8))
 
     def _compile(self) -> dict:
         """One thread's inference requests: {key: (request, output names)}."""
         out = {}
-        for key, model in self._models.items():
-            compiled = self._core.compile_model(model, "CPU", self._config)
+        for key in self._files:
+            compiled = self._compiled(key)
+            self._shapes[key] = tuple(compiled.input(0).get_shape())
             out[key] = (compiled.create_infer_request(), [o.get_any_name() for o in compiled.outputs])
         return out
+
+    def _compiled(self, key: str):
+        """Network `key` compiled for this CPU: imported from the engine's cache folder (`openvino`) when
+        there, else compiled and kept there. A tracker's four compiles (two networks, two segments) took
+        0.84 s, their imports 0.28 (issue 18). Not OpenVINO's own CACHE_DIR: concurrent processes on one
+        cache (`engine batch`, two Blenders) failed there ("cannot set permissions") or died of SIGBUS
+        reading a blob another was rewriting; these files are written whole (`caches.write_atomically`)."""
+        path = self._cache_path(key)
+        if path is not None and path.is_file():
+            try:
+                return self._core.import_model(path.read_bytes(), "CPU", self._config)
+            except Exception as exc:  # noqa: BLE001 - another OpenVINO's or a damaged file: compiled again
+                log.debug("ignoring %s: %s", path, exc)
+        compiled = self._core.compile_model(self._model(key), "CPU", self._config)
+        if path is not None:
+            try:
+                blob = compiled.export_model()
+                write_atomically(path, blob.getvalue() if hasattr(blob, "getvalue") else bytes(blob))
+            except Exception as exc:  # noqa: BLE001 - a cache only
+                log.debug("could not keep %s: %s", path, exc)
+        return compiled
+
+    def _model(self, key: str):
+        """The network read from its .tflite file, taking uint8 pixels (converted and scaled by OpenVINO)."""
+        if key not in self._models:
+            from openvino.preprocess import PrePostProcessor
+
+            ppp = PrePostProcessor(self._core.read_model(str(self._files[key])))
+            ppp.input().tensor().set_element_type(self._ov.Type.u8)
+            ppp.input().preprocess().convert_element_type(self._ov.Type.f32).scale(255.0)
+            self._models[key] = ppp.build()
+        return self._models[key]
+
+    def _cache_path(self, key: str) -> pathlib.Path | None:
+        """Where network `key` compiled with these settings is kept: named by the .tflite file's sha256, the
+        input conversion, the settings, OpenVINO's version and the CPU."""
+        folder = cache_folder("openvino")
+        if folder is None:
+            return None
+        text = "|".join([self._ov.get_version(), _model_digest(self._files[key]), "u8 -> f32 / 255",
+                         repr(sorted(self._config.items())), cpu_digest()])
+        return folder / f"{self._files[key].stem}-{hashlib.sha256(text.encode()).hexdigest()[:24]}.blob"
 
     def _run(self, key: str, images: np.ndarray) -> dict[str, np.ndarray]:
         """One inference per image on this thread's request -> {output name: (B, ...) array}."""
@@ -273,6 +309,13 @@ class LiteRtNetworks(TfliteFileNetworks):
             for n, i in outs.items():
                 res[n].append(it.get_tensor(i).copy())
         return {n: np.concatenate(v) for n, v in res.items()}
+
+
+@functools.lru_cache(maxsize=4)
+def _model_digest(path: pathlib.Path) -> str:
+    from engine.outputs import file_sha256
+
+    return file_sha256(path)
 
 
 def _model_file(path):

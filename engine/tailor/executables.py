@@ -31,8 +31,6 @@ import logging
 import os
 import pathlib
 import pickle
-import platform
-import tempfile
 import threading
 import weakref
 import zlib
@@ -43,7 +41,7 @@ import numpy as np
 from jax import export
 from jax.experimental import serialize_executable
 
-from engine.caches import cache_folder
+from engine.caches import cache_folder, cpu_digest, write_atomically
 
 try:  # thread-local: keeps the executable compiled here out of JAX's own cache (it is kept in `.xla`)
     from jax._src.config import persistent_cache_min_compile_time_secs as _jax_cache_threshold
@@ -104,17 +102,10 @@ def source_digest() -> str:
 
 
 def host_digest() -> str:
-    """sha256 of what XLA compiles a CPU executable for: the machine, its CPU features, XLA_FLAGS."""
+    """What XLA compiles a CPU executable for: the CPU (`engine.caches.cpu_digest`) and XLA_FLAGS."""
     global _HOST_DIGEST
     if _HOST_DIGEST is None:
-        flags = ""
-        try:
-            with open("/proc/cpuinfo") as f:
-                flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
-        except OSError:  # not Linux: the processor's name stands for its features
-            pass
-        text = f"{platform.machine()}|{platform.processor()}|{flags}|{os.environ.get('XLA_FLAGS', '')}"
-        _HOST_DIGEST = hashlib.sha256(text.encode()).hexdigest()[:16]
+        _HOST_DIGEST = hashlib.sha256(f"{cpu_digest()}|{os.environ.get('XLA_FLAGS', '')}".encode()).hexdigest()[:16]
     return _HOST_DIGEST
 
 
@@ -166,7 +157,7 @@ class Exported:
             exported = export.export(flat)(*leaves)
             if not portable(exported):
                 return flat
-            _write_atomically(path, exported.serialize())
+            write_atomically(path, exported.serialize())
         jitted = jax.jit(exported.call)
         if compiled is _NOT_KEPT:
             return jitted
@@ -216,10 +207,10 @@ def _compile_and_store(jitted, leaves, path: pathlib.Path):
         log.debug("not keeping %s: %s", path, exc)
         same, payload = False, None
     if same:
-        _write_atomically(path, zlib.compress(pickle.dumps((payload, in_tree, out_tree))))  # 2.5 -> 0.5 MB, 8 ms
+        write_atomically(path, zlib.compress(pickle.dumps((payload, in_tree, out_tree))))  # 2.5 -> 0.5 MB, 8 ms
     else:
         log.debug("not keeping %s: its reloaded executable fails or computes otherwise", path)
-        _write_atomically(path, b"")
+        write_atomically(path, b"")
     return compiled
 
 
@@ -231,18 +222,3 @@ def portable(exported: export.Exported) -> bool:
     jitted as usual and never stored. Checked once, when exporting (the text costs ~80 ms for the tailor):
     a file under this source's key was written by this check."""
     return "stablehlo.custom_call" not in exported.mlir_module()
-
-
-def _write_atomically(path: pathlib.Path, data: bytes) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError as exc:  # a read-only or full disk: the next run traces again
-        log.debug("could not keep %s: %s", path, exc)
