@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from engine.hand_model import load_hand_model
+from engine.hand_model.rotations import axis_angle_to_quat, quat_multiply
 from engine.tailor import TailorConfig, fit, model_params
+from engine.tailor.api import start_delta
 from engine.tailor import transform as T
 from engine.tailor.synthetic import make_case
 
@@ -24,7 +26,7 @@ def setup():
     frames = T.Frames(
         theta0=c["theta0"], beta0=c["beta0"], root0=c["root0"], hand_scale0=np.ones(B, np.float32),
         projection_scale0=np.full(B, np.nan, np.float32), keypoints_2d=c["keypoints_2d"], confidence=c["confidence"],
-        valid=np.ones(B, bool), lock_theta=lock_theta, lock_beta=np.array([True, False]), lock_root=np.zeros(B, bool),
+        delta_pose_start=np.zeros((B, 16, 3), np.float32), valid=np.ones(B, bool), lock_theta=lock_theta, lock_beta=np.array([True, False]), lock_root=np.zeros(B, bool),
         lock_hand_scale=np.zeros(B, bool))
     frames = jax.tree_util.tree_map(jnp.asarray, frames)
     config = TailorConfig(lr=0.05, b1=0.9, b2=0.99, temporal_weight=3.0)
@@ -94,3 +96,48 @@ def test_unjitted_path_returns_the_same_fit(setup):
     for key in ("theta", "beta", "root", "hand_scale", "joints_3d"):
         np.testing.assert_allclose(eager[key], jitted[key], atol=2e-5)
     np.testing.assert_allclose(eager["energies"]["E"], jitted["energies"]["E"], rtol=1e-3)
+
+
+def _same_rotation(a, b, atol):
+    """(..., 4) quaternions that are one rotation (q and -q alike)."""
+    dot = np.abs(np.sum(a / np.linalg.norm(a, axis=-1, keepdims=True) * b / np.linalg.norm(b, axis=-1, keepdims=True), -1))
+    np.testing.assert_allclose(dot, 1.0, atol=atol)
+
+
+def test_start_delta_is_the_tailors_pose_parameter_at_the_start():
+    rng = np.random.default_rng(0)
+    q0 = rng.normal(size=(3, 16, 4)) * rng.uniform(0.5, 2.0, size=(3, 16, 1))  # any norm
+    qs = rng.normal(size=(3, 16, 4))
+    qs[0, 2] = -qs[0, 2]  # either sign
+    qs[1, 4] = np.nan  # not finite: that joint starts at theta0
+    d = start_delta(q0, qs)
+    assert d.shape == (3, 16, 3) and np.all(np.linalg.norm(d, axis=-1) <= np.pi + 1e-9)
+    assert np.array_equal(d[1, 4], np.zeros(3))
+    ok = np.ones((3, 16), bool)
+    ok[1, 4] = False
+    # exp(delta) R(theta0) = R(theta_start): the rotation in the parent's axes, applied after theta0
+    _same_rotation(quat_multiply(axis_angle_to_quat(d), q0 / np.linalg.norm(q0, axis=-1, keepdims=True))[ok], qs[ok], 1e-12)
+    assert np.array_equal(start_delta(q0, q0), np.zeros((3, 16, 3)))  # the same pose: exactly no change
+
+
+def test_a_warm_start_begins_at_theta_start_and_e_id_still_measures_from_theta0(setup):
+    model, c = setup[0], setup[2]
+    args = (c["theta0"], c["beta0"], c["root0"], c["keypoints_2d"], c["confidence"], None, c["K"])
+    locks = {"lock_theta": np.zeros((B, 16), bool)}
+    locks["lock_theta"][1, 3] = True
+    config = TailorConfig(iterations=12)
+    cold = fit(model, *args, locks, config)
+    # theta_start = theta0 is no warm start at all: bit for bit the same fit
+    same = fit(model, *args, locks, config, theta_start=c["theta0"])
+    for key in ("theta", "beta", "root", "joints_3d"):
+        assert np.array_equal(same[key], cold[key]), key
+    # 0 iterations from the cold fit's pose: the result is that pose (locked joints: theta0, bit for bit), and
+    # the identity energy is its distance from theta0, not 0
+    at = fit(model, *args, locks, config._replace(iterations=0), theta_start=cold["theta"])
+    _same_rotation(at["theta"], cold["theta"], 1e-6)
+    assert np.array_equal(at["theta"][1, 3], np.asarray(c["theta0"], np.float32)[1, 3])
+    cold0 = fit(model, *args, locks, config._replace(iterations=0))
+    assert np.all(cold0["energies"]["E_id"] == 0) and np.all(at["energies"]["E_id"] > 1e-4)
+    # from there Adam goes on lowering the same energy
+    warm = fit(model, *args, locks, config, theta_start=cold["theta"])
+    assert np.all(warm["energies"]["E"] < cold["energies"]["E"])

@@ -75,6 +75,21 @@ def axis_angle_to_quat(axis_angle):
     return xp.cat([w, k * v], -1)
 
 
+def quat_conjugate(q: np.ndarray) -> np.ndarray:
+    """numpy (..., 4) -> (..., 4): the inverse rotation of a unit quaternion."""
+    return np.asarray(q) * np.array([1.0, -1.0, -1.0, -1.0])
+
+
+def quat_log(q: np.ndarray) -> np.ndarray:
+    """numpy unit quaternions (..., 4) -> axis-angle (..., 3) of the shorter rotation (angle in [0, pi])."""
+    q = np.asarray(q, np.float64)
+    q = np.where(q[..., :1] < 0, -q, q)
+    v = q[..., 1:]
+    s = np.linalg.norm(v, axis=-1, keepdims=True)
+    angle = 2.0 * np.arctan2(s, q[..., :1])
+    return np.where(s > 1e-12, v * angle / np.maximum(s, 1e-300), 2.0 * v)
+
+
 def rotmat_to_quat(rotmat):
     """Rotation matrices (..., 3, 3) -> unit quaternions (..., 4) (w, x, y, z) with w >= 0.
 

@@ -27,6 +27,7 @@ from engine.camera import nominal_K
 from engine.errors import InputError
 from engine.hand_model import HandModel
 from engine.hand_model import jax_layer
+from engine.hand_model.rotations import quat_conjugate, quat_log, quat_multiply
 from engine.tailor import transform
 from engine.tailor.executables import Exported
 from engine.tailor.transform import Frames, Settings
@@ -198,7 +199,8 @@ def _device_settings(K: np.ndarray, config: TailorConfig) -> tuple[jax.Array, Se
 # --------------------------------------------------------------------------------------- the jitted call
 
 _FRAME_FLOATS = (("theta0", (16, 4)), ("beta0", (10,)), ("root0", (3,)), ("hand_scale0", ()),
-                 ("projection_scale0", ()), ("keypoints_2d", (21, 2)), ("confidence", (21,)))
+                 ("projection_scale0", ()), ("keypoints_2d", (21, 2)), ("confidence", (21,)),
+                 ("delta_pose_start", (16, 3)))
 _FRAME_BOOLS = (("valid", ()), ("lock_theta", (16,)), ("lock_beta", ()), ("lock_root", ()), ("lock_hand_scale", ()))
 _OUT_ARRAYS = (("theta", (16, 4)), ("beta", (10,)), ("root", (3,)), ("hand_scale", ()), ("projection_scale", ()),
                ("joints_3d", (21, 3)), ("fitted", ()))
@@ -347,7 +349,7 @@ def _check(name, arr, shape):
 
 
 def _prepare(theta0, beta0, root0, keypoints_2d, confidence, valid, K, locks, hand_scale0, projection_scale0,
-             config: TailorConfig, image_size, focal_px):
+             config: TailorConfig, image_size, focal_px, theta_start=None):
     """Validates and converts `fit`'s arguments: (inputs of float32/bool arrays, K used (3,3), originals, locks)."""
     if config.camera_model not in CAMERA_MODELS:
         raise InputError(f"tailor: camera_model must be one of {CAMERA_MODELS}, got {config.camera_model!r}")
@@ -387,16 +389,34 @@ def _prepare(theta0, beta0, root0, keypoints_2d, confidence, valid, K, locks, ha
     lk = {name: _check(name, locks.get(name, np.zeros(shape, bool)), shape)
           for name, shape in (("lock_theta", (B, 16)), ("lock_beta", (B,)), ("lock_root", (B,)), ("lock_hand_scale", (B,)))}
     f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731  (numpy: jit transfers them in one go)
-    inputs = dict(theta0=f32(theta0), beta0=f32(beta0), root0=f32(root0), hand_scale0=f32(hand_scale0),
+    start = (np.zeros((B, 16, 3)) if theta_start is None
+             else start_delta(theta0, _check("theta_start", theta_start, (B, 16, 4))))
+    inputs = dict(theta0=f32(theta0), delta_pose_start=f32(start), beta0=f32(beta0), root0=f32(root0), hand_scale0=f32(hand_scale0),
                   projection_scale0=f32(ps0), keypoints_2d=f32(keypoints_2d), confidence=f32(confidence),
                   valid=valid, K=f32(K), **{k: np.asarray(v, bool) for k, v in lk.items()})
     originals = dict(theta=theta0, beta=beta0, root=root0, hand_scale=hand_scale0, projection_scale=ps0)
     return inputs, K, originals, lk
 
 
+def start_delta(theta0, theta_start) -> np.ndarray:
+    """The tailor's pose parameter at theta_start: delta with exp(delta) R(theta0) = R(theta_start), in the
+    parent's axes (`transform`'s module docstring). (B, 16, 4), (B, 16, 4) quaternions (any norm, either
+    sign) -> (B, 16, 3) radians; 0 where either is not finite (that joint starts at theta0) and where they are
+    equal (exactly: the product's rounding would leave ~1e-17)."""
+    unit = lambda q: q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-300)  # noqa: E731
+    q0 = np.asarray(theta0, np.float64)
+    qs = np.asarray(theta_start, np.float64)
+    ok = np.all(np.isfinite(q0), axis=-1) & np.all(np.isfinite(qs), axis=-1) & (np.abs(q0).sum(-1) > 0)
+    ok &= (np.abs(qs).sum(-1) > 0) & ~np.all(q0 == qs, axis=-1)
+    ident = np.array([1.0, 0.0, 0.0, 0.0])
+    q0 = unit(np.where(ok[..., None], q0, ident))
+    qs = unit(np.where(ok[..., None], qs, ident))
+    return np.where(ok[..., None], quat_log(quat_multiply(qs, quat_conjugate(q0))), 0.0)
+
+
 def fit(model: HandModel, theta0, beta0, root0, keypoints_2d, confidence, valid, K, locks=None,
         config: TailorConfig = TailorConfig(), *, hand_scale0=None, projection_scale0=None, image_size=None,
-        focal_px=None, jit: bool = True) -> dict:
+        focal_px=None, jit: bool = True, theta_start=None) -> dict:
     """Tailors a batch of frames of one hand: analytic scale, then `config.iterations` Adam steps.
 
     Args:
@@ -422,6 +442,8 @@ def fit(model: HandModel, theta0, beta0, root0, keypoints_2d, confidence, valid,
         locked root stays where it is (its depth then need not be f / projection_scale).
       focal_px: nominal focal length for weak perspective (None: the image's long side).
       jit: False runs the same math eagerly, one frame at a time (the benchmark's reference).
+      theta_start: None, or (B, 16, 4) quaternions where Adam starts (a warm start, e.g. an earlier pass's
+        fit) while E_id still holds the pose near theta0; joints not finite there start at theta0.
     Returns:
       dict with theta (B, 16, 4), beta (B, 10), root (B, 3), hand_scale (B,), projection_scale (B,) (NaN
       under perspective), joints_3d (B, K, 3) camera frame (the model posed by the returned values),
@@ -430,7 +452,8 @@ def fit(model: HandModel, theta0, beta0, root0, keypoints_2d, confidence, valid,
       the inputs' dtype where it is wider than float32 (locked entries are the inputs, bit for bit).
     """
     inputs, K_used, originals, lk = _prepare(theta0, beta0, root0, keypoints_2d, confidence, valid, K, locks,
-                                             hand_scale0, projection_scale0, config, image_size, focal_px)
+                                             hand_scale0, projection_scale0, config, image_size, focal_px,
+                                             theta_start)
     if inputs["theta0"].shape[0] == 0:
         out = _empty_outputs()
     else:

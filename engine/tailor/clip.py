@@ -6,7 +6,7 @@
          default) beta and hand_scale are held and the analytic scale (Eq. 12 / 17) becomes the distance
       -> `track_distance` (identity held): that distance solved per frame at the pose a first pass fits,
          smoothed over the track when a temporal term is on (zero phase, `DEPTH_SIGMA`) and held by the fit
-         that follows
+         that follows, which starts at that first pass's pose
       -> `fit_clip`: `tailor.fit` on windows of at most `FIT_CHUNK` frames overlapping by `FIT_OVERLAP`
          (`clip_windows`), so the temporal terms see across each seam while memory and compile size stay
          fixed; each frame is kept from exactly one window
@@ -130,7 +130,8 @@ def fit_clip(model, arrays: dict, K: np.ndarray, config, locks: dict | None = No
     """`tailor.fit` over a timeline of L consecutive frames, in overlapping windows (`clip_windows`).
 
     arrays: theta (L,16,4), beta (L,10), root (L,3), hand_scale (L,), projection_scale (L,),
-    keypoints_2d (L,21,2), confidence (L,21), valid (L,) (invalid rows may hold NaN); locks: None or
+    keypoints_2d (L,21,2), confidence (L,21), valid (L,) (invalid rows may hold NaN), optionally theta_start
+    (L,16,4): where Adam starts (a warm start; E_id still holds theta); locks: None or
     lock_theta (L,16), lock_beta/lock_root/lock_hand_scale (L,). config: a `TailorConfig`. progress(done, L)
     after each window; timer: an `engine.timing.StageTimer` ("tailor": the pass's wall time, one call per
     window). Windows run on up to `FIT_THREADS` threads (one pass's windows are independent). Returns float64
@@ -152,10 +153,12 @@ def fit_clip(model, arrays: dict, K: np.ndarray, config, locks: dict | None = No
         if should_stop():
             raise Cancelled("cancelled")
         c = {k: np.asarray(v)[start:stop] for k, v in arrays.items()}
+        theta_start = c.get("theta_start")
         lk = None if locks is None else {k: np.asarray(v)[start:stop] for k, v in locks.items()}
         t0 = time.perf_counter()
         fit = tailor.fit(model, c["theta"], c["beta"], c["root"], c["keypoints_2d"], c["confidence"], c["valid"],
-                         K, lk, config, hand_scale0=c["hand_scale"], projection_scale0=c["projection_scale"])
+                         K, lk, config, hand_scale0=c["hand_scale"], projection_scale0=c["projection_scale"],
+                         theta_start=theta_start)
         return fit, time.perf_counter() - t0
 
     windows = [w for w in clip_windows(L) if valid[w[0]:w[1]].any()]
@@ -196,7 +199,12 @@ def track_distance(model, arrays: dict, K: np.ndarray, config, locks: dict, sigm
     analytic step again at the pose it fitted (0 iterations), log-depth smoothed over runs
     of valid frames (`smooth_series`, sigma frames: no lag; 0: none), and the arrays returned with that
     depth (perspective: root moved along its ray; weak perspective: projection_scale) and the config that
-    holds it (`hold_depth`). The fit that follows starts again from the hand module's pose (E_id's anchor).
+    holds it (`hold_depth`). The fit that follows starts at the pose this pass fitted (`theta_start`: a warm
+    start) and E_id still holds the hand module's pose: at the same 30 iterations the fitted keypoints came
+    closer to the detected ones (median over keypoints and frames, px: ASL 4.80 -> 4.10, gesture 3.68 -> 3.45,
+    sample clip 3.57 -> 2.99), chatter and joint jitter the same, and on the synthetic clip (4 seeds, both
+    cameras) MPJPE 12.47 / 11.60 -> 12.39 / 11.52 mm, PA-MPJPE 4.98 / 5.11 -> 4.92 / 5.19. Fewer iterations
+    from the warm start (20 or 15) cost that clip 6-13% more joint jitter.
 
     arrays: `fit_clip`'s arrays (L frames); locks: beta and hand_scale locked. Returns (arrays, config).
     """
@@ -205,7 +213,7 @@ def track_distance(model, arrays: dict, K: np.ndarray, config, locks: dict, sigm
     posed = dict(arrays, theta=np.where(pose["fitted"][:, None, None], pose["theta"], arrays["theta"]))
     first = fit_clip(model, posed, K, free._replace(iterations=0), locks, timer=timer)
     ok = first["fitted"]
-    out = dict(arrays)
+    out = dict(arrays, theta_start=posed["theta"])  # the fit that follows starts at that pose
     root = np.where(ok[:, None], first["root"], arrays["root"])  # weak perspective: at depth f / projection_scale
     z = np.exp(smooth_series(np.log(root[:, 2]), ok, sigma))
     out["root"] = np.where(ok[:, None], root * (z / root[:, 2])[:, None], arrays["root"])  # along the ray

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.hand_model.rotations import axis_angle_to_quat, quat_multiply
+from engine.hand_model.rotations import axis_angle_to_quat, quat_conjugate, quat_log, quat_multiply
 
 DEFAULT_FALLOFF = 10  # frames on each side of an edit; at 25 fps 0.4 s (a 25-degree edit ramps in <= 4 deg/frame)
 
@@ -36,20 +36,6 @@ def falloff_weights(changed: np.ndarray, falloff: int) -> np.ndarray:
     d = np.min(np.abs(pos[:, None] - idx[None, :]), axis=1)
     w = 0.5 * (1.0 + np.cos(np.pi * d / (falloff + 1)))
     return np.where(d <= falloff, w, 0.0)
-
-
-def quat_conjugate(q: np.ndarray) -> np.ndarray:
-    return np.asarray(q) * np.array([1.0, -1.0, -1.0, -1.0])
-
-
-def quat_log(q: np.ndarray) -> np.ndarray:
-    """Unit quaternions (..., 4) -> axis-angle (..., 3) of the shorter rotation (angle in [0, pi])."""
-    q = np.asarray(q, np.float64)
-    q = np.where(q[..., :1] < 0, -q, q)
-    v = q[..., 1:]
-    s = np.linalg.norm(v, axis=-1, keepdims=True)
-    angle = 2.0 * np.arctan2(s, q[..., :1])
-    return np.where(s > 1e-12, v * angle / np.maximum(s, 1e-300), 2.0 * v)
 
 
 def _weighted_deltas(delta: np.ndarray, changed: np.ndarray, falloff: int) -> np.ndarray:

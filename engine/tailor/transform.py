@@ -13,7 +13,9 @@ Parameters and their handling (decided here, once):
 * Pose: optimized as an axis-angle *change* per joint, R_j = exp(delta_j) R0_j (delta in the parent's
   axes; for the root joint in the camera axes), starting at delta = 0. The identity term's
   ||theta - theta'||^2 (Eq. 11) is then ||delta||^2 in radians^2, the geodesic distance to the
-  initialization, free of the axis-angle wrap at pi. In and out: quaternions (w, x, y, z).
+  initialization, free of the axis-angle wrap at pi. In and out: quaternions (w, x, y, z). A warm start
+  (`Frames.delta_pose_start`, e.g. an earlier pass's fit) starts Adam elsewhere while E_id still measures
+  the distance to theta0.
 * Shape beta: optimized directly (units of the model's shape space), with Adam's step `shape_step` times
   the pose's (Eq. P5, default 3): Adam moves every parameter by about the step size per iteration, ~0.06
   radians for a joint (a sizeable rotation) but 0.06 of a shape component whose range is +-2-3: with the
@@ -120,6 +122,7 @@ class Frames(NamedTuple):
     projection_scale0: jax.Array  # (B,) px per meter (NaN: unknown)
     keypoints_2d: jax.Array  # (B, K, 2) pixels
     confidence: jax.Array  # (B, K)
+    delta_pose_start: jax.Array  # (B, 16, 3) where Adam's pose parameter starts (zeros: at theta0)
     valid: jax.Array  # (B,) bool
     lock_theta: jax.Array  # (B, 16) bool
     lock_beta: jax.Array  # (B,) bool
@@ -153,6 +156,7 @@ class Problem(NamedTuple):
     bone: jax.Array  # (B,) reference bone of rel0, meters (E_z's unit)
     size0: jax.Array  # (B,) the hand's size at beta0, meters (E_size's target)
     root_unit: jax.Array  # (B,) meters per unit of Params.delta_root
+    delta_pose_start: jax.Array  # (B, 16, 3) Adam's first pose parameter (0 where locked, not fitted or not finite)
     grad_mask: Params  # 1 where a parameter is free, 0 where locked or not fitted
 
 
@@ -231,6 +235,8 @@ def scale_step(hand: jax_layer.JaxHandParams, frames: Frames, K, settings: Setti
         beta0=b0, rel0=rel0, root_start=jnp.where(weak, root_w, root_p), hand_scale=hs,
         projection_scale=jnp.where(weak, ps_w, jnp.nan), bone=bone, size0=E.hand_size(hand.J0, hand.Jdirs, b0),
         root_unit=ROOT_STEP * hs * bone, grad_mask=grad_mask,
+        delta_pose_start=jnp.where((grad_mask.delta_pose > 0) & jnp.isfinite(f.delta_pose_start), f.delta_pose_start,
+                                   0.0),
     )
 
 
@@ -318,7 +324,7 @@ def tailor(hand: jax_layer.JaxHandParams, settings: Settings) -> Tailor:
     grad = jax.grad(lambda params, problem: energy(hand, settings, problem, params))
 
     def init(problem: Problem) -> TailorState:
-        params = Params(jnp.zeros(problem.R0.shape[:2] + (3,), problem.beta0.dtype), problem.beta0,
+        params = Params(problem.delta_pose_start, problem.beta0,
                         jnp.zeros(problem.beta0.shape[:1] + (2,), problem.beta0.dtype))
         return TailorState(params, opt.init(params))
 
