@@ -156,3 +156,34 @@ def test_windows_on_threads_give_the_sequential_fit_bit_for_bit(fitted, monkeypa
     three = fitted()[0]
     for key in ("theta", "beta", "root", "hand_scale", "joints_3d"):
         assert np.array_equal(one[key], three[key], equal_nan=True), key
+
+
+
+def test_the_final_fit_starts_where_the_pose_pass_ended(fitted, monkeypatch):
+    """The fit that holds the distance is warm-started at the pose pass's fit of the same frames (E_id still
+    anchored at the hand module's pose: both passes get the same theta0)."""
+    from engine import tailor
+    from engine.tailor.clip import clip_windows
+
+    calls = []  # (config, theta0, keypoints_2d, theta_start, fitted theta) per window and pass
+    real = tailor.fit
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append((args[9], np.asarray(args[1]), np.asarray(args[4]), kwargs.get("theta_start"), out["theta"]))
+        return out
+
+    monkeypatch.setattr(tailor, "fit", spy)
+    fit, _ = fitted()
+    assert fit["valid"].all()
+    windows = clip_windows(len(fit["valid"]))
+    assert len(windows) > 1
+    for start, stop, keep_from, keep_to in windows:
+        mine = [c for c in calls if len(c[2]) == stop - start and np.array_equal(c[2], fit["keypoints_2d"][start:stop])]
+        (pose,) = [c for c in mine if not c[0].hold_depth and c[0].iterations > 0]
+        (final,) = [c for c in mine if c[0].hold_depth]
+        assert pose[3] is None and final[3] is not None
+        assert np.array_equal(final[1], pose[1])  # the same anchor
+        kept = slice(keep_from - start, keep_to - start)  # the frames the pose pass kept from this window
+        assert np.array_equal(final[3][kept], pose[4][kept].astype(np.float64))
+        assert not np.allclose(final[3][kept], final[1][kept], atol=1e-3)
