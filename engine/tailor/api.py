@@ -391,8 +391,8 @@ def _prepare(theta0, beta0, root0, keypoints_2d, confidence, valid, K, locks, ha
     f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731  (numpy: jit transfers them in one go)
     start = (np.zeros((B, 16, 3)) if theta_start is None
              else start_delta(theta0, _check("theta_start", theta_start, (B, 16, 4))))
-    inputs = dict(theta0=f32(theta0), delta_pose_start=f32(start), beta0=f32(beta0), root0=f32(root0), hand_scale0=f32(hand_scale0),
-                  projection_scale0=f32(ps0), keypoints_2d=f32(keypoints_2d), confidence=f32(confidence),
+    inputs = dict(theta0=f32(theta0), delta_pose_start=f32(start), beta0=f32(beta0), root0=f32(root0),
+                  hand_scale0=f32(hand_scale0), projection_scale0=f32(ps0), keypoints_2d=f32(keypoints_2d), confidence=f32(confidence),
                   valid=valid, K=f32(K), **{k: np.asarray(v, bool) for k, v in lk.items()})
     originals = dict(theta=theta0, beta=beta0, root=root0, hand_scale=hand_scale0, projection_scale=ps0)
     return inputs, K, originals, lk

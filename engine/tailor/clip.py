@@ -202,9 +202,9 @@ def track_distance(model, arrays: dict, K: np.ndarray, config, locks: dict, sigm
     holds it (`hold_depth`). The fit that follows starts at the pose this pass fitted (`theta_start`: a warm
     start) and E_id still holds the hand module's pose: at the same 30 iterations the fitted keypoints came
     closer to the detected ones (median over keypoints and frames, px: ASL 4.80 -> 4.10, gesture 3.68 -> 3.45,
-    sample clip 3.57 -> 2.99), chatter and joint jitter the same, and on the synthetic clip (4 seeds, both
-    cameras) MPJPE 12.47 / 11.60 -> 12.39 / 11.52 mm, PA-MPJPE 4.98 / 5.11 -> 4.92 / 5.19. Fewer iterations
-    from the warm start (20 or 15) cost that clip 6-13% more joint jitter.
+    sample clip 3.57 -> 2.99), chatter and joint jitter the same, and on the synthetic clip (4 seeds;
+    perspective / weak perspective) MPJPE 12.47 / 11.60 -> 12.39 / 11.52 mm, PA-MPJPE 4.98 / 5.11 -> 4.92 /
+    5.19. Fewer iterations from the warm start (20 or 15) cost that clip 6-13% more joint jitter.
 
     arrays: `fit_clip`'s arrays (L frames); locks: beta and hand_scale locked. Returns (arrays, config).
     """
