@@ -11,7 +11,9 @@ chatter (finger rotation against the slerp midpoint of its neighbours) median / 
 (mm/frame^2), lag (frames).
 ASL re-tailor (`--retailor`): index1 rotated 25 deg on footage frames 150-160 and locked; index1's largest
 frame-to-frame step in 140-170; how many frames < 120 or > 190 changed; a re-tailor with no edits: the largest
-joint rotation change.
+joint rotation change; and index1's rotation on frames 140-172 split into flexion, abduction and twist (deg,
+the rotation vector's components on the joint's flexion axis, the axis across it and the bone) with each step,
+for the take and the re-tailored take (`index1_components`): which part of a large step is the finger curling.
 """
 
 from __future__ import annotations
@@ -86,6 +88,24 @@ def figures(r: dict, r_raw: dict | None) -> dict:
     return out
 
 
+def joint_components(theta: np.ndarray, joint: int) -> np.ndarray:
+    """(N, 16, 4) local rotations -> (N, 3) joint's rotation vector (deg) on its flexion axis, the axis across
+    it (abduction) and its bone (twist), rest-pose axes of the shipped right model."""
+    from engine.hand_model import MANO_PARENTS, load_hand_model
+    from engine.hand_model.cli import flexion_axes
+    from engine.hand_model.rotations import quat_log
+
+    model = load_hand_model()
+    joints = model.rest_joints()
+    child = int(np.flatnonzero(np.asarray(MANO_PARENTS) == joint)[0])
+    bone = joints[child] - joints[joint]
+    bone = bone / np.linalg.norm(bone)
+    flex = flexion_axes(model)[joint]
+    axes = np.stack([flex, np.cross(bone, flex), bone])
+    q = theta[:, joint] / np.linalg.norm(theta[:, joint], axis=-1, keepdims=True)
+    return np.degrees(quat_log(q) @ axes.T)
+
+
 def asl_retailor(result_path: str, tmp: str, falloff: int | None = None) -> dict:
     from engine.hand_model import MANO_JOINT_NAMES
 
@@ -121,7 +141,14 @@ def asl_retailor(result_path: str, tmp: str, falloff: int | None = None) -> dict
     n0 = results.read_result(out0)
     v = r["valid"][0]
     moved = angle_deg(n0["theta"][0][v], th_old[v])
-    return {"edit_bit_exact": edited_exact, "index1_max_step_140_170": float(steps.max()),
+    rows = np.flatnonzero((fi >= 140) & (fi <= 172))
+    parts = {}
+    for name, th in (("take", th_old), ("retailored", th_new)):
+        c = joint_components(th[rows], j)
+        step = np.concatenate([[0.0], angle_deg(th[rows[:-1], j], th[rows[1:], j])])
+        parts[name] = [{"frame": int(fi[r]), "flexion": round(float(a), 2), "abduction": round(float(b), 2),
+                        "twist": round(float(t), 2), "step": round(float(s), 2)} for r, (a, b, t), s in zip(rows, c, step)]
+    return {"index1_components": parts, "edit_bit_exact": edited_exact, "index1_max_step_140_170": float(steps.max()),
             "index1_max_step_140_170_take": float(steps_take.max()),
             "far_frames_bit_identical": same, "far_frames_changed_theta": int((~np.all(th_new[far] == th_old[far], axis=(1, 2)) & v[far]).sum()),
             "noedit_max_deg": float(moved.max()), "noedit_median_deg": float(np.median(moved))}
