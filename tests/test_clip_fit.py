@@ -161,9 +161,10 @@ def test_windows_on_threads_give_the_sequential_fit_bit_for_bit(fitted, monkeypa
 
 def test_the_final_fit_starts_where_the_pose_pass_ended(fitted, monkeypatch):
     """The fit that holds the distance is warm-started at the pose pass's fit of the same frames (E_id still
-    anchored at the hand module's pose: both passes get the same theta0)."""
+    anchored at the hand module's pose: both passes get the same theta0), with Adam's step scaled by
+    WARM_START_STEP (the pose pass takes the config's)."""
     from engine import tailor
-    from engine.tailor.clip import clip_windows
+    from engine.tailor.clip import WARM_START_STEP, clip_windows
 
     calls = []  # (config, theta0, keypoints_2d, theta_start, fitted theta) per window and pass
     real = tailor.fit
@@ -183,6 +184,8 @@ def test_the_final_fit_starts_where_the_pose_pass_ended(fitted, monkeypatch):
         (pose,) = [c for c in mine if not c[0].hold_depth and c[0].iterations > 0]
         (final,) = [c for c in mine if c[0].hold_depth]
         assert pose[3] is None and final[3] is not None
+        assert 0 < WARM_START_STEP < 1 and final[0].lr == pytest.approx(pose[0].lr * WARM_START_STEP)
+        assert final[0]._replace(lr=pose[0].lr, hold_depth=False) == pose[0]  # nothing else differs
         assert np.array_equal(final[1], pose[1])  # the same anchor
         kept = slice(keep_from - start, keep_to - start)  # the frames the pose pass kept from this window
         assert np.array_equal(final[3][kept], pose[4][kept].astype(np.float64))

@@ -76,6 +76,15 @@ FIT_THREADS = min(4, os.cpu_count() or 1)
 # cannot see.
 CLIP_IDENTITY = dict(lambda_id=3.0, identity_global=0.1, identity_beta=0.1)
 DEPTH_SIGMA = 3.0  # frames: zero-phase smoothing of the hand's distance (log depth) over the track (track_distance)
+# Adam's step in the fit that starts where the pose pass ended (`track_distance`), as a fraction of the
+# config's: Adam's first steps are about lr per parameter whatever the gradient, so the full step (0.06 rad)
+# moved each joint off the fitted pose and spent the pass fitting it again. Measured (replayed tracker output
+# and the synthetic clip, 30 iterations; `scripts/experiments/clip_measure.py`, `make_synthetic_clip.py`):
+# 1 / 0.67 / 0.5 / 0.33 -> chatter median (gesture / ASL / sample clip) 0.52 / 0.43 / 0.44 -> 0.43 / 0.35 /
+# 0.33 -> 0.39 / 0.30 / 0.28 -> 0.36 / 0.25 / 0.24 deg, fit residual (ASL) 4.80 -> 4.72 -> 4.70 -> 4.77 px,
+# synthetic MPJPE (perspective) 12.39 -> 12.20 -> 12.13 -> 12.10 mm, its wrist-relative joint jitter 5.57 ->
+# 5.58 -> 5.63 -> 5.84 mm/frame^2 (the truth moves: smaller steps start to lag it).
+WARM_START_STEP = 0.5
 FIT_KEYS = ("theta", "beta", "root", "hand_scale", "projection_scale", "joints_3d")
 
 
@@ -199,8 +208,9 @@ def track_distance(model, arrays: dict, K: np.ndarray, config, locks: dict, sigm
     analytic step again at the pose it fitted (0 iterations), log-depth smoothed over runs
     of valid frames (`smooth_series`, sigma frames: no lag; 0: none), and the arrays returned with that
     depth (perspective: root moved along its ray; weak perspective: projection_scale) and the config that
-    holds it (`hold_depth`). The fit that follows starts at the pose this pass fitted (`theta_start`: a warm
-    start) and E_id still holds the hand module's pose: at the same 30 iterations the fitted keypoints came
+    holds it (`hold_depth`), its Adam step scaled by `WARM_START_STEP`. The fit that follows starts at the
+    pose this pass fitted (`theta_start`: a warm start) and E_id still holds the hand module's pose: at the
+    same 30 iterations (and the full step) the fitted keypoints came
     closer to the detected ones (median over keypoints and frames, px: ASL 4.80 -> 4.10, gesture 3.68 -> 3.45,
     sample clip 3.57 -> 2.99), chatter and joint jitter the same, and on the synthetic clip (4 seeds;
     perspective / weak perspective) MPJPE 12.47 / 11.60 -> 12.39 / 11.52 mm, PA-MPJPE 4.98 / 5.11 -> 4.92 /
@@ -219,7 +229,7 @@ def track_distance(model, arrays: dict, K: np.ndarray, config, locks: dict, sigm
     out["root"] = np.where(ok[:, None], root * (z / root[:, 2])[:, None], arrays["root"])  # along the ray
     if config.camera_model == "weak_perspective":
         out["projection_scale"] = np.where(ok, first["projection_scale"] * root[:, 2] / z, arrays["projection_scale"])
-    return out, config._replace(hold_depth=True)
+    return out, config._replace(hold_depth=True, lr=float(config.lr) * WARM_START_STEP)
 
 
 def fit_timeline(model, positions: np.ndarray, n_frames: int, init: dict, keypoints_2d: np.ndarray,
