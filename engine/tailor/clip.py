@@ -13,7 +13,8 @@
       -> per-frame arrays on the clip's N frames, NaN where a frame has no fit
 
 The temporal terms and defaults (`engine.capture_options`: smoothing 10 = the joint-acceleration weight,
-rotation acceleration 10x that, 30 iterations with the tailor's annealed step, DEPTH_SIGMA 3).
+rotation acceleration 10x that, 30 iterations with the tailor's annealed step, DEPTH_SIGMA 3, the final
+pass at WARM_START_STEP 0.5 of Adam's step).
 Measured (before issue 14's tailor terms: lr 0.03, E_id 0.1) on the gesture / ASL / sample clips (replayed tracker output, weak perspective; chatter = finger
 rotation against the slerp midpoint of its neighbours, median / p95 deg; fit = fitted vs detected keypoints,
 px; lag vs the unsmoothed fit, frames; scripts/experiments/clip_measure.py) and on the synthetic clip
