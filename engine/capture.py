@@ -125,7 +125,7 @@ def _warm_tailor(model, K, options: CaptureOptions, camera_model: str, expected:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         tailor.fit(model, theta, np.zeros((b, 10)), np.tile([0.0, 0.0, 0.5], (b, 1)), np.zeros((b, 21, 2)),
                    np.ones((b, 21)), np.ones(b, bool), K, None, config, hand_scale0=np.ones(b),
-                   projection_scale0=np.ones(b))
+                   projection_scale0=np.ones(b), min_batch=FIT_CHUNK)  # fit_clip's batch
     except Exception as exc:  # noqa: BLE001 - an optimization only
         log.debug("tailor warm-up failed: %s", exc)
 

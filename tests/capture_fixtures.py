@@ -169,7 +169,7 @@ def fake_fit_init(arrays, model, camera_model, K, steady_shape, hand_length=None
 
 
 def fake_tailor_fit(model, theta0, beta0, root0, kp, conf, valid, K, locks, config, hand_scale0=None, projection_scale0=None,
-                    theta_start=None):
+                    theta_start=None, min_batch=1):
     """Passes the initialization through (no JAX), like a zero-iteration fit (from theta_start where given)."""
     valid = np.asarray(valid, bool)
     B = theta0.shape[0]

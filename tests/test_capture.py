@@ -252,6 +252,9 @@ def test_chunk_windows_cover_every_frame_once():
         kept = [i for _, _, a, b in wins for i in range(a, b)]
         assert kept == list(range(n))
         assert all(stop - start <= 64 and start <= a < b <= stop for start, stop, a, b in wins)
+        # beyond one window, all are full length (one batch size: one executable), overlapping by >= 4
+        assert all(stop - start == min(n, 64) for start, stop, _, _ in wins)
+        assert all(s1 <= b0 - 4 for (_, b0, _, _), (s1, _, _, _) in zip(wins, wins[1:]))
 
 
 def test_track_assignment_prefers_the_more_present_hand():

@@ -37,8 +37,8 @@ def fitted(clip):
     from engine.timing import StageTimer
     from engine.tracks import HandTrack
 
-    def run(**options):
-        N = clip["joints"].shape[0]
+    def run(frames=None, **options):
+        N = clip["joints"].shape[0] if frames is None else frames
         opts = capture.CaptureOptions(source="synthetic", output="unused.npz", **options)
         obs = [HandObservation(0, "right", 1.0, 1.0, clip["keypoints_uvd"][i], clip["confidence"][i],
                                clip["world_landmarks"][i], (0.0, 0.0, 1.0, 0.0)) for i in range(N)]
@@ -157,6 +157,31 @@ def test_windows_on_threads_give_the_sequential_fit_bit_for_bit(fitted, monkeypa
     for key in ("theta", "beta", "root", "hand_scale", "joints_3d"):
         assert np.array_equal(one[key], three[key], equal_nan=True), key
 
+
+
+def test_every_window_runs_on_the_executable_the_capture_makes_ready(fitted, monkeypatch):
+    """Every window of every pass goes to the tailor padded to FIT_CHUNK's bucket, the batch the capture's
+    warm-up loads while it tracks: windows are full length beyond one (this 90-frame clip's last window was
+    30 frames, another bucket: another executable loaded or compiled during the fit), and a short clip is
+    padded up to it."""
+    from engine.tailor import api
+    from engine.tailor.clip import FIT_CHUNK
+
+    sizes = []  # (frames given, padded batch) per tailor call
+    real = api._pad
+
+    def spy(inputs, size):
+        sizes.append((inputs["theta0"].shape[0], size))
+        return real(inputs, size)
+
+    monkeypatch.setattr(api, "_pad", spy)
+    fitted()
+    assert len(sizes) >= 6 and {s for _, s in sizes} == {api.bucket_size(FIT_CHUNK)}
+    assert {b for b, _ in sizes} == {FIT_CHUNK}
+    sizes.clear()
+    short, _ = fitted(frames=20)
+    assert short["valid"].all()
+    assert sizes and set(sizes) == {(20, api.bucket_size(FIT_CHUNK))}
 
 
 def test_the_final_fit_starts_where_the_pose_pass_ended(fitted, monkeypatch):

@@ -309,10 +309,11 @@ def loop_is_one_kernel(params: jax_layer.JaxHandParams, frames: int) -> bool:
     return "xla_cpu_small_call" in lowered.compile().as_text()
 
 
-def _run(model: HandModel, inputs: dict, config: TailorConfig) -> dict:
-    """The jitted core on prepared inputs (padded to `bucket_size`): solve's dict of numpy arrays."""
+def _run(model: HandModel, inputs: dict, config: TailorConfig, min_batch: int = 1) -> dict:
+    """The jitted core on prepared inputs (padded to the `bucket_size` of at least min_batch frames): solve's
+    dict of numpy arrays."""
     b = inputs["theta0"].shape[0]
-    padded = _pad(inputs, bucket_size(b))
+    padded = _pad(inputs, bucket_size(max(b, int(min_batch))))
     floats = _pack(padded, _FLOAT_LAYOUT, _FLOAT_WIDTH, np.float32)
     bools = _pack(padded, _BOOL_LAYOUT, _BOOL_WIDTH, np.bool_)
     K, settings = _device_settings(inputs["K"], config)
@@ -416,7 +417,7 @@ def start_delta(theta0, theta_start) -> np.ndarray:
 
 def fit(model: HandModel, theta0, beta0, root0, keypoints_2d, confidence, valid, K, locks=None,
         config: TailorConfig = TailorConfig(), *, hand_scale0=None, projection_scale0=None, image_size=None,
-        focal_px=None, jit: bool = True, theta_start=None) -> dict:
+        focal_px=None, jit: bool = True, theta_start=None, min_batch: int = 1) -> dict:
     """Tailors a batch of frames of one hand: analytic scale, then `config.iterations` Adam steps.
 
     Args:
@@ -444,6 +445,8 @@ def fit(model: HandModel, theta0, beta0, root0, keypoints_2d, confidence, valid,
       jit: False runs the same math eagerly, one frame at a time (the benchmark's reference).
       theta_start: None, or (B, 16, 4) quaternions where Adam starts (a warm start, e.g. an earlier pass's
         fit) while E_id still holds the pose near theta0; joints not finite there start at theta0.
+      min_batch: the batch is padded (with invalid frames, which nothing couples) to the bucket of at least
+        this many frames: callers whose batches vary in size (a clip's windows) then share one executable.
     Returns:
       dict with theta (B, 16, 4), beta (B, 10), root (B, 3), hand_scale (B,), projection_scale (B,) (NaN
       under perspective), joints_3d (B, K, 3) camera frame (the model posed by the returned values),
@@ -457,7 +460,7 @@ def fit(model: HandModel, theta0, beta0, root0, keypoints_2d, confidence, valid,
     if inputs["theta0"].shape[0] == 0:
         out = _empty_outputs()
     else:
-        out = (_run if jit else _run_eager)(model, inputs, config)
+        out = _run(model, inputs, config, min_batch) if jit else _run_eager(model, inputs, config)
     return _finish(out, originals, lk, K_used, config)
 
 

@@ -47,8 +47,11 @@ px; lag vs the unsmoothed fit, frames; scripts/experiments/clip_measure.py) and 
 * distance smoothing sigma 1 / 2 / 3 frames: joint jitter 7.8 / 5.0 / 4.2 mm/frame^2 (gesture), lag <= 0.05.
   Window overlap 4 / 8 / 16 frames: the same figures (sample clip, 10 windows).
 
-One pad policy: a window goes to `tailor.fit` as it is; `fit` pads its batch to `bucket_size` (a few fixed
-sizes, one compiled executable each) with invalid frames that the temporal terms never couple.
+One pad policy: a window goes to `tailor.fit` as it is, with `min_batch=FIT_CHUNK`; `fit` pads its batch to
+that bucket with invalid frames that the temporal terms never couple. Every window of every clip, short
+clips and a re-tailor's windows included, then runs on one compiled executable, the one a capture makes
+ready while it tracks (`engine.capture`); a window of another size took another (loaded in ~0.2 s during
+the fit or, the first time ever, compiled there: ~7-9 s).
 """
 
 from __future__ import annotations
@@ -92,14 +95,18 @@ FIT_KEYS = ("theta", "beta", "root", "hand_scale", "projection_scale", "joints_3
 def clip_windows(n: int, chunk: int = FIT_CHUNK, overlap: int = FIT_OVERLAP) -> list[tuple[int, int, int, int]]:
     """Windows over n frames: (start, stop, keep_from, keep_to) with stop - start <= chunk.
 
-    Neighbouring windows share `overlap` frames; each frame is kept from exactly one window.
+    Neighbouring windows share at least `overlap` frames; each frame is kept from exactly one window. Beyond
+    one window every window is `chunk` frames long (the last reaches back further into its neighbour): one
+    batch size, hence one compiled executable (`tailor.fit` pads to a bucket), the one a capture makes ready
+    while it tracks. A short last window took another bucket: its executable loaded during the fit (~0.2 s),
+    or, the first time ever, compiled there (~7 s).
     """
     if n <= chunk:
         return [(0, n, 0, n)]
     out = []
     keep_from = 0
     while keep_from < n:
-        start = max(0, keep_from - overlap)
+        start = max(0, min(keep_from - overlap, n - chunk))
         stop = min(n, start + chunk)
         keep_to = n if stop == n else stop - overlap
         out.append((start, stop, keep_from, keep_to))
@@ -168,7 +175,7 @@ def fit_clip(model, arrays: dict, K: np.ndarray, config, locks: dict | None = No
         t0 = time.perf_counter()
         fit = tailor.fit(model, c["theta"], c["beta"], c["root"], c["keypoints_2d"], c["confidence"], c["valid"],
                          K, lk, config, hand_scale0=c["hand_scale"], projection_scale0=c["projection_scale"],
-                         theta_start=theta_start)
+                         theta_start=theta_start, min_batch=FIT_CHUNK)
         return fit, time.perf_counter() - t0
 
     windows = [w for w in clip_windows(L) if valid[w[0]:w[1]].any()]
