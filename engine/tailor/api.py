@@ -310,8 +310,7 @@ def loop_is_one_kernel(params: jax_layer.JaxHandParams, frames: int) -> bool:
 
 
 def _run(model: HandModel, inputs: dict, config: TailorConfig, min_batch: int = 1) -> dict:
-    """The jitted core on prepared inputs (padded to the `bucket_size` of at least min_batch frames): solve's
-    dict of numpy arrays."""
+    """The jitted core on prepared inputs (padded to the bucket of >= min_batch frames): solve's numpy dict."""
     b = inputs["theta0"].shape[0]
     padded = _pad(inputs, bucket_size(max(b, int(min_batch))))
     floats = _pack(padded, _FLOAT_LAYOUT, _FLOAT_WIDTH, np.float32)
