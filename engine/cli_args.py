@@ -45,10 +45,14 @@ def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hourglass.safetensors written by `python -m engine train run` (for --backbone hourglass)")
 
 
-def log_to_stderr() -> None:
-    """INFO logs on stderr, unless the program set up logging itself."""
+def log_to_stderr(level: int | str = logging.INFO, fmt: str = "%(levelname)s %(name)s: %(message)s") -> None:
+    """Logs at `level` on stderr, unless the program set up logging itself. JAX's own INFO records stay out
+    at any level: its backend probing ("Unable to initialize backend 'tpu': ... libtpu.so: cannot open shared
+    object file") read as an error in every capture, printed twice (JAX adds a handler of its own to its
+    logger). JAX_LOGGING_LEVEL, JAX's own setting, still applies when set."""
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=level, stream=sys.stderr, format=fmt)
+    logging.getLogger("jax").setLevel(logging.WARNING)
 
 
 def capture_parser(prog: str) -> argparse.ArgumentParser:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 
+from engine.cli_args import log_to_stderr
 from engine.errors import EngineError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m engine.demo") -> 
     p.add_argument("--source", default=str(SAMPLE), help="footage (default: the bundled sample clip)")
     p.add_argument("--no-blender", action="store_true", help="engine only: no .blend / .fbx")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     out = pathlib.Path(args.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     for own in ("sample_result.npz", "sample_overlay.mp4"):  # this demo's outputs, written again below

@@ -75,11 +75,11 @@ import argparse
 import json
 import logging
 import pathlib
-import sys
 import time
 from dataclasses import dataclass, field
 import numpy as np
 
+from engine.cli_args import log_to_stderr
 from engine.errors import EngineError, InputError, NoHandError, OutputError
 from engine.evaluation_report import STAGES, hand_row, markdown_report, stage_metrics, summarize
 from engine.groundtruth import Record, load_annotations
@@ -455,9 +455,7 @@ def main(argv: list[str], prog: str = "python -m engine eval") -> int:
 
     if detections is None:
         check_backbone(args.backbone, args.hourglass_weights)  # fail before any work
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
-        logging.getLogger("jax").setLevel(logging.WARNING)  # no backend-probing chatter in the log
+    log_to_stderr(fmt="%(name)s: %(message)s")
     rows: list = []
     pipe = None
     if detections is None:

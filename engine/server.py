@@ -36,6 +36,7 @@ import traceback
 from typing import Iterator
 
 from engine import protocol
+from engine.cli_args import log_to_stderr
 
 log = logging.getLogger("engine.server")
 
@@ -91,7 +92,7 @@ def _child_main(job, args: dict, conn) -> None:
     except OSError:
         pass
     sys.stdout = sys.stderr
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="engine[%(process)d] %(levelname)s %(name)s: %(message)s")
+    log_to_stderr(fmt="engine[%(process)d] %(levelname)s %(name)s: %(message)s")
     from engine.errors import EngineError
 
     last = [0.0]
@@ -461,7 +462,7 @@ def main(argv: list[str], prog: str = "python -m engine serve") -> int:
 def serve_stdio(log_level: str = "INFO", jobs: dict | None = None, base: str | os.PathLike | None = None,
                 max_jobs: int = DEFAULT_MAX_JOBS) -> int:
     """Serves the protocol on this process's stdin/stdout until EOF, `shutdown` or SIGTERM; returns the exit code."""
-    logging.basicConfig(level=log_level, stream=sys.stderr, format="engine %(levelname)s %(name)s: %(message)s")
+    log_to_stderr(log_level, fmt="engine %(levelname)s %(name)s: %(message)s")
     # Replies must not be mangled by the platform's text encoding or line endings.
     out = open(sys.stdout.fileno(), "w", encoding="utf-8", newline="\n", closefd=False)
     sys.stdout = sys.stderr  # nothing else may write to the protocol channel

@@ -41,6 +41,19 @@ def test_capture_sample_clip_fits_the_hand(tmp_path):
     assert overlay.exists() and overlay.stat().st_size > 10_000
 
 
+def test_the_cli_log_says_what_the_capture_did_and_nothing_alarming(tmp_path):
+    """What a user reads on stderr: the engine's own lines, not JAX's backend probing ("Unable to initialize
+    backend 'tpu': ... libtpu.so: cannot open shared object file", twice), which read as an error."""
+    out = tmp_path / "r.npz"
+    proc = subprocess.run([sys.executable, "-m", "engine", "capture", str(SAMPLE), "--frames", "0:4", "-o", str(out),
+                           "--quiet"], cwd=REPO, capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k != "JAX_LOGGING_LEVEL"})
+    assert proc.returncode == 0, proc.stderr
+    assert "INFO engine.capture: capturing" in proc.stderr and f"wrote {out}" in proc.stderr
+    assert "backend" not in proc.stderr and "libtpu" not in proc.stderr, proc.stderr
+    assert proc.stdout == ""
+
+
 def test_server_capture_then_cancel_mid_run(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "engine", "serve"], cwd=REPO, stdin=subprocess.PIPE,
