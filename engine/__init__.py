@@ -1,4 +1,5 @@
-"""HandTailor inference engine: hand model layer, hand module (torch), tailor (JAX), capture pipeline.
+"""HandTailor inference engine: hand model layer, hand module (torch modules; OpenVINO / numpy inference), tailor (JAX),
+capture pipeline.
 
 Never imports bpy: the Blender add-on talks to this package through `engine.protocol` only.
 """

@@ -73,12 +73,12 @@ def check_hand_model(options: CaptureOptions):
 
 
 def make_tracker(options: CaptureOptions):
-    import torch
-
     from engine import camera
     from engine.hand_module.tracking import HandTracker
 
-    if options.threads:
+    if options.threads and (options.runtime == "torch" or options.backbone == "hourglass"):
+        import torch  # only these track with torch: OpenVINO and LiteRT, and the hand module after them, never load it
+
         torch.set_num_threads(int(options.threads))
     # the hourglass lifts with K (Eq. 5); MediaPipe ignores it
     K = None if options.intrinsics is None else camera.intrinsics_matrix(*options.intrinsics[:4])

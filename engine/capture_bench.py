@@ -403,12 +403,9 @@ def _clear_jax_caches() -> None:
 
 
 def _torch_threads():
-    try:
-        import torch
-
-        return torch.get_num_threads()
-    except ImportError:
-        return None
+    """torch's intra-op threads, or None where the capture never loaded torch (OpenVINO and LiteRT tracking)."""
+    torch = sys.modules.get("torch")
+    return None if torch is None else torch.get_num_threads()
 
 
 def main(argv: list[str], prog: str = "python -m engine bench capture") -> int:

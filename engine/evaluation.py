@@ -83,7 +83,7 @@ from engine.cli_args import log_to_stderr
 from engine.errors import EngineError, InputError, NoHandError, OutputError
 from engine.evaluation_report import STAGES, hand_row, markdown_report, stage_metrics, summarize
 from engine.groundtruth import Record, load_annotations
-from engine.hand_module.blazepalm import box_iou
+from engine.hand_module.palm_detections import box_iou
 from engine.stored_detections import DETECTIONS, detection_json, load_detections, mirror_detection, save_detections
 
 log = logging.getLogger(__name__)

@@ -69,7 +69,7 @@ def fit_joints_3d(model: HandModel, joints_3d: np.ndarray, free_beta: bool = Tru
     params = params if params is not None else jax_layer.prepare(model, jnp.float32)
     if theta0 is None:
         from engine.hand_module.hand_module import _cached_iknet
-        from engine.hand_module.iknet import predict_theta
+        from engine.hand_module.iknet_numpy import predict_theta
 
         theta0 = predict_theta(_cached_iknet(model.side), normalize_joints(G)[None])[0]
     R0 = np.asarray(jax_layer.quat_to_rotmat(jnp.asarray(theta0, jnp.float32)))

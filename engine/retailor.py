@@ -78,17 +78,6 @@ def joint_mask(names: list[str] | None) -> np.ndarray:
     return np.array([n in names for n in known], bool)
 
 
-def pose_joints(model, theta, beta, root, hand_scale) -> np.ndarray:
-    """21 camera-frame keypoints (B, 21, 3) of the model posed by theta (B,16,4), beta, root, hand_scale."""
-    import jax.numpy as jnp
-
-    from engine.hand_model import jax_layer
-
-    params = jax_layer.prepare(model)
-    rot = jax_layer.quat_to_rotmat(jnp.asarray(theta))
-    return np.asarray(jax_layer.keypoints(params, rot, jnp.asarray(beta), jnp.asarray(root), jnp.asarray(hand_scale)), np.float64)
-
-
 def track_models(result: dict, hand_model: str | None = None) -> list:
     """The hand model of every track of `result` (format 2: hand_model (T,), hand_model_sha256 (T,)).
 
@@ -260,8 +249,10 @@ def _retailor_track(new, result, edits, locks_all, t, model, config, falloff, in
     for key in ("theta", "beta", "root", "hand_scale", "projection_scale"):
         new[key][t] = np.where(moved.reshape((-1,) + (1,) * (vals[key].ndim - 1)), vals[key], result[key][t])
     if moved.any():  # 5. the file stays consistent
-        new["joints_3d"][t, moved] = pose_joints(model, vals["theta"][moved], vals["beta"][moved], vals["root"][moved],
-                                                 vals["hand_scale"][moved])
+        from engine.tailor.posing import model_keypoints
+
+        new["joints_3d"][t, moved] = model_keypoints(model, vals["theta"][moved], vals["beta"][moved],
+                                                     vals["root"][moved], vals["hand_scale"][moved])
 
 
 def _move_identity(vals, take, edit, changed, lk, valid, model) -> None:

@@ -191,7 +191,7 @@ def model_result(N: int = 6, invalid=(4,), seed: int = 1, smoothing: float = 0.0
     projected exactly."""
     from engine import camera
     from engine.hand_model import load_hand_model
-    from engine.retailor import pose_joints
+    from engine.tailor.posing import model_keypoints
 
     rng = np.random.default_rng(seed)
     model = load_hand_model(None, side="right") if model is None else model
@@ -203,7 +203,7 @@ def model_result(N: int = 6, invalid=(4,), seed: int = 1, smoothing: float = 0.0
     root = np.tile([0.02, 0.01, 0.6], (N, 1)) + rng.normal(scale=0.005, size=(N, 3))
     hs = np.ones(N)
     K = camera.nominal_K((640, 480))
-    joints = pose_joints(model, theta, beta, root, hs)
+    joints = model_keypoints(model, theta, beta, root, hs)
     kp = camera.project_perspective(joints, K)
     valid = np.ones((1, N), bool)
     valid[:, list(invalid)] = False

@@ -54,6 +54,20 @@ def test_the_cli_log_says_what_the_capture_did_and_nothing_alarming(tmp_path):
     assert proc.stdout == ""
 
 
+def test_a_capture_tracking_on_openvino_never_loads_torch(tmp_path):
+    """Tracking on OpenVINO, the hand module (IKNet on numpy, the model posed by the tailor's JAX layer) and the
+    tailor: no torch or smplx in the process (their import cost every capture ~1.4 s and ~200 MB)."""
+    code = ("import sys\nfrom engine import capture\n"
+            "capture.run_capture(capture.CaptureOptions(sys.argv[1], sys.argv[2], frame_start=0, frame_end=9,\n"
+            "                                           runtime='openvino'))\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'smplx')))")
+    proc = subprocess.run([sys.executable, "-c", code, str(SAMPLE), str(tmp_path / "r.npz")], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout
+    assert results.read_result(tmp_path / "r.npz")["valid"].all()
+
+
 def test_server_capture_then_cancel_mid_run(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "engine", "serve"], cwd=REPO, stdin=subprocess.PIPE,

@@ -13,6 +13,7 @@ from engine import capture, metrics, results, retailor
 from engine.capture_bench import RecordingTracker, ReplayTracker
 from engine.hand_model import MANO_JOINT_NAMES
 from engine.hand_model.rotations import quat_multiply
+from engine.tailor.posing import model_keypoints
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "dex-retargeting_human_hand_video.mp4"
@@ -97,8 +98,8 @@ def test_an_edit_is_local_smooth_and_exact(sample_take):
     from engine.hand_model import load_hand_model
 
     moved = np.flatnonzero(~far)
-    posed = retailor.pose_joints(load_hand_model(None, "right"), new["theta"][0, moved], new["beta"][0, moved],
-                                 new["root"][0, moved], new["hand_scale"][0, moved])
+    posed = model_keypoints(load_hand_model(None, "right"), new["theta"][0, moved], new["beta"][0, moved],
+                            new["root"][0, moved], new["hand_scale"][0, moved])
     np.testing.assert_allclose(new["joints_3d"][0, moved], posed, atol=2e-4)
     # a re-tailor of the new take with the same edits (now the take's own values) changes nothing
     again = _retailor(tmp / "edited.npz", results.write_edits(tmp / "same.npz", {**e, "theta": new["theta"]}, new),

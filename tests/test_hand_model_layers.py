@@ -86,6 +86,26 @@ def test_jax_equals_smplx_on_the_shipped_models():
             assert np.abs(a - b).max() < TOL_M, (side, name, np.abs(a - b).max())
 
 
+@pytest.mark.parametrize("batch", [3, 70])  # one padded chunk; a full chunk and a padded one
+def test_model_keypoints_are_smplx_s_keypoints(batch):
+    """`engine.tailor.posing.model_keypoints`, how the hand module and re-tailor pose the model without torch:
+    the reference layer's keypoints within float32 rounding, with and without root and hand_scale."""
+    from engine.tailor.posing import model_keypoints
+
+    for side in ("right", "left"):
+        model = load_hand_model(side=side)
+        quat, beta, root, hand_scale = random_inputs(batch, seed=batch)
+        quat /= np.linalg.norm(quat, axis=-1, keepdims=True)
+        layer = tl.HandLayer(model, dtype=torch.float64)
+        with torch.no_grad():
+            _, placed, _ = layer(*(torch.from_numpy(a) for a in (quat, beta, root, hand_scale)))
+            _, at_origin, _ = layer(torch.from_numpy(quat), torch.from_numpy(beta))
+        got = model_keypoints(model, quat, beta, root, hand_scale)
+        assert got.shape == (batch, 21, 3) and got.dtype == np.float64
+        np.testing.assert_allclose(got, placed.numpy(), atol=TOL_M, rtol=0)
+        np.testing.assert_allclose(model_keypoints(model, quat, beta), at_origin.numpy(), atol=TOL_M, rtol=0)
+
+
 def test_posing_contract():
     """X_camera = root + hand_scale * (X_lbs - J(beta)[0]); tips are the tip vertices; flat pose = template."""
     model = random_model(seed=4)

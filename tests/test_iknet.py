@@ -8,6 +8,7 @@ from engine.errors import ModelFileError
 from engine.hand_model import load_hand_model
 from engine.hand_model.torch_layer import HandLayer, quat_to_rotmat
 from engine.hand_module import iknet as ik
+from engine.hand_module import iknet_numpy
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +73,48 @@ def test_mirrored_net_and_rotation_equivariance():
         torch.testing.assert_close(r1, R @ r0, atol=1e-4, rtol=0)
 
 
-def test_load_errors(tmp_path):
+@pytest.mark.parametrize("load", [ik.load_iknet, iknet_numpy.load_iknet_arrays], ids=["torch", "numpy"])
+def test_load_errors(tmp_path, load):
     with pytest.raises(ModelFileError):
-        ik.load_iknet(tmp_path / "missing.safetensors")
+        load(tmp_path / "missing.safetensors")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(ModelFileError):
-        ik.load_iknet(bad)
+        load(bad)
+    from safetensors.numpy import save_file  # an IKNet's file with a layer missing
+
+    state, _ = iknet_numpy.read_iknet_state()
+    save_file({k: v for k, v in state.items() if not k.startswith("head.")}, str(tmp_path / "headless.safetensors"))
+    with pytest.raises(ModelFileError, match="does not hold IKNet weights"):
+        load(tmp_path / "headless.safetensors")
+
+
+def test_numpy_inference_is_the_torch_network(right, left):
+    """What a capture runs (the shipped weights on numpy, no torch) gives the torch module's theta: both sides
+    (the left one through the mirror), any batch, palms in every orientation."""
+    for model in (right, left):
+        layer = HandLayer(ik.keypoint_model(model))
+        _, _, kp = ik.sample_training_batch(layer, model, 1500, torch.Generator().manual_seed(7))
+        x = ik.normalize_joints(kp).numpy()
+        q_torch = ik.predict_theta(ik.load_iknet(side=model.side), x)
+        q_numpy = iknet_numpy.predict_theta(iknet_numpy.load_iknet_arrays(side=model.side), x, batch_size=600)
+        assert q_numpy.shape == (1500, 16, 4) and q_numpy.dtype == np.float64
+        np.testing.assert_allclose(q_numpy, q_torch, atol=2e-6, rtol=0)  # float32 rounding only
+    assert iknet_numpy.predict_theta(iknet_numpy.load_iknet_arrays(), np.zeros((0, 21, 3))).shape == (0, 16, 4)
+
+
+def test_numpy_inference_does_not_depend_on_the_blas_threads():
+    """A batch's local and Ray workers (Ray sets OMP_NUM_THREADS=1) must give the same theta to the last bit:
+    OpenBLAS on two threads rounds a product differently, and the fit carries that difference to 1e-3."""
+    from threadpoolctl import threadpool_limits
+
+    net = iknet_numpy.load_iknet_arrays()
+    x = np.random.default_rng(0).normal(size=(621, 21, 3)).astype(np.float32)
+    with threadpool_limits(limits=2, user_api="blas"):
+        two = iknet_numpy.predict_theta(net, x)
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = iknet_numpy.predict_theta(net, x)
+    assert np.array_equal(one, two)
 
 
 def test_shipped_weights_heldout(right, left):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from engine.errors import InputError
-from engine.hand_module import blazepalm, crops
+from engine.hand_module import crops, palm_detections
 from engine.hand_module.tracking import HandObservation, HandTracker
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def tracker():
 
 
 def test_anchors():
-    a = blazepalm.ANCHORS
+    a = palm_detections.ANCHORS
     assert a.shape == (2016, 2)
     np.testing.assert_allclose(a[0], [0.5 / 24, 0.5 / 24])
     np.testing.assert_allclose(a[1], a[0])  # 2 anchors per 24x24 cell
@@ -43,10 +43,10 @@ def test_anchors():
 
 def test_weighted_nms_merges_overlaps_by_score():
     kp = np.zeros((7, 2))
-    d1 = blazepalm.PalmDetection(0.9, np.array([0.0, 0.0, 1.0, 1.0]), kp)
-    d2 = blazepalm.PalmDetection(0.6, np.array([0.1, 0.0, 1.1, 1.0]), kp + 1)
-    d3 = blazepalm.PalmDetection(0.7, np.array([5.0, 5.0, 6.0, 6.0]), kp)
-    out = blazepalm.weighted_nms([d2, d3, d1])
+    d1 = palm_detections.PalmDetection(0.9, np.array([0.0, 0.0, 1.0, 1.0]), kp)
+    d2 = palm_detections.PalmDetection(0.6, np.array([0.1, 0.0, 1.1, 1.0]), kp + 1)
+    d3 = palm_detections.PalmDetection(0.7, np.array([5.0, 5.0, 6.0, 6.0]), kp)
+    out = palm_detections.weighted_nms([d2, d3, d1])
     assert [d.score for d in out] == [0.9, 0.7]
     np.testing.assert_allclose(out[0].box, [0.04, 0.0, 1.04, 1.0], atol=1e-6)  # (0.9*0 + 0.6*0.1) / 1.5
     np.testing.assert_allclose(out[0].keypoints, np.full((7, 2), 0.4), atol=1e-6)
@@ -159,8 +159,8 @@ def test_keypoints_cli_json_and_overlay(tmp_path):
 
 
 def test_normalize_radians():
-    assert blazepalm.normalize_radians(3 * math.pi / 2) == pytest.approx(-math.pi / 2)
-    assert blazepalm.normalize_radians(-math.pi / 4) == pytest.approx(-math.pi / 4)
+    assert palm_detections.normalize_radians(3 * math.pi / 2) == pytest.approx(-math.pi / 2)
+    assert palm_detections.normalize_radians(-math.pi / 4) == pytest.approx(-math.pi / 4)
 
 
 def test_dedupe_keeps_the_older_of_two_fits_of_one_hand():

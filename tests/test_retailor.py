@@ -5,6 +5,7 @@ import pytest
 
 from engine import cli, results, retailor
 from engine.errors import InputError
+from engine.tailor.posing import model_keypoints
 from capture_fixtures import model_result
 
 
@@ -46,8 +47,8 @@ def test_the_rest_is_refit_and_consistent(case):
     assert not np.array_equal(new["theta"][0, 1, 2:], r["theta"][0, 1, 2:])
     # joints_3d is the model posed by the new values, everywhere valid
     valid = new["valid"][0]
-    posed = retailor.pose_joints(__import__("engine.hand_model", fromlist=["x"]).load_hand_model(None, "right"),
-                                 new["theta"][0, valid], new["beta"][0, valid], new["root"][0, valid], new["hand_scale"][0, valid])
+    posed = model_keypoints(__import__("engine.hand_model", fromlist=["x"]).load_hand_model(None, "right"),
+                            new["theta"][0, valid], new["beta"][0, valid], new["root"][0, valid], new["hand_scale"][0, valid])
     np.testing.assert_allclose(new["joints_3d"][0, valid], posed, atol=2e-4)
     # the unedited frame inside the range still projects onto its evidence
     from engine import camera
@@ -175,8 +176,8 @@ def test_mano_capture_is_retailored_with_mano_through_the_protocol(mano_case):
         assert new["hand_model"].tolist() == [model.path] and new["hand_model_sha256"].tolist() == [model.sha256]
         valid = new["valid"][0]
         args = (new["theta"][0, valid], new["beta"][0, valid], new["root"][0, valid], new["hand_scale"][0, valid])
-        np.testing.assert_allclose(new["joints_3d"][0, valid], retailor.pose_joints(model, *args), atol=2e-4)
-        open_hand = retailor.pose_joints(load_hand_model(None, "right"), *args)
+        np.testing.assert_allclose(new["joints_3d"][0, valid], model_keypoints(model, *args), atol=2e-4)
+        open_hand = model_keypoints(load_hand_model(None, "right"), *args)
         assert np.abs(new["joints_3d"][0, valid] - open_hand).max() > 0.01  # not the open model's joints
         # the model folder moved: found again only where the protocol's hand_model points
         moved = d / "moved"

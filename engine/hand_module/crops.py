@@ -24,7 +24,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from engine.hand_module.blazepalm import normalize_radians
+from engine.hand_module.palm_detections import normalize_radians
 from engine.video_planar import YuvImage, yuv_to_rgb
 
 PALM_SCALE, PALM_SHIFT_Y = 2.6, -0.5

@@ -47,30 +47,18 @@ DEFAULT_DEPTH_SOURCE = "auto"
 
 
 @functools.lru_cache(maxsize=4)
-def _keypoint_layer(model):
-    from engine.hand_model.torch_layer import HandLayer
-    from engine.hand_module.iknet import keypoint_model
-
-    import torch
-
-    return HandLayer(keypoint_model(model), dtype=torch.float64)
-
-
-@functools.lru_cache(maxsize=4)
 def _cached_iknet(side: str):
-    from engine.hand_module.iknet import load_iknet
+    from engine.hand_module.iknet_numpy import load_iknet_arrays
 
-    return load_iknet(side=side)
+    return load_iknet_arrays(side=side)
 
 
 def pose_keypoints(model, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    """The model's keypoints for theta (N, 16, 4), beta (N, 10), wrist at the origin: -> (N, K, 3) meters."""
-    import torch
+    """The model's keypoints for theta (N, 16, 4), beta (N, 10), wrist at the origin: -> (N, K, 3) meters
+    (the tailor's JAX layer, `engine.tailor.posing`: the hand module runs without torch)."""
+    from engine.tailor.posing import model_keypoints
 
-    layer = _keypoint_layer(model)
-    with torch.inference_mode():
-        _, kp, _ = layer(torch.as_tensor(theta, dtype=torch.float64), torch.as_tensor(beta, dtype=torch.float64))
-    return kp.numpy()
+    return model_keypoints(model, theta, beta)
 
 
 def _lift(uv, d_norm, camera, K, bone, pair_lengths, uvd=None):
@@ -130,7 +118,7 @@ def fit_init(
         depth_source: "auto" (default: "hybrid" with world landmarks, else "uvd"), "uvd" (d' from MediaPipe's
             d, `lifting.normalized_depth`), "hybrid" (2D from uvd, d' from the world landmarks' z) or "world"
             (IKNet and shape take the normalized world landmarks; 2D still places and scales the hand).
-        iknet: an IKNet module for the model's side, or None (the shipped weights).
+        iknet: IKNet weights for the model's side (`iknet_numpy.load_iknet_arrays`), or None (the shipped ones).
         pixel_depth: perspective with depth_source "uvd": read d as pixels at the root's depth
             (`lifting.perspective_lift_pixel_depth`, linear in the root depth) instead of the paper's d' via
             `lifting.normalized_depth` and the quadratic of `lifting.perspective_lift`.
@@ -143,7 +131,7 @@ def fit_init(
         K (3, 3) the camera used, valid (N,) bool.
     """
     from engine.camera import nominal_K
-    from engine.hand_module.iknet import predict_theta
+    from engine.hand_module.iknet_numpy import predict_theta
 
     uvd = np.asarray(keypoints_uvd, dtype=np.float64)
     if uvd.ndim != 3 or uvd.shape[1:] != (N_KEYPOINTS, 3):

@@ -34,21 +34,23 @@ from torch import nn
 from engine.errors import ModelFileError
 from engine.hand_model.constants import N_JOINTS, N_KEYPOINTS
 from engine.hand_module.lifting import normalize_joints  # noqa: F401  (IKNet's input convention; re-exported)
-from engine.hand_model.torch_layer import (
-    axis_angle_to_quat,
-    quat_multiply,
-    quat_to_rotmat,
-    rotmat_to_axis_angle,
-    rotmat_to_quat,
+from engine.hand_model.torch_layer import axis_angle_to_quat, quat_to_rotmat, rotmat_to_axis_angle
+from engine.hand_module.iknet_numpy import (  # noqa: F401  (re-exported: what the torch module and numpy share)
+    MODEL_DIR,
+    PALM_KEYPOINTS,
+    canonical_rotation,
+    hidden_widths,
+    kabsch,
+    mirror_joints,
+    mirror_quaternions,
+    quaternions_from_mlp,
+    read_iknet_state,
+    weights_path,
 )
 
 log = logging.getLogger(__name__)
 
-MODEL_DIR = pathlib.Path(__file__).resolve().parents[2] / "models" / "iknet"
 HIDDEN = (256, 512, 1024, 1024, 512, 256)
-_MIRROR_Q = (1.0, 1.0, -1.0, -1.0)
-# Keypoints rigidly attached to the wrist joint (wrist, thumb CMC, the four MCPs): the palm.
-PALM_KEYPOINTS = (0, 1, 5, 9, 13, 17)
 
 
 class IKNet(nn.Module):
@@ -76,32 +78,15 @@ class IKNet(nn.Module):
 
     def canonical_rotation(self, joints: torch.Tensor) -> torch.Tensor:
         """joints (B, 21, 3) -> R (B, 3, 3) with joints' palm ~= R @ palm_template (both centred)."""
-        src = joints[:, PALM_KEYPOINTS]
-        src = src - src.mean(dim=1, keepdim=True)
-        dst = self.palm_template - self.palm_template.mean(dim=0, keepdim=True)
-        return kabsch(src.double(), dst.double()).to(joints.dtype)
+        return canonical_rotation(joints, self.palm_template)
 
     def forward(self, joints: torch.Tensor) -> torch.Tensor:
-        """joints (B, 21, 3) normalized (see `normalize_joints`) -> quaternions (B, 16, 4), w >= 0."""
+        """joints (B, 21, 3) normalized (see `normalize_joints`) -> quaternions (B, 16, 4), w >= 0
+        (the steps around the MLP: `iknet_numpy`)."""
         with torch.no_grad():
             R = self.canonical_rotation(joints)
         x = torch.einsum("bji,bkj->bki", R, joints)  # R^T x
-        q = self.head(self.body(x.reshape(x.shape[0], -1))).reshape(-1, N_JOINTS, 4)
-        # A fixed offset towards the identity keeps the initial outputs well away from q = 0.
-        q = q + q.new_tensor([1.0, 0.0, 0.0, 0.0])
-        q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-        q0 = quat_multiply(rotmat_to_quat(R), q[:, 0])
-        q = torch.cat([q0[:, None], q[:, 1:]], dim=1)
-        return q * torch.where(q[..., :1] < 0, -1.0, 1.0)
-
-
-def kabsch(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-    """Rotation R (B, 3, 3) minimizing sum |R dst_i - src_i|^2 for centred src (B, P, 3), dst (P, 3)."""
-    M = torch.einsum("bpi,pj->bij", src, dst)
-    U, _, Vh = torch.linalg.svd(M)
-    det = torch.det(U @ Vh)
-    D = torch.diag_embed(torch.stack([torch.ones_like(det), torch.ones_like(det), det], dim=-1))
-    return U @ D @ Vh
+        return quaternions_from_mlp(self.head(self.body(x.reshape(x.shape[0], -1))).reshape(-1, N_JOINTS, 4), R)
 
 
 
@@ -116,18 +101,6 @@ class MirroredIKNet(nn.Module):
     def forward(self, joints: torch.Tensor) -> torch.Tensor:
         """joints (B, 21, 3) of a left hand -> left-hand quaternions (B, 16, 4)."""
         return mirror_quaternions(self.right(mirror_joints(joints)))
-
-
-def mirror_joints(joints):
-    """x-mirror of points (..., 3) (torch or numpy)."""
-    sign = joints.new_tensor([-1.0, 1.0, 1.0]) if isinstance(joints, torch.Tensor) else np.array([-1.0, 1.0, 1.0])
-    return joints * sign
-
-
-def mirror_quaternions(q):
-    """Rotation R -> M R M with M = diag(-1, 1, 1): (w, x, y, z) -> (w, x, -y, -z); (..., 4) torch or numpy."""
-    sign = q.new_tensor(_MIRROR_Q) if isinstance(q, torch.Tensor) else np.array(_MIRROR_Q)
-    return q * sign
 
 
 def quaternion_distance(q: torch.Tensor, q_ref: torch.Tensor) -> torch.Tensor:
@@ -202,12 +175,9 @@ def limit_violations(theta: torch.Tensor, joint_limits: np.ndarray, tol: float =
     return ((aa < lim[..., 0] - tol) | (aa > lim[..., 1] + tol)).any(dim=-1)
 
 
-def weights_path(side: str = "right") -> pathlib.Path:
-    return MODEL_DIR / f"iknet_{side}.safetensors"
-
-
 def load_iknet(path: str | pathlib.Path | None = None, side: str = "right", device: str = "cpu") -> nn.Module:
-    """The IKNet for one side, in eval mode, float32.
+    """The IKNet for one side as a torch module, in eval mode, float32 (the capture runs the same weights on
+    numpy: `iknet_numpy.load_iknet_arrays`).
 
     Args:
         path: a `.safetensors` file of IKNet weights; None: the shipped `models/iknet/iknet_right.safetensors`.
@@ -217,33 +187,14 @@ def load_iknet(path: str | pathlib.Path | None = None, side: str = "right", devi
     Returns:
         nn.Module: joints (B, 21, 3) normalized -> theta (B, 16, 4).
     """
-    from safetensors.torch import load_file
-
-    if side not in ("right", "left"):
-        raise ValueError(f"side must be 'right' or 'left', got {side!r}")
-    mirrored = side == "left"
-    if path is None:
-        left = weights_path("left")
-        if side == "left" and left.is_file():
-            path, mirrored = left, False
-        else:
-            path = weights_path("right")
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise ModelFileError(
-            f"IKNet weights not found at {path}: reinstall the package or run models/iknet/train_iknet.py"
-        )
+    state, mirrored = read_iknet_state(path, side)
+    state = {k: torch.from_numpy(np.array(v)).float() for k, v in state.items()}
+    net = IKNet(hidden=hidden_widths(state) or HIDDEN, palm_template=state.get("palm_template"))
     try:
-        state = load_file(str(path))
-    except Exception as exc:  # safetensors raises several types for a broken file
-        raise ModelFileError(f"cannot read IKNet weights {path}: {exc}") from exc
-    n_hidden = sum(1 for k in state if k.startswith("body.") and k.endswith(".running_mean"))
-    hidden = tuple(int(state[f"body.{3 * i}.weight"].shape[0]) for i in range(n_hidden)) if n_hidden else HIDDEN
-    net = IKNet(hidden=hidden, palm_template=state.get("palm_template"))
-    try:
-        net.load_state_dict({k: v.float() for k, v in state.items()})
+        net.load_state_dict(state)
     except RuntimeError as exc:
-        raise ModelFileError(f"{path} does not hold IKNet weights of the expected shapes: {exc}") from exc
+        raise ModelFileError(f"{path or weights_path(side)} does not hold IKNet weights of the expected shapes: "
+                             f"{exc}") from exc
     net.eval().to(device)
     out: nn.Module = MirroredIKNet(net) if mirrored else net
     return out.eval()

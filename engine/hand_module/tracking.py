@@ -59,14 +59,15 @@ import time
 import numpy as np
 
 from engine.errors import InputError
-from engine.hand_module import BACKBONES, blazepalm, crops, runtimes, segments
+from engine.hand_module import BACKBONES, crops, palm_detections, runtimes, segments
+from engine.hand_module.palm_detections import PalmDetection
 from engine.hand_module.crops import Roi
 from engine.hand_module.runtimes import HandNetworks
 from engine.hand_module.segments import TrackState
 
 log = logging.getLogger(__name__)
 
-PALM_SIZE = blazepalm.INPUT_SIZE
+PALM_SIZE = palm_detections.INPUT_SIZE
 CROP_SIZE = 224
 ASSOCIATION_IOU = 0.5
 RETRY_ZOOM = 2.0
@@ -124,13 +125,13 @@ def check_backbone(backbone: str, hourglass_weights=None) -> None:
 class PalmDetector:
     """The palm detector on whole frames: letterbox, forward, decode, weighted NMS, back to pixels."""
 
-    def __init__(self, nets: HandNetworks, min_score: float = blazepalm.MIN_SCORE, retry_zoomed_out: bool = True):
+    def __init__(self, nets: HandNetworks, min_score: float = palm_detections.MIN_SCORE, retry_zoomed_out: bool = True):
         self.nets, self.min_score, self.retry_zoomed_out = nets, min_score, retry_zoomed_out
         self.passes = 0  # images through the palm network so far (the benchmark's no-hand cost)
 
-    def _run(self, frames: list[np.ndarray], views: list[tuple[int, Roi, str]]) -> list[list[blazepalm.PalmDetection]]:
+    def _run(self, frames: list[np.ndarray], views: list[tuple[int, Roi, str]]) -> list[list[PalmDetection]]:
         """views: (frame index, square ROI, border) -> per frame, the palms of all its views (NMS'd, px)."""
-        per_frame: list[list[blazepalm.PalmDetection]] = [[] for _ in frames]
+        per_frame: list[list[PalmDetection]] = [[] for _ in frames]
         if not views:
             return per_frame
         out = self.nets.palm(np.stack([crops.warp(frames[i], r, PALM_SIZE, border=b) for i, r, b in views]))
@@ -138,13 +139,14 @@ class PalmDetector:
         for k, (i, roi, _) in enumerate(views):
             c = np.array([roi.cx, roi.cy])
             per_frame[i] += [
-                blazepalm.PalmDetection(d.score, (d.box.reshape(2, 2) - 0.5).reshape(4) * roi.size + np.tile(c, 2),
-                                        (d.keypoints - 0.5) * roi.size + c)
-                for d in blazepalm.weighted_nms(blazepalm.decode(out.regressors[k], out.logits[k], self.min_score))
+                PalmDetection(d.score, (d.box.reshape(2, 2) - 0.5).reshape(4) * roi.size + np.tile(c, 2),
+                              (d.keypoints - 0.5) * roi.size + c)
+                for d in palm_detections.weighted_nms(
+                    palm_detections.decode(out.regressors[k], out.logits[k], self.min_score))
             ]
-        return [blazepalm.weighted_nms(d) if len(d) > 1 else d for d in per_frame]
+        return [palm_detections.weighted_nms(d) if len(d) > 1 else d for d in per_frame]
 
-    def detect(self, frames: list[np.ndarray], retry: list[bool] | None = None) -> list[list[blazepalm.PalmDetection]]:
+    def detect(self, frames: list[np.ndarray], retry: list[bool] | None = None) -> list[list[PalmDetection]]:
         """frames: list of (H, W, 3) uint8 RGB -> per frame, palms (score-sorted; box, keypoints in px).
 
         retry: per frame, whether it gets the widened-view retry when the letterboxed pass finds nothing
@@ -179,7 +181,8 @@ class HandTracker:
     """Up to `max_hands` hands per frame with stable track ids (see the module docstring)."""
 
     def __init__(self, max_hands: int = 2, mirrored: bool = False, device: str = "cpu", *, static_images: bool = False,
-                 min_detection: float = blazepalm.MIN_SCORE, min_presence: float = 0.5, retry_zoomed_out: bool = True,
+                 min_detection: float = palm_detections.MIN_SCORE, min_presence: float = 0.5,
+                 retry_zoomed_out: bool = True,
                  detect_chunk: int | None = None, batch_size: int = 8, backbone: str = "mediapipe",
                  hourglass_weights=None, K: np.ndarray | None = None, runtime: str | None = None, threads: int = 1,
                  workers: int = 1):
@@ -259,7 +262,7 @@ class HandTracker:
                                np.asarray(out["keypoints_uvd"], np.float32), conf, world.astype(np.float32), roi,
                                res["left"])
 
-    def _palm_rois(self, palms: list[blazepalm.PalmDetection]) -> list[Roi]:
+    def _palm_rois(self, palms: list[PalmDetection]) -> list[Roi]:
         return [crops.roi_from_palm(d.box, d.keypoints) for d in palms[: self.max_hands]]
 
     def process_batch(self, frames: list[np.ndarray], K: np.ndarray | None = None) -> list[list[HandObservation]]:
