@@ -99,9 +99,10 @@ def fit_init(arrays: dict, model, camera_model: str, K: np.ndarray, steady_shape
 
 
 def _warm_tailor(model, K, options: CaptureOptions, camera_model: str, expected: int, temporal: bool) -> None:
-    """Makes ready the executable the clip's fit will use (loaded from disk, or traced and compiled the first
-    time ever: `engine.tailor.executables`) by one fit of placeholder frames in a window's batch size. Runs
-    beside the tracking; any error is the real fit's to report.
+    """Makes ready the executables the fit will use (loaded from disk, or traced and compiled the first time
+    ever: `engine.tailor.executables`): the hand module's posing (`engine.tailor.posing`, one frame) and the
+    clip fit's (one fit of placeholder frames in a window's batch size). Runs beside the tracking; any error
+    is the real fit's to report.
 
     At the lowest CPU priority (Linux: this thread's nice 19), once JAX's backend exists (its thread pools,
     which the fit then uses, take the priority of the thread that makes them): loading the executable (0.13-
@@ -113,6 +114,7 @@ def _warm_tailor(model, K, options: CaptureOptions, camera_model: str, expected:
 
     from engine import tailor
     from engine.tailor.clip import FIT_CHUNK
+    from engine.tailor.posing import model_keypoints
 
     b = min(FIT_CHUNK, max(1, expected))
     theta = np.zeros((b, 16, 4))
@@ -123,6 +125,7 @@ def _warm_tailor(model, K, options: CaptureOptions, camera_model: str, expected:
         if sys.platform.startswith("linux"):  # elsewhere setpriority(PRIO_PROCESS, id) names a process, not a thread
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        model_keypoints(model, theta[:1], np.zeros((1, 10)))  # fit_init's (0.1 s to load)
         tailor.fit(model, theta, np.zeros((b, 10)), np.tile([0.0, 0.0, 0.5], (b, 1)), np.zeros((b, 21, 2)),
                    np.ones((b, 21)), np.ones(b, bool), K, None, config, hand_scale0=np.ones(b),
                    projection_scale0=np.ones(b), min_batch=FIT_CHUNK)  # fit_clip's batch
