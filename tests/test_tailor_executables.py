@@ -93,8 +93,9 @@ def test_an_executable_that_cannot_be_kept_is_not_compiled_again_on_every_run(ru
 
 
 def test_a_capture_makes_its_tailor_ready_while_it_tracks(tmp_path, monkeypatch):
-    """The capture's warm-up thread loads the very executable its windows then use (same signature): the
-    fit itself loads nothing. A scripted tracker and a no-network initialization; the real tailor."""
+    """The capture's warm-up thread loads the very executables the fit then uses (same signatures): the
+    hand module's posing and the tailor's solve; the fit itself loads nothing. A scripted tracker and a
+    no-network initialization; the real tailor."""
     import threading
 
     from capture_fixtures import ScriptedTracker, fake_fit_init, fake_observation, write_video
@@ -107,13 +108,13 @@ def test_a_capture_makes_its_tailor_ready_while_it_tracks(tmp_path, monkeypatch)
     loads, load = [], executables.Exported._load
 
     def recorded(self, *args):
-        loads.append(threading.current_thread().name)
+        loads.append((threading.current_thread().name, self._name))
         return load(self, *args)
 
     monkeypatch.setattr(executables.Exported, "_load", recorded)
     executables.clear_caches()
     out = capture.run_capture(capture.CaptureOptions(str(write_video(tmp_path / "c.avi", 12)), str(tmp_path / "r.npz")))
-    assert loads == ["tailor-warm-up"]
+    assert sorted(loads) == [("tailor-warm-up", "model-keypoints"), ("tailor-warm-up", "tailor-solve")]
     assert out["files"]["result"]
 
 
