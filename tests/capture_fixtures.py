@@ -172,7 +172,6 @@ def fake_tailor_fit(model, theta0, beta0, root0, kp, conf, valid, K, locks, conf
                     theta_start=None, min_batch=1):
     """Passes the initialization through (no JAX), like a zero-iteration fit (from theta_start where given)."""
     valid = np.asarray(valid, bool)
-    B = theta0.shape[0]
     joints = np.tile(np.asarray(root0)[:, None, :], (1, 21, 1))
     return {"theta": theta0 if theta_start is None else theta_start, "beta": beta0, "root": root0, "hand_scale": hand_scale0,
             "projection_scale": projection_scale0, "joints_3d": joints, "fitted": valid & np.isfinite(theta0).all(axis=(1, 2)),

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 
-import numpy as np
 import pytest
 
 from capture_fixtures import fake_result, write_video

@@ -139,7 +139,7 @@ def test_weak_perspective_scale_eq17():
     # Eq. 17 minimizes the Eq. 16 energy over s
     rng = np.random.default_rng(0)
     noisy = obs + rng.normal(size=obs.shape).astype(np.float32) * 3
-    conf, crop = np.ones((3, 21), np.float32), np.ones(3, np.float32)
+    conf = np.ones((3, 21), np.float32)
     s_n = np.asarray(S.weak_perspective_scale(rel, t, noisy, conf, np.ones(3, np.float32)))
     from engine.camera import project_weak_perspective
 

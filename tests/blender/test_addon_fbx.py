@@ -47,7 +47,6 @@ def test_fbx_round_trip(blank, tmp_path, models_dir, preset, shape):
     imported = {o.name: o for o in scene.objects if o.type == "ARMATURE"}
     assert set(imported) == {a for a, _ in want}, imported.keys()
     worst = 0.0
-    unit = 1.0
     for f in frames:
         scene.frame_set(f)
         for name, arm in imported.items():

@@ -33,7 +33,7 @@ def test_retailor_keeps_edits_and_restores(fake_engine, tmp_path, models_dir):
     d, right, left = models_dir
     res_path = helpers.make_result(tmp_path / "cap.npz", [right, left], N=10, invalid=(), hand_model=str(d))
     scene = bpy.context.scene
-    arms = capture.apply_result(scene, str(res_path))
+    capture.apply_result(scene, str(res_path))
     arm = bpy.data.objects["HandTailor_right"]
     # the artist's edits: a finger rotation at frame 3, a shape value at frame 5, the root at frame 7
     rot = _fc(arm, 'pose.bones["index2.R"].rotation_quaternion', 1)
