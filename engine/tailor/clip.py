@@ -44,6 +44,12 @@ px; lag vs the unsmoothed fit, frames; scripts/experiments/clip_measure.py) and 
 * post-filters instead of the term, on the same fit: a Gaussian on the quaternions (sigma 1 / 2 frames)
   0.47 / 0.13 deg median at 7.4 / 7.8 px and more joint jitter (no refit); One-Euro (min cutoff 1 Hz)
   0.37 deg at 8.5 px and up to half a frame of lag on ASL. The term in the fit keeps the better fit.
+* iterations (issue 14's 3 px bar on the ASL clip: fitted vs detected keypoints, median over keypoints and
+  frames; one identity per track): 30 / 60 / 100 / 200 -> 3.93 / 3.58 / 3.27 / 2.92 px at the same chatter,
+  but on the synthetic clip (ground truth; seeds 0 / 1) MPJPE 9.5 / 14.4 (30) -> 8.2 / 16.7 (100) -> 8.0 /
+  18.7 mm (200), PA-MPJPE up 0.1 / 0.5: past 30 the fit buys 2D with 3D, at 3-7x the tailor's time. No cheaper
+  schedule got there: pose pass 100 + final 30 3.49 px, 15 + 45 3.96, lr 0.1 4.11, lr_final 0.1 3.95, the
+  final pass at 1 or 0.25 of the step 4.20 / 3.97, Adam's b1 / b2 0.8 / 0.9 4.40.
 * distance smoothing sigma 1 / 2 / 3 frames: joint jitter 7.8 / 5.0 / 4.2 mm/frame^2 (gesture), lag <= 0.05.
   Window overlap 4 / 8 / 16 frames: the same figures (sample clip, 10 windows).
 
