@@ -9,6 +9,12 @@ Figures (engine.metrics / engine.capture_bench): distinct beta rows and the hand
 chatter (finger rotation against the slerp midpoint of its neighbours) median / p95 in degrees, fit residual
 (fitted vs detected keypoints, px, median over keypoints), jitter with / without the temporal term
 (mm/frame^2), lag (frames).
+ASL curl (`curl`, the ASL clip only: ../shared holds MediaPipe's own world landmarks for it): on the CURL_FRAMES most
+curled frames (by the detected 2D: fingertip-to-wrist over MCP-to-wrist distance, four fingers), each finger's
+bend at its MCP, PIP and DIP (the angle between consecutive bones, degrees, mean over those frames) for the fit,
+its start (the hand module: the same replay with 0 iterations) and MediaPipe's world landmarks (a network's
+output, not ground truth, but the footage's own 3D reading), with the fitted fingertips' 2D distance to the
+detected ones on those frames: "curled fingers are curled" (issue 14) in figures.
 ASL re-tailor (`--retailor`): index1 rotated 25 deg on footage frames 150-160 and locked; index1's largest
 frame-to-frame step in 140-170; how many frames < 120 or > 190 changed; a re-tailor with no edits: the largest
 joint rotation change; and index1's rotation on frames 140-172 split into flexion, abduction and twist (deg,
@@ -86,6 +92,51 @@ def figures(r: dict, r_raw: dict | None) -> dict:
         out["fit_residual_px_without_temporal"] = float(np.nanmedian(metrics.reprojection_px(
             r_raw["joints_3d"][t], r_raw["K"], r_raw["keypoints_2d"][t], r_raw["confidence"][t], v2)))
     return out
+
+
+CURL_FRAMES = 12
+ASL_WORLD = VIDEOS / "asl_hand_3d.full.json"
+
+
+def bend_deg(points: np.ndarray) -> np.ndarray:
+    """(N, 21, 3) keypoints -> (N, 5, 3) each finger's bend at its base, middle and last joint (thumb: MCP, IP
+    and the CMC's bend from the wrist), degrees: the angle between consecutive bones."""
+    from engine.hand_model.constants import FINGER_KEYPOINTS
+
+    out = []
+    for chain in np.asarray(FINGER_KEYPOINTS)[:, ::-1]:  # base -> tip
+        p = points[:, [0, *chain]]
+        bones = np.diff(p, axis=1)
+        bones = bones / np.linalg.norm(bones, axis=-1, keepdims=True)
+        out.append(np.degrees(np.arccos(np.clip(np.sum(bones[:, :-1] * bones[:, 1:], -1), -1, 1))))
+    return np.stack(out, 1)
+
+
+def asl_curl(r: dict, r_start: dict) -> dict:
+    t = 0
+    v = r["valid"][t]
+    kp = r["keypoints_2d"][t]
+    tips, mcps = [8, 12, 16, 20], [5, 9, 13, 17]
+    reach = np.mean([np.linalg.norm(kp[:, a] - kp[:, 0], axis=-1) / np.linalg.norm(kp[:, b] - kp[:, 0], axis=-1)
+                     for a, b in zip(tips, mcps)], axis=0)
+    frames = np.flatnonzero(v)[np.argsort(reach[v])[:CURL_FRAMES]]
+    world = np.asarray(json.loads(ASL_WORLD.read_text()), dtype=np.float64)
+    idx = r["frame_index"][frames]
+    from engine.camera import project_perspective
+
+    uv = project_perspective(r["joints_3d"][t][frames], r["K"])
+    names = ("thumb", "index", "middle", "ring", "little")
+
+    def table(points):
+        b = bend_deg(points).mean(0)
+        return {n: [round(float(x), 1) for x in row] for n, row in zip(names, b)}
+
+    return {"frames": [int(i) for i in idx],
+            "bend_deg_fit": table(r["joints_3d"][t][frames]),
+            "bend_deg_hand_module": table(r_start["joints_3d"][t][frames]),
+            "bend_deg_mediapipe_world": table(world[idx]),
+            "fingertip_px_fit": {n: round(float(x), 2) for n, x in
+                                 zip(names, np.linalg.norm(uv - kp[frames], axis=-1)[:, [4, 8, 12, 16, 20]].mean(0))}}
 
 
 def joint_components(theta: np.ndarray, joint: int) -> np.ndarray:
@@ -173,6 +224,9 @@ def main(argv=None) -> int:
             s0 = replay(name, os.path.join(tmp, f"{name}_raw.npz"), temporal=False, **over)
             f = figures(s["result"], s0["result"])
             f["fit_s"] = s["fit_s"]
+            if name == "asl" and ASL_WORLD.is_file():
+                s_start = replay(name, os.path.join(tmp, f"{name}_start.npz"), **{**over, "iterations": 0})
+                f["curl"] = asl_curl(s["result"], s_start["result"])
             if a.retailor and name == "asl":
                 f["retailor"] = asl_retailor(os.path.join(tmp, f"{name}.npz"), tmp, a.falloff)
             report[name] = f
