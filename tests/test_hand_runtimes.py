@@ -3,6 +3,7 @@ tracker's own stage timings and concurrent tracking segments."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.util
 import json
 import pathlib
@@ -41,8 +42,9 @@ def torch_nets():
 
 
 def test_openvino_keeps_its_compiled_networks_and_they_compute_the_same(photos, tmp_path, monkeypatch):
-    """OpenVINO's model cache under the user's cache folder: the first tracker's networks are written there,
-    the next ones read back, and every output is bit for bit that of networks compiled without a cache."""
+    """OpenVINO's model cache under the user's cache folder: the first tracker's networks (two copies, one per
+    tracking thread, compiled side by side) are written there once, the next ones read back, and every output
+    of every copy is bit for bit that of networks compiled without a cache."""
     x = np.stack([crops.warp(rgb, crops.Roi(h["roi_px"][0], h["roi_px"][1], h["roi_px"][2], h["roi_px"][4]), 224)
                   for rgb, hands in photos for h in hands])
     p = np.stack([crops.warp(rgb, crops.letterbox_roi(rgb.shape[1], rgb.shape[0]), 192, border="constant")
@@ -51,14 +53,21 @@ def test_openvino_keeps_its_compiled_networks_and_they_compute_the_same(photos, 
     plain = runtimes.OpenVinoNetworks()
     monkeypatch.setattr(runtimes, "cache_folder", caches.cache_folder)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    first = runtimes.OpenVinoNetworks()
-    blobs = sorted((tmp_path / "handtailor" / "openvino").glob("*.blob"))
-    assert len(blobs) == 2  # one per network
+    first = runtimes.OpenVinoNetworks(streams=2)
+    # one copy is the constructing thread's (it ran each network once), the other waits for a second thread
+    assert len(first._spare) == 1 and first._spare[0]["landmarks"][0] is not first._local.requests["landmarks"][0]
+    folder = tmp_path / "handtailor" / "openvino"
+    blobs = sorted(folder.glob("*.blob"))
+    assert len(blobs) == 2 and sorted(p.name for p in folder.iterdir()) == [b.name for b in blobs]  # one per network
     stamps = [b.stat().st_mtime_ns for b in blobs]
     again = runtimes.OpenVinoNetworks()
     assert [b.stat().st_mtime_ns for b in blobs] == stamps  # read, not written again
-    for nets in (first, again):
-        for a, b in zip(nets.landmarks(x) + nets.palm(p), plain.landmarks(x) + plain.palm(p)):
+    expected = plain.landmarks(x) + plain.palm(p)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        other = pool.submit(lambda: first.landmarks(x) + first.palm(p)).result()
+    assert not first._spare  # the second copy served the other thread
+    for out in (first.landmarks(x) + first.palm(p), other, again.landmarks(x) + again.palm(p)):
+        for a, b in zip(out, expected):
             np.testing.assert_array_equal(a, b)
 
 

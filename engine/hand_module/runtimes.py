@@ -203,7 +203,16 @@ class OpenVinoNetworks(TfliteFileNetworks):
         self._models: dict = {}  # read (and given their u8 input) only where a compile is needed
         self._shapes: dict = {}
         self._lock = threading.Lock()
-        self._spare = [self._compile() for _ in range(max(1, int(streams)))]  # compiled ahead for `streams` threads
+        # compiled ahead for `streams` threads, side by side: importing a copy from the cache (two networks) is
+        # ~0.1 s of mostly native work, and a capture waits for all of them before it tracks
+        n = max(1, int(streams))
+        if n == 1:
+            self._spare = [self._compile()]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(n, thread_name_prefix="openvino-compile") as pool:
+                self._spare = list(pool.map(lambda _: self._compile(), range(n)))
         self._local = threading.local()
         # One inference per network here, before any tracking thread runs one: the bindings initialize
         # function-level statics on the first call with the GIL released, and two threads making their
@@ -244,14 +253,15 @@ class OpenVinoNetworks(TfliteFileNetworks):
 
     def _model(self, key: str):
         """The network read from its .tflite file, taking uint8 pixels (converted and scaled by OpenVINO)."""
-        if key not in self._models:
-            from openvino.preprocess import PrePostProcessor
+        with self._lock:  # copies compile on several threads (__init__): the file is read once
+            if key not in self._models:
+                from openvino.preprocess import PrePostProcessor
 
-            ppp = PrePostProcessor(self._core.read_model(str(self._files[key])))
-            ppp.input().tensor().set_element_type(self._ov.Type.u8)
-            ppp.input().preprocess().convert_element_type(self._ov.Type.f32).scale(255.0)
-            self._models[key] = ppp.build()
-        return self._models[key]
+                ppp = PrePostProcessor(self._core.read_model(str(self._files[key])))
+                ppp.input().tensor().set_element_type(self._ov.Type.u8)
+                ppp.input().preprocess().convert_element_type(self._ov.Type.f32).scale(255.0)
+                self._models[key] = ppp.build()
+            return self._models[key]
 
     def _cache_path(self, key: str) -> pathlib.Path | None:
         """Where network `key` compiled with these settings is kept: named by the .tflite file's sha256, the
