@@ -1,5 +1,6 @@
 import pathlib
 import sys
+import tempfile
 
 import pytest
 
@@ -10,9 +11,14 @@ FAKE_ENGINE_ROOT = pathlib.Path(__file__).parent / "fake_engine"
 
 
 @pytest.fixture
-def blank():
-    """A clean Blender: factory settings, empty scene."""
+def blank(tmp_path, monkeypatch):
+    """A clean Blender: factory settings, empty scene. Python's temp folder is the test's own: an unsaved
+    .blend's results (and their keys files) go to the temp folder's `handtailor/`, which the suite must not
+    leave behind in the user's."""
     bpy = pytest.importorskip("bpy")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     bpy.ops.wm.read_factory_settings(use_empty=True)
     yield bpy
 
