@@ -1,7 +1,7 @@
 """Where the engine keeps what it can always rebuild (compiled code): one folder per kind under the user's
 cache folder, $XDG_CACHE_HOME/handtailor (else ~/.cache/handtailor), files written whole or not at all
 (`write_atomically`: processes that read a file while another writes it see the old one or the new one).
-Deleting the folder is always safe."""
+Deleting the folder is always safe. In memory: `LruCache`, for what a process rebuilds from contents."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import os
 import pathlib
 import platform
 import tempfile
+import threading
+from collections import OrderedDict
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +61,24 @@ def write_atomically(path: pathlib.Path, data: bytes) -> None:
             raise
     except OSError as exc:
         log.debug("could not keep %s: %s", path, exc)
+
+
+class LruCache:
+    """A small least-recently-used cache; keys are contents (bytes, tuples), never object ids. Thread-safe
+    (a clip's windows are fitted on several threads)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.items: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key, make):
+        with self.lock:
+            hit = self.items.get(key)
+            if hit is None:
+                hit = self.items[key] = make()
+                if len(self.items) > self.size:
+                    self.items.popitem(last=False)
+            else:
+                self.items.move_to_end(key)
+            return hit

@@ -12,7 +12,7 @@ import re
 import engine.tailor
 
 ENGINE = pathlib.Path(engine.tailor.__file__).resolve().parents[1]
-REQUIRED = {"4", "5", "9", "10", "11", "12", "13", "14", "15", "16", "17", "P1", "P2", "P3", "P4", "P5"}
+REQUIRED = {"4", "5", "9", "10", "11", "12", "13", "14", "15", "16", "17", "P1", "P2", "P3", "P4", "P5", "P6"}
 MARK = re.compile(r"\bEq\. (P?\d+):")  # the paper's equations by number, the project's own as P1, P2, ...
 
 

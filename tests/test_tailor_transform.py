@@ -10,6 +10,7 @@ from engine.hand_model import load_hand_model
 from engine.hand_model.rotations import axis_angle_to_quat, quat_multiply
 from engine.tailor import TailorConfig, fit, model_params
 from engine.tailor.api import start_delta
+from engine.tailor import scale as S
 from engine.tailor import transform as T
 from engine.tailor.synthetic import make_case
 
@@ -71,6 +72,32 @@ def test_one_jitted_update_is_a_hand_computed_adam_step(setup):
     assert (np.asarray(s2.params.delta_pose)[1, 3] == 0).all()
     assert np.array_equal(np.asarray(s2.params.beta)[0], np.asarray(problem.beta0)[0])
     assert not np.array_equal(np.asarray(s2.params.beta)[1], np.asarray(problem.beta0)[1])
+
+
+def test_an_update_with_eq_p6_moves_the_distance_then_steps_at_it(setup):
+    """Frames fitted independently (no temporal term): an update first re-solves the distance at the pose the
+    last step reached (`scale.redistance`, Eq. P6), then takes Adam's step with the energy's gradient at that
+    distance; without Eq. P6 compiled in (`with_redistance=False`) the wrist stays where step 1 put it."""
+    _, hand, c, _, _, problem, _, _ = setup
+    config = TailorConfig(lr=0.05, b1=0.9, b2=0.99)
+    settings = jax.tree_util.tree_map(jnp.asarray, config.settings())
+    problem = problem._replace(distance_free=problem.fitted)  # as scale_step sets it without a temporal term
+    t = T.tailor(hand, settings)
+    s0 = t.init(problem)
+    s1 = jax.jit(t.update)(s0, problem)
+    s2 = jax.jit(t.update)(s1, problem)
+    rel, _, root = T._posed(hand, T.current(problem, s1), s1.params)
+    moved = S.redistance(rel, root, problem.hand_scale, problem.K, problem.keypoints_2d, problem.confidence,
+                         problem.crop, problem.distance_free)
+    np.testing.assert_allclose(np.asarray(s2.root_start), np.asarray(s1.root_start + (moved - root)), rtol=1e-6)
+    assert np.abs(np.asarray(s2.root_start - s1.root_start)).max() > 1e-6  # it moved
+    # the same step from s1's moments with the wrist already there and nothing free: the gradient was taken there
+    held = problem._replace(distance_free=jnp.zeros_like(problem.fitted))
+    want = jax.jit(t.update)(s1._replace(root_start=s2.root_start), held)
+    for got, ref in zip(s2.params, want.params):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-4, atol=1e-6)
+    fixed = T.tailor(hand, settings, with_redistance=False)
+    np.testing.assert_array_equal(np.asarray(fixed.update(s0, problem).root_start), np.asarray(s0.root_start))
 
 
 def test_the_runner_is_init_then_n_updates(setup):

@@ -29,7 +29,7 @@ tests/test_equations.py), the hand module's included:
 | 16 | weak-perspective projection Pi(M s) + t | engine.camera.project_weak_perspective |
 | 17 | s, the analytic projection scale under weak perspective | engine.tailor.scale.weak_perspective_scale |
 
-The project's own terms (issue 14: the tailor must improve 3D, not trade it for 2D), numbered P1..P5, each
+The project's own terms (issue 14: the tailor must improve 3D, not trade it for 2D), numbered P1..P6, each
 with its weight in `TailorConfig` and measured in `TailorConfig`'s docstring:
 
 | Eq. | what | function |
@@ -39,6 +39,7 @@ with its weight in `TailorConfig` and measured in `TailorConfig`'s docstring:
 | P3 | s* as a distance: the wrist moved along its ray, the hand kept at its size | engine.tailor.scale.place_at_distance |
 | P4 | Adam's annealed step size, lr -> lr * lr_final over the iterations | engine.tailor.transform.annealed_lr |
 | P5 | Adam's step on the shape beta, `shape_step` times the pose's | engine.tailor.transform.shape_scaled_step |
+| P6 | the distance re-solved after each Adam step at the fitted pose (where it lowers E_J) | engine.tailor.scale.redistance |
 """
 
 from engine.tailor.api import CAMERA_MODELS, TailorConfig, fit, model_params

@@ -13,16 +13,16 @@ a typed `transform.Settings` already on the device (cached by content), the mode
 
 from __future__ import annotations
 
-import collections
+import functools
 import hashlib
 import math
-import threading
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from engine.caches import LruCache
 from engine.camera import nominal_K
 from engine.errors import InputError
 from engine.hand_model import HandModel
@@ -91,8 +91,8 @@ class TailorConfig(NamedTuple):
     hand's and RHD's), on InterHand's photos not (-0.15..+0.11): part of the rendered sets' gain may be resisting
     that artifact.
     `rotation_smoothing` (rad^2 of rotation acceleration) and `hold_depth` (the given distance kept): a clip's
-    fit (`engine.tailor.clip`, where their capture values were measured).
-    Every field is traced (`transform.Settings`): changing one never recompiles.
+    fit (`engine.tailor.clip`, where their capture values were measured). `redistance` (Eq. P6): measured in
+    `engine.tailor.scale.redistance`. Every field is traced (`transform.Settings`): changing one never recompiles.
     """
 
     iterations: int = 20
@@ -114,19 +114,19 @@ class TailorConfig(NamedTuple):
     scale_as_distance: bool = True  # s* moves the wrist along its ray (Eq. P3) instead of scaling the hand
     hold_depth: bool = False  # keep the given depth (root0's z; weak perspective: projection_scale0)
     shape_step: float = 3.0  # Adam's step on beta as a multiple of lr (Eq. P5; 1: the paper's one step for all)
+    redistance: bool = True  # the distance re-solved after each Adam step (Eq. P6; perspective, s* as a distance)
 
     @classmethod
     def paper(cls, **kw) -> "TailorConfig":
         """The paper's tailor (authors' Adam, Eq. 13's weights 1, 100, 0.1, s* as a scale, constant step, no
         project terms), for comparisons."""
         base = dict(lr=0.03, lambda_id=0.1, identity_global=1.0, identity_beta=1.0, lambda_z=0.0, lambda_size=0.0,
-                    lr_final=1.0, scale_as_distance=False, shape_step=1.0)
+                    lr_final=1.0, scale_as_distance=False, shape_step=1.0, redistance=False)
         return cls(**{**base, **kw})
 
     def settings(self) -> Settings:
         """The traced settings (numpy scalars of the dtypes the jitted core takes)."""
-        f = np.float32
-        b = np.bool_
+        f, b = np.float32, np.bool_
         return Settings(lr=f(self.lr), b1=f(self.b1), b2=f(self.b2), lambda_j=f(self.lambda_j),
                         lambda_g=f(self.lambda_g), lambda_id=f(self.lambda_id), temporal_weight=f(self.temporal_weight),
                         rotation_weight=f(self.rotation_smoothing), iterations=np.int32(self.iterations),
@@ -136,33 +136,18 @@ class TailorConfig(NamedTuple):
                         scale_as_distance=b(self.scale_as_distance), hold_depth=b(self.hold_depth),
                         shape_step=f(self.shape_step))
 
+    def redistances(self) -> bool:
+        """Whether the fit needs Eq. P6 compiled in: frames fitted independently under perspective (a clip's
+        temporal terms and weak perspective never use it; its executable stays without)."""
+        independent = float(self.temporal_weight) <= 0 and float(self.rotation_smoothing) <= 0
+        return bool(self.redistance) and independent and self.camera_model == "perspective"
+
 
 # ------------------------------------------------------------------------------------------- caches
 
 
-class _Cache:
-    """A small least-recently-used cache; keys are contents (bytes, tuples), never object ids. Thread-safe
-    (a clip's windows are fitted on several threads)."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self.items: collections.OrderedDict = collections.OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, key, make):
-        with self.lock:
-            hit = self.items.get(key)
-            if hit is None:
-                hit = self.items[key] = make()
-                if len(self.items) > self.size:
-                    self.items.popitem(last=False)
-            else:
-                self.items.move_to_end(key)
-            return hit
-
-
-_PARAMS = _Cache(4)  # model content -> (full JaxHandParams, the tailor's slim copy)
-_SETTINGS = _Cache(64)  # (K, config) -> (K, Settings) on the device
+_PARAMS = LruCache(4)  # model content -> (full JaxHandParams, the tailor's slim copy)
+_SETTINGS = LruCache(64)  # (K, config) -> (K, Settings) on the device
 
 
 def _model_key(model: HandModel) -> tuple:
@@ -231,12 +216,12 @@ def _pack(inputs: dict, layout, width, dtype) -> np.ndarray:
     return out
 
 
-def _solve_packed(hand, floats, bools, K, settings: Settings):
+def _solve_packed(hand, floats, bools, K, settings: Settings, with_redistance: bool = False):
     """`transform.solve` on packed frames: floats (B, _FLOAT_WIDTH), bools (B, _BOOL_WIDTH) -> (B, _OUT_WIDTH)."""
     B = floats.shape[0]
     cols = {name: floats[:, a:b].reshape((B,) + shape) for name, shape, a, b in _FLOAT_LAYOUT}
     cols.update({name: bools[:, a:b].reshape((B,) + shape) for name, shape, a, b in _BOOL_LAYOUT})
-    out = transform.solve(hand, Frames(**cols), K, settings)
+    out = transform.solve(hand, Frames(**cols), K, settings, with_redistance)
     flat = dict(out, **out["energies"])
     packed = []
     for name, _, a, b in _OUT_LAYOUT:
@@ -245,10 +230,13 @@ def _solve_packed(hand, floats, bools, K, settings: Settings):
     return jnp.concatenate(packed, axis=-1)
 
 
-# One compiled executable per batch size B (`fit` pads B up to a bucket): every setting is traced. `fit`
-# calls it through its lowering kept on disk (`executables.Exported`: no tracing on a run's first call).
+# One compiled executable per batch size B (`fit` pads B up to a bucket): every setting is traced, but for Eq.
+# P6, compiled only into the independent frames' fit (`TailorConfig.redistances`: it made the loop's compile 2-6
+# s longer, which a capture's clip would pay for nothing). `fit` calls them through their lowerings kept on disk
+# (`executables.Exported`: no tracing on a run's first call).
 _solve_jit = jax.jit(_solve_packed)
 _solve_exported = Exported(_solve_packed, "tailor-solve")
+_solve_exported_p6 = Exported(functools.partial(_solve_packed, with_redistance=True), "tailor-solve-p6")
 
 
 def _unpack_outputs(packed: np.ndarray) -> dict:
@@ -316,7 +304,8 @@ def _run(model: HandModel, inputs: dict, config: TailorConfig, min_batch: int = 
     floats = _pack(padded, _FLOAT_LAYOUT, _FLOAT_WIDTH, np.float32)
     bools = _pack(padded, _BOOL_LAYOUT, _BOOL_WIDTH, np.bool_)
     K, settings = _device_settings(inputs["K"], config)
-    return _unpack_outputs(np.asarray(_solve_exported(_params(model)[1], floats, bools, K, settings))[:b])
+    solve = _solve_exported_p6 if config.redistances() else _solve_exported
+    return _unpack_outputs(np.asarray(solve(_params(model)[1], floats, bools, K, settings))[:b])
 
 
 def _run_eager(model: HandModel, inputs: dict, config: TailorConfig) -> dict:
@@ -329,7 +318,7 @@ def _run_eager(model: HandModel, inputs: dict, config: TailorConfig) -> dict:
     pieces = [slice(0, b)] if float(config.temporal_weight) > 0 or float(config.rotation_smoothing) > 0 else [slice(i, i + 1) for i in range(b)]
     with jax.disable_jit():
         outs = [transform.solve(hand, Frames(**{n: jnp.asarray(inputs[n][sl]) for n in names}),
-                                jnp.asarray(inputs["K"]), settings) for sl in pieces]
+                                jnp.asarray(inputs["K"]), settings, config.redistances()) for sl in pieces]
     outs = jax.device_get(outs)
     if len(outs) == 1:
         return outs[0]

@@ -215,7 +215,8 @@ def track_distance(model, arrays: dict, K: np.ndarray, config, locks: dict, sigm
     (zero phase), then held by the fit.
 
     With the size held, the analytic step (Eq. 12 / 17) reads each frame's distance from its 2D extent, and
-    the tailor keeps it through Adam (depth is never optimized). Solved at the hand module's pose (on the
+    the tailor keeps it through Adam (Adam never moves the depth, and Eq. P6, which re-solves it after each step,
+    is off where temporal terms couple the frames). Solved at the hand module's pose (on the
     gesture clip 29 px from the keypoints after that step) it is the distance of a hand in the wrong pose,
     and with the size held nothing can correct it (a shape per frame did: its beta and hand_scale absorbed
     the wrong distance). So: a pose pass (the same fit, each frame at the distance of its initial pose), the

@@ -23,19 +23,28 @@ Parameters and their handling (decided here, once):
   changes) were left unfitted. A capture holds beta (one identity per track): it applies to per-frame
   shapes (single images, `eval`).
 * Hand scale s*: solved analytically first (Eq. 12 under perspective, Eq. 17 under weak perspective) and
-  held fixed during Adam (the paper's two-step scheme). With `scale_as_distance` (default) s* moves the
-  wrist along its viewing ray (`scale.place_at_distance`, Eq. P3) and the hand keeps its metric size
+  held fixed during Adam (the paper's two-step scheme; as a distance re-solved after each step, Eq. P6
+  below). With `scale_as_distance` (default) s* moves the wrist along its viewing ray (`scale.place_at_distance`, Eq. P3) and the hand keeps its metric size
   (hand_scale0: the hand module's, or a track's: one identity per track, issue 15); without it (the paper)
   s* is the returned `hand_scale`, about the wrist. Measured (scripts/experiments/tailor_variants.py, the
   synthetic mismatch set): as a scale s* inflated the hand to cover the 2D extent at a depth set by the
   model's reference bone, which alone cost ~1-2 mm of wrist-aligned MPJPE. Where the root is locked the
   paper's reading is used. With `hold_depth` (a clip's distance, `clip.track_distance`) the given
   depth is kept (root0; weak perspective: projection_scale0) and s* is not re-solved into it.
-* Root translation: the depth is never optimized (from 2D keypoints, depth and hand_scale are one and the
-  same unknown, which s* already resolves: moving the root in depth would fight s*, as the paper's
-  "scale is a global constraint" warns). The authors' code keeps the whole root fixed; we also optimize its
-  lateral (x, y) position at that depth (`fit_root_xy`, default on), in units of 0.1 reference bone
-  (`ROOT_STEP`): the hand module places the wrist on its own detected 2D keypoint, which is as noisy as
+* Distance after each Adam step (`redistance`, Eq. P6, default on): under perspective, with s* as a distance
+  and the frames independent, the analytic step is solved again at the pose Adam has reached (before each
+  step, sharing its forward kinematics, and once after the last) and the wrist moved along its ray by it,
+  wherever that lowers E_J; `TailorState.root_start` carries it. Compiled in only where it can apply
+  (`with_redistance`, static: `api.TailorConfig.redistances`), so a clip's executable is as before. Held at
+  step 1's value, the distance was that of the hand module's pose, and with the size held only the articulation
+  and the shape's proportions could follow the 2D extent of another pose (figures: `scale.redistance`). Not under
+  weak perspective (the projection scale keeps Eq. 17's value), with `hold_depth` or a locked root, nor where
+  the temporal terms couple the frames (a clip's distance is smoothed over the track, `clip.track_distance`).
+* Root translation: the depth is not a parameter of Adam (from 2D keypoints, depth and hand_scale are one and
+  the same unknown, which s* resolves: a gradient step in depth would fight s*, as the paper's "scale is a
+  global constraint" warns; Eq. P6 re-solves it in closed form instead). The authors' code keeps the whole
+  root fixed; we also optimize its lateral (x, y) position at that depth (`fit_root_xy`, default on), in units
+  of 0.1 reference bone (`ROOT_STEP`): the hand module places the wrist on its own detected 2D keypoint, which is as noisy as
   any other, and the weak-perspective placement (t = that keypoint) inherits the same error. Measured on
   the synthetic set (64 frames, 1-3 px noise): neutral under perspective (2D error to the true keypoints
   2.50 vs 2.51 px, PA-MPJPE 4.03 vs 4.14 mm), better under weak perspective (2.32 vs 3.04 px residual).
@@ -80,9 +89,9 @@ from engine.camera import backproject_perspective, focal_length, project_perspec
 from engine.hand_model import REFERENCE_BONE
 from engine.hand_model import jax_layer
 from engine.tailor import energies as E
-from engine.tailor.scale import S_MAX, S_MIN, perspective_scale, place_at_distance, weak_perspective_scale
+from engine.tailor.scale import S_MAX, S_MIN, perspective_scale, place_at_distance, redistance, weak_perspective_scale
 
-__all__ = ["Settings", "Frames", "Params", "Problem", "TailorState", "Tailor", "tailor", "scale_step", "run",
+__all__ = ["Settings", "Frames", "Params", "Problem", "TailorState", "Tailor", "tailor", "scale_step", "current", "run",
            "outputs", "solve", "energy", "annealed_lr", "shape_scaled_step", "ROOT_STEP"]
 
 ROOT_STEP = 0.1  # units of the lateral root parameter, in reference-bone lengths (Adam moves ~lr per step)
@@ -156,6 +165,7 @@ class Problem(NamedTuple):
     bone: jax.Array  # (B,) reference bone of rel0, meters (E_z's unit)
     size0: jax.Array  # (B,) the hand's size at beta0, meters (E_size's target)
     root_unit: jax.Array  # (B,) meters per unit of Params.delta_root
+    distance_free: jax.Array  # (B,) bool: frames whose distance is re-solved after each Adam step (Eq. P6)
     delta_pose_start: jax.Array  # (B, 16, 3) Adam's first pose parameter (0 where locked, not fitted or not finite)
     grad_mask: Params  # 1 where a parameter is free, 0 where locked or not fitted
 
@@ -163,6 +173,7 @@ class Problem(NamedTuple):
 class TailorState(NamedTuple):
     params: Params
     adam: optax.OptState
+    root_start: jax.Array  # (B, 3) the wrist before its lateral shift: step 1's, then where Eq. P6 moved it
 
 
 class Tailor(NamedTuple):
@@ -235,18 +246,31 @@ def scale_step(hand: jax_layer.JaxHandParams, frames: Frames, K, settings: Setti
         beta0=b0, rel0=rel0, root_start=jnp.where(weak, root_w, root_p), hand_scale=hs,
         projection_scale=jnp.where(weak, ps_w, jnp.nan), bone=bone, size0=E.hand_size(hand.J0, hand.Jdirs, b0),
         root_unit=ROOT_STEP * hs * bone, grad_mask=grad_mask,
+        # per frame, so not where the temporal terms couple the frames: a clip's distance is smoothed over the
+        # track (`clip.track_distance`), which each frame's own re-solve would undo
+        distance_free=run_ & move & ~weak & (settings.temporal_weight <= 0) & (settings.rotation_weight <= 0),
         delta_pose_start=jnp.where((grad_mask.delta_pose > 0) & jnp.isfinite(f.delta_pose_start), f.delta_pose_start,
                                    0.0),
     )
 
 
-def _posed(hand, problem: Problem, params: Params):
-    """Keypoints relative to the wrist (B, K, 3), camera-frame keypoints (B, K, 3) and root (B, 3)."""
-    R = jax_layer.matmul3(jax_layer.axis_angle_to_rotmat(params.delta_pose), problem.R0)  # elementwise: fuses
-    rel = jax_layer.keypoints(hand, R, params.beta, None, None)  # hand_scale 1
+def _relative(hand, problem: Problem, delta_pose, beta):
+    """(B, K, 3) keypoints relative to the wrist at hand_scale 1: the forward kinematics of the fitted pose."""
+    R = jax_layer.matmul3(jax_layer.axis_angle_to_rotmat(delta_pose), problem.R0)  # elementwise: fuses
+    return jax_layer.keypoints(hand, R, beta, None, None)
+
+
+def _placed(problem: Problem, params: Params, rel):
+    """Camera-frame keypoints (B, K, 3) and root (B, 3) of the relative keypoints `rel`."""
     shift = params.delta_root * problem.root_unit[:, None]
     root = problem.root_start + jnp.concatenate([shift, jnp.zeros_like(shift[:, :1])], axis=-1)
-    return rel, root[:, None, :] + problem.hand_scale[:, None, None] * rel, root
+    return root[:, None, :] + problem.hand_scale[:, None, None] * rel, root
+
+
+def _posed(hand, problem: Problem, params: Params):
+    """Keypoints relative to the wrist (B, K, 3), camera-frame keypoints (B, K, 3) and root (B, 3)."""
+    rel = _relative(hand, problem, params.delta_pose, params.beta)
+    return (rel, *_placed(problem, params, rel))
 
 
 def _terms(hand, settings: Settings, problem: Problem, params: Params, rel, joints):
@@ -265,7 +289,12 @@ def _terms(hand, settings: Settings, problem: Problem, params: Params, rel, join
 def energy(hand, settings: Settings, problem: Problem, params: Params):
     """The objective Adam minimizes: sum over fitted frames of E (Eq. 13 with P1, P2; + the temporal term).
     () scalar."""
-    rel, joints, _ = _posed(hand, problem, params)
+    return _energy_at(hand, settings, problem, params, _relative(hand, problem, params.delta_pose, params.beta))
+
+
+def _energy_at(hand, settings: Settings, problem: Problem, params: Params, rel):
+    """`energy` with the relative keypoints given (their forward kinematics done by the caller)."""
+    joints, _ = _placed(problem, params, rel)
     # only computed when weighted (a batch of independent frames does not pay for it)
     e_rot = jax.lax.cond(settings.rotation_weight > 0,
                          lambda p: E.rotation_temporal_energy(_fitted_quats(problem, p), problem.fitted),
@@ -317,25 +346,50 @@ def shape_scaled_step(step: Params, settings: Settings) -> Params:
     return step._replace(beta=step.beta * settings.shape_step)
 
 
-def tailor(hand: jax_layer.JaxHandParams, settings: Settings) -> Tailor:
+def tailor(hand: jax_layer.JaxHandParams, settings: Settings, with_redistance: bool = True) -> Tailor:
     """Step 2's optimizer: Adam (optax) with the annealed step on `energy`, locked and unfitted entries frozen
-    by a gradient mask."""
+    by a gradient mask; `with_redistance` (static: compiled in or not): Eq. P6 where `Problem.distance_free`,
+    at the pose each step starts from (the last one's end: the distance follows every step)."""
     opt = optax.adam(annealed_lr(settings), b1=settings.b1, b2=settings.b2)
     grad = jax.grad(lambda params, problem: energy(hand, settings, problem, params))
+    # with Eq. P6, the gradient in two parts so that the distance's solve shares its forward kinematics
+    grad_at = jax.grad(lambda rel, params, problem: _energy_at(hand, settings, problem, params, rel), argnums=(0, 1))
 
     def init(problem: Problem) -> TailorState:
         params = Params(problem.delta_pose_start, problem.beta0,
                         jnp.zeros(problem.beta0.shape[:1] + (2,), problem.beta0.dtype))
-        return TailorState(params, opt.init(params))
+        return TailorState(params, opt.init(params), problem.root_start)
 
     def update(state: TailorState, problem: Problem) -> TailorState:
-        g = jax.tree_util.tree_map(lambda gi, m: jnp.where(m > 0, gi * m, 0.0), grad(state.params, problem),
-                                   problem.grad_mask)
-        step, adam = opt.update(g, state.adam, state.params)
-        step = shape_scaled_step(step, settings)
-        return TailorState(optax.apply_updates(state.params, step), adam)
+        p = state.params
+        if with_redistance:  # Eq. P6 at the pose the last step reached, then this step's gradient at that distance
+            rel, kinematics_vjp = jax.vjp(lambda pose, beta: _relative(hand, problem, pose, beta), p.delta_pose, p.beta)
+            root_start = _redistanced(current(problem, state), p, rel, problem.distance_free)
+            g_rel, g = grad_at(rel, p, problem._replace(root_start=root_start))
+            g_pose, g_beta = kinematics_vjp(g_rel)
+            g = g._replace(delta_pose=g.delta_pose + g_pose, beta=g.beta + g_beta)
+        else:
+            root_start = state.root_start
+            g = grad(p, current(problem, state))
+        g = jax.tree_util.tree_map(lambda gi, m: jnp.where(m > 0, gi * m, 0.0), g, problem.grad_mask)
+        step, adam = opt.update(g, state.adam, p)
+        return TailorState(optax.apply_updates(p, shape_scaled_step(step, settings)), adam, root_start)
 
     return Tailor(init, update)
+
+
+def current(problem: Problem, state: TailorState) -> Problem:
+    """The problem with the wrist where the fit has it now (Eq. P6 moves it along its ray between steps)."""
+    return problem._replace(root_start=state.root_start)
+
+
+def _redistanced(problem: Problem, params: Params, rel, free):
+    """(B, 3) root_start after Eq. P6 where `free`, at the relative keypoints `rel` of `params` (the lateral
+    shift kept as it is)."""
+    _, root = _placed(problem, params, rel)
+    moved = redistance(rel, root, problem.hand_scale, problem.K, problem.keypoints_2d, problem.confidence,
+                       problem.crop, free)
+    return problem.root_start + (moved - root)
 
 
 def run(t: Tailor, problem: Problem, iterations) -> TailorState:
@@ -350,8 +404,10 @@ def _reprojection_px(joints, K, kp, conf):
     return jnp.sum(conf * d, axis=-1) / jnp.maximum(jnp.sum(conf, axis=-1), 1e-12)
 
 
-def outputs(hand, frames: Frames, problem: Problem, state: TailorState, settings: Settings) -> dict:
-    """The fit's results: the fitted values, with the originals written back where locked or not fitted.
+def outputs(hand, frames: Frames, problem: Problem, state: TailorState, settings: Settings,
+            with_redistance: bool = True) -> dict:
+    """The fit's results: the fitted values, with the originals written back where locked or not fitted;
+    `with_redistance`: Eq. P6 once more, at the final pose (after any step: step 1 solved the initial pose's).
 
     Returns theta (B,16,4), beta (B,10), root (B,3), hand_scale (B,), projection_scale (B,), joints_3d
     (B,K,3), fitted (B,) and energies {E_J, E_g, E_id, E_z, E_size, E, E_J_init, E_g_init, reprojection_px,
@@ -359,7 +415,12 @@ def outputs(hand, frames: Frames, problem: Problem, state: TailorState, settings
     f, p, run_ = frames, state.params, problem.fitted
     dtype = f.keypoints_2d.dtype
     q_fit = _fitted_quats(problem, p)
-    rel_fit, _, root_fit = _posed(hand, problem, p)  # (the joints are recomputed below from the returned values)
+    fitted = current(problem, state)
+    rel_fit = _relative(hand, fitted, p.delta_pose, p.beta)
+    if with_redistance:
+        free = problem.distance_free & (settings.iterations > 0)
+        fitted = fitted._replace(root_start=_redistanced(fitted, p, rel_fit, free))
+    _, root_fit = _placed(fitted, p, rel_fit)  # (the joints are recomputed below from the returned values)
     theta = jnp.where((f.lock_theta | ~run_[:, None])[..., None], f.theta0, q_fit)
     beta = jnp.where((f.lock_beta | ~run_)[:, None], f.beta0, p.beta)
     root = jnp.where((f.lock_root | ~run_)[:, None], f.root0, root_fit)
@@ -383,8 +444,9 @@ def outputs(hand, frames: Frames, problem: Problem, state: TailorState, settings
             "projection_scale": projection_scale, "joints_3d": joints_3d, "fitted": run_, "energies": energies}
 
 
-def solve(hand: jax_layer.JaxHandParams, frames: Frames, K, settings: Settings) -> dict:
-    """The whole fit of a batch: scale_step, run(tailor(...)), outputs. Traceable (jitted by `api`)."""
+def solve(hand: jax_layer.JaxHandParams, frames: Frames, K, settings: Settings, with_redistance: bool = True) -> dict:
+    """The whole fit of a batch: scale_step, run(tailor(...)), outputs. Traceable (jitted by `api`;
+    `with_redistance` static: Eq. P6 compiled in or not)."""
     problem = scale_step(hand, frames, K, settings)
-    state = run(tailor(hand, settings), problem, settings.iterations)
-    return outputs(hand, frames, problem, state, settings)
+    state = run(tailor(hand, settings, with_redistance), problem, settings.iterations)
+    return outputs(hand, frames, problem, state, settings, with_redistance)
