@@ -92,7 +92,8 @@ class TailorConfig(NamedTuple):
     that artifact.
     `rotation_smoothing` (rad^2 of rotation acceleration) and `hold_depth` (the given distance kept): a clip's
     fit (`engine.tailor.clip`, where their capture values were measured). `redistance` (Eq. P6): measured in
-    `engine.tailor.scale.redistance`. Every field is traced (`transform.Settings`): changing one never recompiles.
+    `engine.tailor.scale.redistance`; it picks one of two executables (`redistances`), and every other field is
+    traced (`transform.Settings`): changing one never recompiles.
     """
 
     iterations: int = 20
@@ -114,7 +115,7 @@ class TailorConfig(NamedTuple):
     scale_as_distance: bool = True  # s* moves the wrist along its ray (Eq. P3) instead of scaling the hand
     hold_depth: bool = False  # keep the given depth (root0's z; weak perspective: projection_scale0)
     shape_step: float = 3.0  # Adam's step on beta as a multiple of lr (Eq. P5; 1: the paper's one step for all)
-    redistance: bool = True  # the distance re-solved after each Adam step (Eq. P6; perspective, s* as a distance)
+    redistance: bool = True  # the distance re-solved between Adam steps (Eq. P6; perspective, independent frames)
 
     @classmethod
     def paper(cls, **kw) -> "TailorConfig":
@@ -236,7 +237,7 @@ def _solve_packed(hand, floats, bools, K, settings: Settings, with_redistance: b
 # (`executables.Exported`: no tracing on a run's first call).
 _solve_jit = jax.jit(_solve_packed)
 _solve_exported = Exported(_solve_packed, "tailor-solve")
-_solve_exported_p6 = Exported(functools.partial(_solve_packed, with_redistance=True), "tailor-solve-p6")
+_solve_exported_p6 = Exported(functools.partial(_solve_packed, with_redistance=True), "tailor-solve_p6")
 
 
 def _unpack_outputs(packed: np.ndarray) -> dict:
