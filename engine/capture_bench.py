@@ -2,8 +2,10 @@
 own networks, measured side by side in one run.
 
   * Our capture end to end (decode -> detect -> keypoints -> lift + IK -> tailor -> write; the tracker as
-    `capture` makes it: `runtime`, `segments`), with the temporal term: `fps` (frames over the whole of
-    run_capture, the tailor's first call and compile included; `fps_without_compile` without it),
+    `capture` makes it: `runtime`, `segments`; `segments_tracked`, how many the tracking ended with: more where
+    a worker that finished first took over part of a slower one's), with the temporal term: `fps` (frames
+    over the whole of run_capture, the tailor's first call and compile included; `fps_without_compile`
+    without it),
     `stages_ms` (mean milliseconds per frame of each stage; decoding runs a batch ahead in a thread, so
     `decode` is the time the pipeline waited for frames; `detect` / `keypoints` split the tracker's wall
     time as its `last_timings` report it; `tailor` includes the first call's compile, also given apart as
@@ -285,6 +287,8 @@ def _run_bench(tmp, source, frames, hands, batch_size, iterations, smoothing, me
     report["cpu_ms_per_frame"] = {k: float(np.median(v)) for k, v in cpu_ms.items() if v}
     report["runtime"] = recorder.tracker_attr("runtime")
     report["segments"] = recorder.tracker_attr("workers")
+    # segments the median run tracked: more than `segments` where a worker took over part of a slower one's
+    report["segments_tracked"] = recorder.tracker_attr("last_segments")
     if mediapipe and not _litert_available():
         report.update(mediapipe_fps=None, ratio_vs_mediapipe=None,
                       mediapipe_error="ai-edge-litert is not installed: install the test extra (scripts/setup_env.sh test)")

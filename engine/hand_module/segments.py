@@ -20,7 +20,8 @@ segments meet (within JOIN_TOLERANCE_PX), and a segment knows of no track lost b
 retry right after a loss).
 
 `track_clip` does this over a whole frame range, each segment decoding its own frames (the capture's path,
-`engine.tracks`): one palm pass and one warm-up per segment and clip. `track_segments` does it within one
+`engine.tracks`): one palm pass and one warm-up per segment and clip, and a worker that finishes first splits
+off the second half of what another segment has left (`steal_point`). `track_segments` does it within one
 batch of frames already decoded (`HandTracker(workers=N).process_batch`): a palm pass and a warm-up per
 segment and batch. Either way the first segment continues the tracker's state, and segment sizes balance
 the later segments' extra palm pass and warm-up.
@@ -196,101 +197,202 @@ class FrameHands:
     hands: list
 
 
+@dataclasses.dataclass
+class _Segment:
+    """One segment of `track_clip`: positions first - warm .. end - 1 (the first `warm` only serve the join)."""
+
+    first: int  # position of its first own frame
+    end: int | None  # one past its last position (None: it reads on to the real end); a steal lowers it
+    warm: int  # warm-up frames before `first`
+    state: TrackState
+    next_pos: int  # the next position it has not taken to track (what a steal may take from)
+    records: list = dataclasses.field(default_factory=list)  # kept for the join (not the first segment's)
+    busy: dict = dataclasses.field(default_factory=lambda: {"decode": 0.0, "track": 0.0})
+    finished: threading.Event = dataclasses.field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+def steal_point(taken: int, end: int, seek: Callable[[int], int] | None = None) -> int | None:
+    """Where an idle worker splits a running segment's untaken positions taken..end-1: the position from which
+    it tracks them itself, so that both finish together (the new segment pays a warm-up, a palm pass and the
+    frames its reader decodes to reach its start, `seek` as in `split`), or None when either part would be
+    shorter than MIN_SEGMENT."""
+    extra = WARMUP + PALM_COST
+    at = (taken + end + extra) / 2
+    if seek is not None:
+        at = (taken + end + extra + SEEK_COST * seek(max(0, int(round(at)) - WARMUP))) / 2
+    at = int(round(at))
+    return at if at - taken >= MIN_SEGMENT and end - at >= MIN_SEGMENT else None
+
+
 def track_clip(tracker, info, start: int, end: int | None, stride: int, n: int, batch_size: int, *,
                should_stop: Callable[[], bool] = lambda: False) -> Iterator[tuple[list[FrameHands], int]]:
     """Tracks the footage frames start, start + stride, ... <= end (None: to the end; `engine.video` info),
-    n of them announced (the last segment reads on to the real end: an announced count can be wrong), as up to
-    tracker.workers concurrent segments of the whole range, each decoding its own frames (its own reader:
-    a later segment seeks to its warm-up): one palm pass and one warm-up per segment and clip, instead of
-    per batch as `track_segments` has it.
+    n of them announced (the last segment reads on to the real end: an announced count can be wrong), as
+    concurrent segments of the whole range on tracker.workers threads, each segment decoding its own frames
+    (its own reader: a later segment seeks to its warm-up): one palm pass and one warm-up per segment, instead
+    of per batch as `track_segments` has it.
+
+    The range starts as `split` gives it, one segment a worker. A worker whose segment is done takes the
+    second part of the segment with the most frames left (`steal_point`), as long as both parts stay at
+    least MIN_SEGMENT long: a fixed split left one core idle for up to a fifth of the tracking whenever one
+    thread ran slower (another process, the tailor loading, a slower core), and the capture waited for it.
+    Where a segment starts then depends on timing, so two runs can differ where segments meet (within
+    JOIN_TOLERANCE_PX, fading over a few frames); `--segments 1` is one sequential pass, always the same.
 
     Yields (records in footage order, frames tracked so far over all segments): the first segment's as they
     come, the later ones once joined (`join`, in order; tracking again in sequence decodes their frames
     anew, only as far as needed); while waiting, ([], frames so far) about every 0.2 s. should_stop() is
     polled between batches (True raises Cancelled: every segment stops). Sets tracker.last_timings (the
-    clip's wall time split between decode, detect and keypoints in proportion to the segments' busy time)
-    and tracker.state (the state after the last frame).
+    clip's wall time split between decode, detect and keypoints in proportion to the segments' busy time),
+    tracker.last_segments (how many segments tracked the range) and tracker.state (the state after the last
+    frame).
     """
     from engine import video, video_planar
     from engine.errors import Cancelled
 
     at = lambda p: start + p * stride  # noqa: E731  (sequence position -> footage index)
-    starts = split(n, tracker.workers, lambda p: at(p) - video_planar.decode_from(info, at(p)))
+    seek = lambda p: at(p) - video_planar.decode_from(info, at(p))  # noqa: E731  (frames decoded to reach p)
+    starts = split(n, tracker.workers, seek)
     batch_size = max(1, min(int(batch_size), SEGMENT_BATCH))
-    bounds = [(a - (WARMUP if k else 0), b) for k, (a, b) in enumerate(zip(starts, starts[1:] + [n]))]
+    base = tracker.state.frame_no
+    lock = threading.Lock()
     stop_event = threading.Event()
-    done = [0] * len(bounds)
-    busy = [{"decode": 0.0, "track": 0.0} for _ in bounds]
-    states = [tracker.state] + [TrackState([], frame_no=tracker.state.frame_no + a, next_id=k * _ID_BLOCK)
-                                for k, (a, _) in enumerate(bounds) if k]
-    for st in states:
-        st.detect_s = 0.0
 
-    def batches(a: int, b: int) -> Iterator[list]:
-        """The frames at positions a..b-1 (the last segment's: on to the real end), batch by batch."""
-        return video.iter_batches(info, batch_size, at(a), at(b - 1) if b < n else end, stride,
+    def segment(first: int, seg_end: int | None, k: int) -> _Segment:
+        warm = WARMUP if k else 0
+        state = tracker.state if not k else TrackState([], frame_no=base + first - warm, next_id=k * _ID_BLOCK)
+        state.detect_s = 0.0
+        return _Segment(first, seg_end, warm, state, first - warm)
+
+    segs = [segment(a, b, k) for k, (a, b) in enumerate(zip(starts, starts[1:] + [None]))]
+
+    def batches(a: int, b: int | None) -> Iterator[list]:
+        """The frames at positions a..b-1 (None: on to the real end), batch by batch."""
+        return video.iter_batches(info, batch_size, at(a), at(b - 1) if b is not None else end, stride,
                                   planar=getattr(tracker, "planar_frames", False))
 
-    def run(k: int) -> Iterator[list[FrameHands]]:
-        segment = batches(*bounds[k])
-        while True:
+    def run(seg: _Segment) -> Iterator[list[FrameHands]]:
+        """Tracks the segment batch by batch, up to its end as it stands after each batch is decoded."""
+        reader = batches(seg.first - seg.warm, seg.end)
+        while not stop_event.is_set():
             t0 = time.perf_counter()
-            batch = next(segment, None)
+            with lock:
+                over = seg.end is not None and seg.next_pos >= seg.end
+            batch = None if over else next(reader, None)
             t1 = time.perf_counter()
-            busy[k]["decode"] += t1 - t0
+            seg.busy["decode"] += t1 - t0
             if batch is None or stop_event.is_set():
                 return
+            with lock:  # a steal moved the end into this batch: the rest is the new segment's
+                if seg.end is not None:
+                    batch = [f for f in batch if (f.index - start) // stride < seg.end]
+                if batch:
+                    seg.next_pos = (batch[-1].index - start) // stride + 1
             good = [f for f in batch if f.ok]
-            hands = iter(tracker.track_frames([f.image for f in good], states[k]) if good else [])
-            busy[k]["track"] += time.perf_counter() - t1
-            done[k] += len(batch)
+            hands = iter(tracker.track_frames([f.image for f in good], seg.state) if good else [])
+            seg.busy["track"] += time.perf_counter() - t1
             yield [FrameHands(f.index, f.ok, f.error, next(hands) if f.ok else []) for f in batch]
 
+    def steal() -> _Segment | None:
+        """A new segment made of the second part of the running segment with the most frames left, or None."""
+        for _ in range(3):  # the split point is found outside the lock (a seek estimate opens the file)
+            with lock:
+                if stop_event.is_set():
+                    return None
+                left = [(min(s.end if s.end is not None else n, n) - max(s.next_pos, s.first), i)
+                        for i, s in enumerate(segs) if not s.finished.is_set()]
+                if not left:
+                    return None
+                _, i = max(left)
+                victim = segs[i]
+                taken, seg_end = max(victim.next_pos, victim.first), victim.end
+            point = steal_point(taken, min(seg_end if seg_end is not None else n, n), seek)
+            if point is None:
+                return None
+            with lock:
+                if victim.finished.is_set() or victim.end != seg_end or max(victim.next_pos, victim.first) >= point:
+                    continue  # it finished or got that far meanwhile: look again
+                new = segment(point, seg_end, len(segs))
+                victim.end = point
+                segs.insert(segs.index(victim) + 1, new)
+                return new
+        return None
+
+    def collect(seg: _Segment) -> None:
+        try:
+            for part in run(seg):
+                seg.records += part
+        except BaseException as exc:  # noqa: BLE001 - raised where the join reaches this segment
+            seg.error = exc
+        finally:
+            seg.finished.set()
+
+    def work(seg: _Segment | None) -> None:
+        while seg is not None:
+            collect(seg)
+            seg = None if seg.error is not None else steal()
+
+    def frames_done() -> int:
+        with lock:
+            return min(sum(max(0, min(s.next_pos, s.end if s.end is not None else s.next_pos) - s.first)
+                           for s in segs), n)
+
     t_start = time.perf_counter()
-    if getattr(tracker, "_segment_pool", None) is None and len(bounds) > 1:
+    if getattr(tracker, "_segment_pool", None) is None and tracker.workers > 1:
         tracker._segment_pool = ThreadPoolExecutor(tracker.workers - 1, thread_name_prefix="hand-segment")
-    futures = [tracker._segment_pool.submit(lambda k=k: [r for part in run(k) for r in part])
-               for k in range(1, len(bounds))]
+    futures = [tracker._segment_pool.submit(work, seg) for seg in segs[1:]]
     try:
         last: list = []
-        for part in run(0):
+        for part in run(segs[0]):
             last = part[-1].hands if part[-1].ok else last
-            yield part, min(sum(done), n)
+            yield part, frames_done()
             if should_stop():
                 raise Cancelled("capture cancelled")
-        st = states[0]
-        for k, future in enumerate(futures, start=1):
-            while True:
-                try:
-                    records = future.result(timeout=0.2)
-                    break
-                except TimeoutError:
-                    yield [], min(sum(done), n)
+        segs[0].finished.set()
+        while (mine := steal()) is not None:  # this thread's segment is done: it helps with the others
+            try:
+                for part in run(mine):
+                    mine.records += part
+                    yield [], frames_done()
                     if should_stop():
                         raise Cancelled("capture cancelled")
-            warm = [r for r in records[:WARMUP] if r.ok]
-            main = records[WARMUP:]
+            finally:
+                mine.finished.set()
+        st, k = segs[0].state, 1
+        while k < len(segs):
+            seg = segs[k]
+            while not seg.finished.wait(timeout=0.2):
+                yield [], frames_done()
+                if should_stop():
+                    raise Cancelled("capture cancelled")
+            if seg.error is not None:
+                raise seg.error
+            warm = [r for r in seg.records[: seg.warm] if r.ok]
+            main = seg.records[seg.warm :]
             good = [r for r in main if r.ok]
             # decoded again only as far as the join tracks in sequence (usually not at all)
-            frames = (f.image for part in batches(bounds[k][0] + WARMUP, bounds[k][1]) for f in part if f.ok)
+            frames = (f.image for part in batches(seg.first, seg.end) for f in part if f.ok)
             t0 = time.perf_counter()
             joined, st = join(tracker, st, last, frames, warm[-1].hands if warm else None, [r.hands for r in good],
-                              states[k])
-            busy[k]["track"] += time.perf_counter() - t0
+                              seg.state)
+            seg.busy["track"] += time.perf_counter() - t0
             for r, hands in zip(good, joined):
                 r.hands = hands
             last = good[-1].hands if good else last
-            yield main, min(sum(done), n)
+            yield main, frames_done()
+            k += 1
         tracker.state = st
+        tracker.last_segments = len(segs)
     finally:
         stop_event.set()
         for future in futures:
             future.cancel()
         wait(futures)
     wall = time.perf_counter() - t_start
-    decode = sum(x["decode"] for x in busy)
-    detect = sum(s.detect_s for s in states)
-    total = decode + sum(x["track"] for x in busy)
+    decode = sum(s.busy["decode"] for s in segs)
+    detect = sum(s.state.detect_s for s in segs)
+    total = decode + sum(s.busy["track"] for s in segs)
     if total > 0:
         tracker.last_timings = {"decode": wall * decode / total, "detect": wall * detect / total,
                                 "keypoints": wall * (total - decode - detect) / total}
