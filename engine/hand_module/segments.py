@@ -235,7 +235,7 @@ def track_clip(tracker, info, start: int, end: int | None, stride: int, n: int, 
 
     The range starts as `split` gives it, one segment a worker. A worker whose segment is done takes the
     second part of the segment with the most frames left (`steal_point`), as long as both parts stay at
-    least MIN_SEGMENT long: a fixed split left one core idle for up to a fifth of the tracking whenever one
+    least MIN_SEGMENT long: a fixed split left one core idle for up to a sixth of the tracking whenever one
     thread ran slower (another process, the tailor loading, a slower core), and the capture waited for it.
     Where a segment starts then depends on timing, so two runs can differ where segments meet (within
     JOIN_TOLERANCE_PX, fading over a few frames); `--segments 1` is one sequential pass, always the same.
