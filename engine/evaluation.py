@@ -42,8 +42,14 @@ keypoints of all hands), `fit_residual_px` (hand_module / tailored: mean px dist
 keypoints to the 2D keypoints it was fitted to, the detections or with --oracle-2d the ground truth: how well
 the fitted hand can follow them at all). `--fit-3d` adds the stages `model_floor` (the hand model fitted
 directly to the 3D ground truth: pose, shape, scale, translation; engine.model_floor) and `model_floor_beta0`
-(the same at beta = 0): how close the model can get at all. `--per-hand FILE.jsonl` writes one JSON line per
-hand and camera model with every stage's figures (engine.evaluation_report.hand_row).
+(the same at beta = 0): how close the model can get at all; under perspective also `model_floor_tailored`
+(the tailor run from the model floor, as if the hand module were exact, on the same 2D keypoints as the
+`tailored` stage; each swept iteration count's figures are in `tailor_sweep` as `floor_tailored_*`). Its
+PA-MPJPE above model_floor's is what fitting those keypoints costs a hand that starts at the truth: where it
+rises with iterations, the keypoints and the model's joints disagree (the detector's or the annotation's
+joint placement), and near the truth more iterations bend 3D on that set whatever the hand module gives.
+`--per-hand FILE.jsonl` writes one JSON line per hand and camera model with every stage's figures
+(engine.evaluation_report.hand_row).
 
 Matching (which detection is the annotated hand): a detection counts only when it is the annotated hand: its
 side (MediaPipe's handedness, for unmirrored images) is the record's `hand`, and the box of its keypoints
@@ -116,6 +122,7 @@ class HandResult:
     fitted_to: np.ndarray | None = None  # (21, 2) px: the 2D keypoints the hand module and tailor were given
     fitted_conf: np.ndarray | None = None  # (21,) their weights
     match: dict | None = None  # how the detection was matched (iou, side)
+    floor_init: dict | None = None  # --fit-3d, perspective: the model floor as a tailor initialization (N = 1)
 
 
 def _project(xyz: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -231,7 +238,7 @@ class Pipeline:
             conf = np.ones_like(conf)
         res.fitted_to, res.fitted_conf = unflip(kp_uvd[:, :2].copy(), None)[0], conf.copy()
         if self.fit_3d and rec.joints_3d is not None:
-            self._floor(res, rec, flip)
+            self._floor(res, rec, flip, mode)
         try:
             self._fit_stages(res, kp_uvd, conf, world, mode, K, self.models[side], (width, height), iterations, unflip)
         except EngineError as exc:
@@ -244,8 +251,10 @@ class Pipeline:
             res.error = f"{type(exc).__name__}: {exc}"
         return res
 
-    def _floor(self, res: HandResult, rec: Record, flip: bool) -> None:
-        """The model fitted to the 3D ground truth (`--fit-3d`), projected with the record's K for px."""
+    def _floor(self, res: HandResult, rec: Record, flip: bool, mode: str) -> None:
+        """The model fitted to the 3D ground truth (`--fit-3d`), projected with the record's K for px; under
+        perspective also kept as a tailor initialization (`res.floor_init`, in the frame the tailor works in:
+        mirrored with the image under --left flip) for the `model_floor_tailored` stages."""
         from engine.hand_model import jax_layer
         from engine.model_floor import fit_joints_3d
 
@@ -260,6 +269,9 @@ class Pipeline:
             fit = fit_joints_3d(model, rec.joints_3d * mirror, free_beta=free, params=self._floor_params[side])
             xyz = fit["joints_3d"] * mirror
             res.stages[name] = Prediction(_project(xyz, rec.K) if rec.K is not None else None, xyz)
+            if free and mode == "perspective":
+                res.floor_init = dict(theta=fit["theta"][None], beta=fit["beta"][None], root=fit["root"][None],
+                                      hand_scale=np.array([fit["scale"]]), projection_scale=np.full(1, np.nan))
 
     def _fit_stages(self, res, kp_uvd, conf, world, mode, K, model, image_size, iterations, unflip) -> None:
         width, height = image_size
@@ -280,6 +292,11 @@ class Pipeline:
             xyz = np.asarray(out["joints_3d"][0], np.float64)
             uv = _project(xyz, np.asarray(out["K"], np.float64))
             res.stages[f"tailored@{it}"] = Prediction(*unflip(uv, xyz))
+        if res.floor_init is not None:  # the same tailor on the same 2D, started at the model floor
+            for it in iterations:
+                out = self.tailor(model, res.floor_init, kp_uvd, conf, K, mode, it, (width, height))
+                xyz = np.asarray(out["joints_3d"][0], np.float64)
+                res.stages[f"model_floor_tailored@{it}"] = Prediction(*unflip(_project(xyz, K), xyz))
 
     @staticmethod
     def fit_init(kp_uvd, conf, world, mode, K, model, image_size) -> dict:
@@ -423,7 +440,8 @@ def main(argv: list[str], prog: str = "python -m engine eval") -> int:
                          "the backbone's (depth and world landmarks stay the network's): the tailor's ceiling")
     ap.add_argument("--fit-3d", action="store_true",
                     help="diagnostic: also fit the hand model directly to the 3D ground truth (pose, shape, scale, "
-                         "translation) and report that floor as the stages model_floor / model_floor_beta0")
+                         "translation) and report that floor as the stages model_floor / model_floor_beta0; under "
+                         "perspective also model_floor_tailored, the tailor started at that floor on the same 2D")
     ap.add_argument("--per-hand", type=pathlib.Path, metavar="FILE.jsonl",
                     help="write each hand's figures (every stage, every swept iteration count) as JSON lines")
     ap.add_argument("--detections", type=pathlib.Path, metavar="FILE",

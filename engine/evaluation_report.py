@@ -14,7 +14,8 @@ import numpy as np
 from engine import metrics
 
 STAGES = ("backbone", "hand_module", "tailored")
-FLOOR_STAGES = ("model_floor", "model_floor_beta0")
+FLOOR_STAGES = ("model_floor", "model_floor_beta0", "model_floor_tailored")
+FLOOR_SWEEP_FIELDS = ("pa_mpjpe_mm", "mpjpe_mm", "px_error", "fit_residual_px")  # tailor_sweep's floor_tailored_*
 STAGE_FIELDS = ("px_error", "px_error_median", "pck_2d", "fit_residual_px", "mpjpe_mm", "pa_mpjpe_mm",
                 "mpjpe_rigid_mm", "pck_3d", "auc_20_50", "auc_5_20")
 
@@ -75,8 +76,9 @@ def summarize(results: list, iterations: list[int], pck_px: float) -> dict:
     failures = sum(r.failed for r in results)
     main_it = iterations[-1] if len(iterations) == 1 else (20 if 20 in iterations else iterations[0])
     for r in results:
-        if f"tailored@{main_it}" in r.stages:
-            r.stages["tailored"] = r.stages[f"tailored@{main_it}"]
+        for name in ("tailored", "model_floor_tailored"):
+            if f"{name}@{main_it}" in r.stages:
+                r.stages[name] = r.stages[f"{name}@{main_it}"]
     stages = {s: stage_metrics(results, s, pck_px) for s in STAGES}
     for s in FLOOR_STAGES:
         if any(s in r.stages for r in results):
@@ -92,6 +94,9 @@ def summarize(results: list, iterations: list[int], pck_px: float) -> dict:
                           auc_20_50=m["auc_20_50"], auc_5_20=m["auc_5_20"], mpjpe_mm=m["mpjpe_mm"],
                           pa_mpjpe_mm=m["pa_mpjpe_mm"], px_error=m["px_error"], mpjpe_rigid_mm=m["mpjpe_rigid_mm"],
                           px_error_median=m["px_error_median"], fit_residual_px=m["fit_residual_px"]))
+        if any(f"model_floor_tailored@{it}" in r.stages for r in ok):
+            f = stage_metrics(results, f"model_floor_tailored@{it}", pck_px)
+            sweep[-1].update({f"floor_tailored_{k}": f[k] for k in FLOOR_SWEEP_FIELDS})
     out["tailor_sweep"] = sweep
     a, b = stages["tailored"]["auc_5_20"], stages["hand_module"]["auc_5_20"]
     out["tailor_gain_auc_5_20"] = None if a is None or b is None else round(a - b, 4)
@@ -132,6 +137,8 @@ def markdown_report(folder: pathlib.Path, report: dict, pck_px: float) -> str:
         if len(rep["tailor_sweep"]) > 1:
             keys = ("iterations", "ms_per_hand", "px_error", "fit_residual_px", "mpjpe_mm", "pa_mpjpe_mm",
                     "mpjpe_rigid_mm", "auc_20_50", "auc_5_20")
+            keys += tuple(f"floor_tailored_{k}" for k in FLOOR_SWEEP_FIELDS
+                          if f"floor_tailored_{k}" in rep["tailor_sweep"][0])
             lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
             for row in rep["tailor_sweep"]:
                 lines.append("| " + " | ".join("-" if row.get(k) is None else str(row[k]) for k in keys) + " |")
@@ -144,7 +151,8 @@ def markdown_report(folder: pathlib.Path, report: dict, pck_px: float) -> str:
     lines += ["Metrics: 3D errors root-aligned at the wrist (backbone: MediaPipe's hand-centred world landmarks); "
               "PA = similarity Procrustes; rigid = rotation + translation (no scale); fit residual = distance of a "
               "stage's keypoints to the 2D keypoints it was fitted to; model_floor = the hand model fitted directly "
-              "to the 3D ground truth (--fit-3d); AUC over 20 uniformly spaced thresholds (ends included), "
+              "to the 3D ground truth (--fit-3d), model_floor_tailored = the tailor started there, on the same 2D "
+              "keypoints; AUC over 20 uniformly spaced thresholds (ends included), "
               "trapezoidal area / range; PCK per keypoint then averaged (Zimmermann & Brox). Visible keypoints only "
               "where the set has visibility.", ""]
     return "\n".join(lines)

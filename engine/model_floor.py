@@ -57,7 +57,8 @@ def fit_joints_3d(model: HandModel, joints_3d: np.ndarray, free_beta: bool = Tru
       params: `jax_layer.prepare(model)` (float32), or None (made here; pass it when fitting many hands).
     Returns:
       dict: joints_3d (K, 3) the fitted keypoints in the frame of `joints_3d`, theta (16, 4), beta (10,),
-      scale (), translation (3,), rms_m () the root-mean-square joint error of the fit.
+      scale (), translation (3,), root (3,) the fitted wrist (the tailor's `root`: with `scale` as its
+      `hand_scale`, `jax_layer.keypoints` gives joints_3d back), rms_m () the root-mean-square joint error.
     """
     from scipy.optimize import least_squares
 
@@ -96,4 +97,4 @@ def fit_joints_3d(model: HandModel, joints_3d: np.ndarray, free_beta: bool = Tru
     fitted = np.exp(x[58]) * kp + x[59:62]
     theta = np.asarray(jax_layer.rotmat_to_quat(rot)[0], np.float64)
     return dict(joints_3d=fitted, theta=theta, beta=beta, scale=float(np.exp(x[58])), translation=x[59:62],
-                rms_m=float(np.sqrt(np.mean(np.sum((fitted - G) ** 2, axis=-1)))))
+                root=fitted[0].copy(), rms_m=float(np.sqrt(np.mean(np.sum((fitted - G) ** 2, axis=-1)))))
