@@ -43,11 +43,9 @@ keypoints to the 2D keypoints it was fitted to, the detections or with --oracle-
 the fitted hand can follow them at all). `--fit-3d` adds the stages `model_floor` (the hand model fitted
 directly to the 3D ground truth: pose, shape, scale, translation; engine.model_floor) and `model_floor_beta0`
 (the same at beta = 0): how close the model can get at all; under perspective also `model_floor_tailored`
-(the tailor run from the model floor, as if the hand module were exact, on the same 2D keypoints as the
-`tailored` stage; each swept iteration count's figures are in `tailor_sweep` as `floor_tailored_*`). Its
-PA-MPJPE above model_floor's is what fitting those keypoints costs a hand that starts at the truth: where it
-rises with iterations, the keypoints and the model's joints disagree (the detector's or the annotation's
-joint placement), and near the truth more iterations bend 3D on that set whatever the hand module gives.
+(the tailor started at the floor, as if the hand module were exact, on the `tailored` stage's 2D keypoints;
+per swept iteration count `tailor_sweep`'s `floor_tailored_*`): where its PA-MPJPE rises above the floor's,
+the keypoints and the model's joints disagree, and near the truth more iterations bend 3D on that set.
 `--per-hand FILE.jsonl` writes one JSON line per hand and camera model with every stage's figures
 (engine.evaluation_report.hand_row).
 
@@ -253,8 +251,7 @@ class Pipeline:
 
     def _floor(self, res: HandResult, rec: Record, flip: bool, mode: str) -> None:
         """The model fitted to the 3D ground truth (`--fit-3d`), projected with the record's K for px; under
-        perspective also kept as a tailor initialization (`res.floor_init`, in the frame the tailor works in:
-        mirrored with the image under --left flip) for the `model_floor_tailored` stages."""
+        perspective also `res.floor_init`, the tailor's start for `model_floor_tailored` (the tailor's frame)."""
         from engine.hand_model import jax_layer
         from engine.model_floor import fit_joints_3d
 
